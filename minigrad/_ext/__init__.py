@@ -1,0 +1,1 @@
+"""Compiled extension modules (Cython): the autograd engine and the CPU kernels."""

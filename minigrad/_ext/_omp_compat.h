@@ -1,0 +1,14 @@
+/* OpenMP entry points that also exist when the build has no OpenMP, so the
+   Cython sources compile either way (setup.py decides which). */
+#ifndef MINIGRAD_OMP_COMPAT_H
+#define MINIGRAD_OMP_COMPAT_H
+#ifdef _OPENMP
+#include <omp.h>
+#define MINIGRAD_HAVE_OPENMP 1
+#else
+#define MINIGRAD_HAVE_OPENMP 0
+static inline int omp_get_max_threads(void) { return 1; }
+static inline void omp_set_num_threads(int n) { (void)n; }
+static inline int omp_get_thread_num(void) { return 0; }
+#endif
+#endif

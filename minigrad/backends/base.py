@@ -1,0 +1,338 @@
+"""The backend interface and its reference implementation.
+
+A ``Backend`` is one object per device. It owns
+
+* array creation and transfer (``asarray``, ``to_numpy``, ``from_numpy``),
+* the array namespace ``xp`` (NumPy or CuPy) used by every Function for
+  generic math,
+* random number generation (``manual_seed``, ``standard_normal``, ...),
+* the fused kernels: the normalization pairs, im2col/col2im, pooling and a
+  few fused elementwise/optimizer updates.
+
+Every kernel here is written once against ``xp`` and is the reference the
+compiled overrides are tested against (and the fallback for a backend that
+does not override it). Subclasses override only what they make faster and
+must keep the signatures (``tests/backends/test_backend_api.py`` checks it).
+
+Conventions: kernels take and return raw arrays of the backend; per-channel
+kernels work on a canonical ``(N, C, S)`` view and per-row kernels on an
+``(R, K)`` view; statistics are accumulated in float64 and returned in the
+input's dtype. Shapes are validated by the callers (the Functions), in one
+place, before any kernel runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Backend"]
+
+
+class Backend:
+    """Reference backend: every kernel written against the namespace ``xp``."""
+
+    #: Short name of the device kind ("cpu", "cuda").
+    name = "base"
+    #: The array namespace (``numpy`` or ``cupy``).
+    xp = np
+
+    def __init__(self, device):
+        self.device = device
+        self._rng = None
+        self._seed = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.device}>"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """Whether this kind of backend can be used on this machine."""
+        return True
+
+    @classmethod
+    def create(cls, device) -> "Backend":
+        """Build the backend for ``device``; raises a clear error if it cannot run here."""
+        return cls(device)
+
+    # ------------------------------------------------------------ memory
+    def asarray(self, data, dtype=None):
+        """Convert ``data`` (nested lists, scalars, host arrays) to a backend array."""
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array) -> np.ndarray:
+        """Return the array on the host (no copy where none is needed)."""
+        return np.asarray(array)
+
+    def from_numpy(self, array: np.ndarray):
+        """Copy a host array to this backend's device."""
+        return self.xp.asarray(array)
+
+    def transfer(self, array, source: "Backend"):
+        """Copy an array of backend ``source`` to this backend's device."""
+        return self.from_numpy(source.to_numpy(array))
+
+    def synchronize(self) -> None:
+        """Wait for all queued work on the device (a no-op on the CPU)."""
+
+    # ------------------------------------------------------------ random
+    def manual_seed(self, seed: int) -> None:
+        """Re-seed this backend's generator."""
+        self._seed = int(seed)
+        self._rng = self.xp.random.default_rng(self._seed)
+
+    @property
+    def rng(self):
+        """The backend's random generator (seeded lazily from ``manual_seed``)."""
+        if self._rng is None:
+            from .. import random as _random
+
+            self.manual_seed(_random.initial_seed())
+        return self._rng
+
+    def standard_normal(self, shape, dtype):
+        """Samples from N(0, 1)."""
+        return self.rng.standard_normal(shape, dtype=dtype)
+
+    def uniform(self, shape, low, high, dtype):
+        """Samples from U[low, high)."""
+        out = self.rng.random(shape, dtype=dtype)
+        if low != 0.0 or high != 1.0:
+            out *= high - low
+            out += low
+        return out
+
+    def randint(self, low, high, shape, dtype):
+        """Integers in [low, high)."""
+        return self.rng.integers(low, high, size=shape, dtype=dtype)
+
+    def permutation(self, n):
+        """A random permutation of ``range(n)`` (int64)."""
+        return self.rng.permutation(n)
+
+    # ------------------------------------------- per-channel normalization
+    def batch_norm_forward_train(self, x, weight, bias, eps):
+        """Training batch norm on an ``(N, C, S)`` view.
+
+        Statistics per channel over N·S: ``mean`` and the *biased* ``var``;
+        ``y = weight·(x - mean)/sqrt(var + eps) + bias`` (``weight``/``bias``
+        may be None). Returns ``(y, mean, var)``, all in ``x.dtype``.
+        """
+        xp = self.xp
+        xd = x.astype(xp.float64, copy=False)
+        mean = xd.mean(axis=(0, 2))
+        centered = xd - mean[None, :, None]
+        var = (centered * centered).mean(axis=(0, 2))  # two passes: no E[x²]-E[x]²
+        scale = 1.0 / xp.sqrt(var + eps)
+        if weight is not None:
+            scale = scale * weight
+        y = centered * scale[None, :, None]
+        if bias is not None:
+            y += bias[None, :, None]
+        return y.astype(x.dtype, copy=False), mean.astype(x.dtype), var.astype(x.dtype)
+
+    def channel_affine(self, x, scale, shift):
+        """``y = x·scale[c] + shift[c]`` on an ``(N, C, S)`` view (inference BN)."""
+        return x * scale[None, :, None] + shift[None, :, None]
+
+    def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
+        """Gradients of batch norm on an ``(N, C, S)`` view.
+
+        With ``x̂ = (x - mean)·invstd``: ``dbias = Σ grad``, ``dweight = Σ grad·x̂``
+        (per channel, over N·S) and, when ``training`` (batch statistics, so
+        mean and invstd depend on x),
+        ``dx = weight·invstd·(grad - dbias/m - x̂·dweight/m)`` with m = N·S;
+        with fixed (running) statistics ``dx = weight·invstd·grad``.
+        Returns ``(dx, dweight, dbias)`` in ``x.dtype``.
+        """
+        xp = self.xp
+        gd = grad.astype(xp.float64, copy=False)
+        xhat = (x.astype(xp.float64) - mean[None, :, None]) * invstd[None, :, None]
+        dbias = gd.sum(axis=(0, 2))
+        dweight = (gd * xhat).sum(axis=(0, 2))
+        scale = invstd.astype(xp.float64)
+        if weight is not None:
+            scale = scale * weight
+        if training:
+            m = x.shape[0] * x.shape[2]
+            dx = (gd - dbias[None, :, None] / m - xhat * (dweight / m)[None, :, None]) * scale[None, :, None]
+        else:
+            dx = gd * scale[None, :, None]
+        dt = x.dtype
+        return dx.astype(dt, copy=False), dweight.astype(dt), dbias.astype(dt)
+
+    # ----------------------------------------------- per-row normalization
+    def row_norm_forward(self, x, eps):
+        """Normalize each row of an ``(R, K)`` view: ``x̂ = (x - mean)/sqrt(var + eps)``.
+
+        ``var`` is biased. Returns ``(xhat, mean, invstd)``; the statistics
+        have shape ``(R,)``. Used by LayerNorm (R=N), InstanceNorm (R=N·C)
+        and GroupNorm (R=N·G); their affine parts are separate.
+        """
+        xp = self.xp
+        xd = x.astype(xp.float64, copy=False)
+        mean = xd.mean(axis=1)
+        centered = xd - mean[:, None]
+        var = (centered * centered).mean(axis=1)
+        invstd = 1.0 / xp.sqrt(var + eps)
+        xhat = centered * invstd[:, None]
+        return xhat.astype(x.dtype, copy=False), mean.astype(x.dtype), invstd.astype(x.dtype)
+
+    def row_norm_backward(self, grad, xhat, invstd):
+        """Gradient of ``row_norm_forward``'s x̂ with respect to x, per row:
+        ``dx = invstd·(g - mean(g) - x̂·mean(g·x̂))``."""
+        xp = self.xp
+        gd = grad.astype(xp.float64, copy=False)
+        xh = xhat.astype(xp.float64, copy=False)
+        dx = (gd - gd.mean(axis=1, keepdims=True) - xh * (gd * xh).mean(axis=1, keepdims=True))
+        dx *= invstd.astype(xp.float64)[:, None]
+        return dx.astype(grad.dtype, copy=False)
+
+    # ---------------------------------------------------- convolution
+    @staticmethod
+    def conv_output_size(size, k, stride, pad):
+        """Output length of a sliding window (no dilation)."""
+        return (size + 2 * pad - k) // stride + 1
+
+    def im2col(self, x, kh, kw, sh, sw, ph, pw):
+        """Unfold ``x`` (N, C, H, W) into columns (N, C·kh·kw, OH·OW).
+
+        Row ``c·kh·kw + i·kw + j`` holds input pixel ``(c, oh·sh+i-ph, ow·sw+j-pw)``
+        for output position ``oh·OW + ow`` (zero outside the image).
+        """
+        xp = self.xp
+        n, c, h, w = x.shape
+        oh = self.conv_output_size(h, kh, sh, ph)
+        ow = self.conv_output_size(w, kw, sw, pw)
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if (ph or pw) else x
+        cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+        return cols.reshape(n, c * kh * kw, oh * ow)
+
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
+        """Adjoint of ``im2col``: sum columns back into an (N, C, H, W) array."""
+        xp = self.xp
+        n, c, h, w = x_shape
+        oh = self.conv_output_size(h, kh, sh, ph)
+        ow = self.conv_output_size(w, kw, sw, pw)
+        cols = cols.reshape(n, c, kh, kw, oh, ow)
+        out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                out[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += cols[:, :, i, j]
+        return out[:, :, ph : ph + h, pw : pw + w]
+
+    # -------------------------------------------------------- pooling
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
+        """Max pooling of (N, C, H, W); padding counts as -inf.
+
+        Returns ``(y, argmax)`` where ``argmax`` (int64, shape of y) is the flat
+        index ``h·W + w`` of the chosen input pixel in its channel plane (the
+        first maximum in window order).
+        """
+        xp = self.xp
+        n, c, h, w = x.shape
+        oh = self.conv_output_size(h, kh, sh, ph)
+        ow = self.conv_output_size(w, kw, sw, pw)
+        neg = xp.asarray(-xp.inf, dtype=x.dtype)
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=neg) if (ph or pw) else x
+        y = xp.full((n, c, oh, ow), -xp.inf, dtype=x.dtype)
+        arg = xp.zeros((n, c, oh, ow), dtype=xp.int64)
+        rows = xp.arange(oh)[:, None] * sh
+        colsi = xp.arange(ow)[None, :] * sw
+        for i in range(kh):
+            for j in range(kw):
+                win = xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+                better = win > y
+                y = xp.where(better, win, y)
+                flat = (rows + i - ph) * w + (colsi + j - pw)
+                arg = xp.where(better, flat, arg)
+        return y, arg
+
+    def max_pool2d_backward(self, grad, argmax, x_shape):
+        """Scatter ``grad`` to the positions ``argmax`` chose (adds on overlap)."""
+        xp = self.xp
+        n, c, h, w = x_shape
+        dx = xp.zeros((n * c, h * w), dtype=grad.dtype)
+        rows = xp.repeat(xp.arange(n * c), argmax.shape[2] * argmax.shape[3])
+        xp.add.at(dx, (rows, argmax.reshape(-1)), grad.reshape(-1))
+        return dx.reshape(x_shape)
+
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+        """Average pooling of (N, C, H, W) with zero padding.
+
+        The divisor is kh·kw when ``count_include_pad``, else the number of
+        in-image pixels of the window.
+        """
+        xp = self.xp
+        n, c, h, w = x.shape
+        cols = self.im2col(x.reshape(n * c, 1, h, w), kh, kw, sh, sw, ph, pw)
+        oh = self.conv_output_size(h, kh, sh, ph)
+        ow = self.conv_output_size(w, kw, sw, pw)
+        y = cols.sum(axis=1) / self._pool_divisor(x.shape, kh, kw, sh, sw, ph, pw, count_include_pad)
+        return y.reshape(n, c, oh, ow).astype(x.dtype, copy=False)
+
+    def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+        """Gradient of ``avg_pool2d_forward``."""
+        n, c, h, w = x_shape
+        g = grad.reshape(n * c, 1, -1) / self._pool_divisor(x_shape, kh, kw, sh, sw, ph, pw, count_include_pad)
+        cols = self.xp.broadcast_to(g, (n * c, kh * kw, g.shape[2]))
+        dx = self.col2im(cols, (n * c, 1, h, w), kh, kw, sh, sw, ph, pw)
+        return dx.reshape(x_shape).astype(grad.dtype, copy=False)
+
+    def _pool_divisor(self, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad):
+        if count_include_pad:
+            return float(kh * kw)
+        xp = self.xp
+        ones = xp.ones((1, 1) + tuple(x_shape[2:]), dtype=xp.float64)
+        return self.im2col(ones, kh, kw, sh, sw, ph, pw).sum(axis=1)  # (1, OH·OW)
+
+    # --------------------------------------------- fused elementwise ops
+    def sigmoid(self, x):
+        """Logistic function, stable for large |x|: ``0.5·(1 + tanh(x/2))``."""
+        xp = self.xp
+        y = xp.tanh(x * 0.5)
+        y += 1.0
+        y *= 0.5
+        return y
+
+    def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
+        """One in-place SGD step on ``param`` (PyTorch's update rule).
+
+        ``buf`` is the momentum buffer (None before the first step when
+        ``momentum`` is non-zero, or when it is zero). Returns the buffer.
+        """
+        xp = self.xp
+        g = grad
+        if weight_decay:
+            g = g + weight_decay * param
+        if momentum:
+            if buf is None:
+                buf = xp.array(g, copy=True)
+            else:
+                buf *= momentum
+                buf += (1.0 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        param -= lr * g
+        return buf
+
+    def adam_update(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+        """One in-place Adam step (Kingma & Ba, with bias correction; L2 weight decay)."""
+        xp = self.xp
+        g = grad
+        if weight_decay:
+            g = g + weight_decay * param
+        exp_avg *= beta1
+        exp_avg += (1.0 - beta1) * g
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1.0 - beta2) * (g * g)
+        bc1 = 1.0 - beta1**step
+        bc2 = 1.0 - beta2**step
+        denom = xp.sqrt(exp_avg_sq / bc2)
+        denom += eps
+        param -= (lr / bc1) * (exp_avg / denom)
+
+    def index_add(self, target, index, values):
+        """``target[index] += values`` with repeated indices accumulated."""
+        self.xp.add.at(target, index, values)

@@ -1,0 +1,439 @@
+"""Elementwise differentiable operations (NumPy broadcasting rules).
+
+Binary operations accept Tensors and Python scalars; gradients of broadcast
+inputs are summed back to the input's shape (``unbroadcast``). Integer
+operands meet a floating operand in the floating dtype; two different
+floating dtypes are an error (raised by ``Function.apply``), never a silent
+up-cast.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._ext._engine import Function, TensorBase, unbroadcast
+
+__all__ = [
+    "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh",
+    "sigmoid", "relu", "abs", "clamp", "maximum", "minimum", "where", "cast",
+    "dropout_mask_mul",
+]
+
+
+def _shape(a):
+    return getattr(a, "shape", ())
+
+
+def _float_dtype_of(a):
+    dt = a.dtype
+    return dt if dt.kind == "f" else None
+
+
+def _promote(a, b):
+    """Bring two operands to a common dtype without up-casting floats.
+
+    Python/NumPy scalars stay scalars (weak types, they take the tensor's
+    dtype). An integer/bool tensor meeting a float tensor or a float scalar
+    is cast (non-differentiably) to the float dtype.
+    """
+    from ..tensor import Tensor, get_default_dtype
+
+    if isinstance(b, np.generic):
+        b = b.item()
+    if isinstance(a, np.generic):
+        a = a.item()
+    a_t = isinstance(a, TensorBase)
+    b_t = isinstance(b, TensorBase)
+    if not b_t and not isinstance(b, numbers.Number):
+        b = _as_tensor_like(b, a)
+        b_t = True
+    if not a_t and not isinstance(a, numbers.Number):
+        a = _as_tensor_like(a, b)
+        a_t = True
+    if a_t and b_t:
+        fa, fb = _float_dtype_of(a), _float_dtype_of(b)
+        if fa is not None and fb is None:
+            b = cast(b, fa)
+        elif fb is not None and fa is None:
+            a = cast(a, fb)
+    elif a_t and a.dtype.kind in "biu" and isinstance(b, float):
+        a = cast(a, get_default_dtype())
+    elif b_t and b.dtype.kind in "biu" and isinstance(a, float):
+        b = cast(b, get_default_dtype())
+    return a, b
+
+
+def _as_tensor_like(value, ref):
+    from ..tensor import tensor
+
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tensor(value, device=ref.device if isinstance(ref, TensorBase) else None)
+    raise TypeError(f"unsupported operand of type {type(value).__name__}; expected a Tensor or a number")
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a + b
+
+    def backward(self, grad):
+        sa, sb = self.shapes
+        need = self.needs_input_grad
+        return (unbroadcast(grad, sa) if need[0] else None,
+                unbroadcast(grad, sb) if need[1] else None)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a - b
+
+    def backward(self, grad):
+        sa, sb = self.shapes
+        need = self.needs_input_grad
+        return (unbroadcast(grad, sa) if need[0] else None,
+                unbroadcast(-grad, sb) if need[1] else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        need = self.needs_input_grad
+        return (unbroadcast(grad * b, _shape(a)) if need[0] else None,
+                unbroadcast(grad * a, _shape(b)) if need[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a / b
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        need = self.needs_input_grad
+        ga = grad / b
+        # d(a/b)/db = -a/b²
+        gb = unbroadcast(-ga * a / b, _shape(b)) if need[1] else None
+        return (unbroadcast(ga, _shape(a)) if need[0] else None), gb
+
+
+class Pow(Function):
+    def forward(self, a, b):
+        out = a ** b
+        self.save_for_backward(a, b, out)
+        return out
+
+    def backward(self, grad):
+        a, b, out = self.saved_tensors
+        need = self.needs_input_grad
+        ga = gb = None
+        if need[0]:
+            if isinstance(b, numbers.Number):
+                ga = grad * (b * a ** (b - 1)) if b != 0 else grad * 0
+            else:
+                ga = unbroadcast(grad * b * a ** (b - 1), _shape(a))
+        if need[1]:
+            xp = self.xp
+            # d(a^b)/db = a^b·ln a, taken as 0 where a == 0 (the limit for b > 0)
+            safe = xp.where(a > 0, a, 1)
+            gb = unbroadcast(grad * out * xp.log(safe), _shape(b))
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):
+        return -grad
+
+
+class Exp(Function):
+    def forward(self, a):
+        out = self.xp.exp(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (out,) = self.saved_tensors
+        return grad * out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return self.xp.log(a)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        return grad / a
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        out = self.xp.sqrt(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (out,) = self.saved_tensors
+        return grad / (2 * out)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        out = self.xp.tanh(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (out,) = self.saved_tensors
+        return grad * (1 - out * out)
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        out = self.backend.sigmoid(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (out,) = self.saved_tensors
+        return grad * (out * (1 - out))
+
+
+class ReLU(Function):
+    def forward(self, a):
+        out = self.xp.maximum(a, 0)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (out,) = self.saved_tensors
+        return grad * (out > 0)
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return self.xp.abs(a)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        return grad * self.xp.sign(a)
+
+
+class Clamp(Function):
+    def forward(self, a, min=None, max=None):
+        self.save_for_backward(a)
+        self.bounds = (min, max)
+        return self.xp.clip(a, min, max)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        lo, hi = self.bounds
+        keep = self.xp.ones(a.shape, dtype=bool)
+        if lo is not None:
+            keep &= a >= lo
+        if hi is not None:
+            keep &= a <= hi
+        return grad * keep
+
+
+class _MaxMin(Function):
+    take_first = None  # comparison selecting the first argument
+
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return self._op(a, b)
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        # Ties split the gradient evenly, as the subgradient average.
+        first = self.take_first(a, b).astype(grad.dtype) + 0.5 * (a == b)
+        need = self.needs_input_grad
+        return (unbroadcast(grad * first, _shape(a)) if need[0] else None,
+                unbroadcast(grad * (1 - first), _shape(b)) if need[1] else None)
+
+
+class Maximum(_MaxMin):
+    def _op(self, a, b):
+        return self.xp.maximum(a, b)
+
+    @staticmethod
+    def take_first(a, b):
+        return a > b
+
+
+class Minimum(_MaxMin):
+    def _op(self, a, b):
+        return self.xp.minimum(a, b)
+
+    @staticmethod
+    def take_first(a, b):
+        return a < b
+
+
+class Where(Function):
+    def forward(self, a, b, condition=None):
+        self.condition = condition
+        self.shapes = (_shape(a), _shape(b))
+        return self.xp.where(condition, a, b)
+
+    def backward(self, grad):
+        xp, cond = self.xp, self.condition
+        need = self.needs_input_grad
+        zero = xp.zeros((), dtype=grad.dtype)
+        return (unbroadcast(xp.where(cond, grad, zero), self.shapes[0]) if need[0] else None,
+                unbroadcast(xp.where(cond, zero, grad), self.shapes[1]) if need[1] else None)
+
+
+class Cast(Function):
+    def forward(self, a, dtype=None):
+        self.in_dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, grad):
+        return grad.astype(self.in_dtype)
+
+
+class MaskMul(Function):
+    """``a · mask`` for a constant mask (dropout); the mask is not differentiated."""
+
+    def forward(self, a, mask=None):
+        self.mask = mask
+        return a * mask
+
+    def backward(self, grad):
+        return grad * self.mask
+
+
+# ----------------------------------------------------------------- functions
+def add(a, b):
+    """``a + b`` with broadcasting."""
+    a, b = _promote(a, b)
+    return Add.apply(a, b)
+
+
+def sub(a, b):
+    """``a - b`` with broadcasting."""
+    a, b = _promote(a, b)
+    return Sub.apply(a, b)
+
+
+def mul(a, b):
+    """``a * b`` with broadcasting."""
+    a, b = _promote(a, b)
+    return Mul.apply(a, b)
+
+
+def div(a, b):
+    """``a / b`` (true division) with broadcasting; integer tensors divide in float."""
+    from ..tensor import get_default_dtype
+
+    a, b = _promote(a, b)
+    # True division of integers gives the default float dtype (as in PyTorch),
+    # not NumPy's float64.
+    if isinstance(a, TensorBase) and a.dtype.kind in "biu":
+        a = cast(a, get_default_dtype())
+    if isinstance(b, TensorBase) and b.dtype.kind in "biu" and not (
+        isinstance(a, TensorBase) and a.dtype.kind == "f"
+    ):
+        b = cast(b, get_default_dtype())
+    a, b = _promote(a, b)
+    return Div.apply(a, b)
+
+
+def pow(a, b):
+    """``a ** b`` (``b`` a number or a tensor)."""
+    a, b = _promote(a, b)
+    return Pow.apply(a, b)
+
+
+def neg(a):
+    """``-a``."""
+    return Neg.apply(a)
+
+
+def exp(a):
+    """Elementwise ``e**a``."""
+    return Exp.apply(a)
+
+
+def log(a):
+    """Elementwise natural logarithm."""
+    return Log.apply(a)
+
+
+def sqrt(a):
+    """Elementwise square root."""
+    return Sqrt.apply(a)
+
+
+def tanh(a):
+    """Elementwise hyperbolic tangent."""
+    return Tanh.apply(a)
+
+
+def sigmoid(a):
+    """Elementwise logistic function ``1/(1+e^-a)``, stable for large ``|a|``."""
+    return Sigmoid.apply(a)
+
+
+def relu(a):
+    """Elementwise ``max(a, 0)``."""
+    return ReLU.apply(a)
+
+
+def abs(a):
+    """Elementwise absolute value (gradient ``sign(a)``, 0 at 0)."""
+    return Abs.apply(a)
+
+
+def clamp(a, min=None, max=None):
+    """Clip values to ``[min, max]`` (either may be None); gradient 0 outside."""
+    if min is None and max is None:
+        raise ValueError("clamp needs at least one of min and max")
+    return Clamp.apply(a, min=min, max=max)
+
+
+def maximum(a, b):
+    """Elementwise maximum of two tensors (ties share the gradient)."""
+    a, b = _promote(a, b)
+    return Maximum.apply(a, b)
+
+
+def minimum(a, b):
+    """Elementwise minimum of two tensors (ties share the gradient)."""
+    a, b = _promote(a, b)
+    return Minimum.apply(a, b)
+
+
+def where(condition, a, b):
+    """Elements of ``a`` where ``condition`` is true, else of ``b``."""
+    cond = condition.array if isinstance(condition, TensorBase) else np.asarray(condition)
+    if cond.dtype != bool:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
+    a, b = _promote(a, b)
+    if not isinstance(a, TensorBase) and not isinstance(b, TensorBase):
+        raise TypeError("where: at least one of a and b must be a Tensor")
+    return Where.apply(a, b, condition=cond)
+
+
+def cast(a, dtype):
+    """Convert ``a`` to ``dtype`` (differentiable between floating dtypes)."""
+    dtype = np.dtype(dtype)
+    if a.dtype == dtype:
+        return a
+    return Cast.apply(a, dtype=dtype)
+
+
+def dropout_mask_mul(a, mask):
+    """Multiply by a constant mask array (used by dropout)."""
+    return MaskMul.apply(a, mask=mask)

@@ -1,0 +1,86 @@
+"""Matrix products: ``matmul`` (NumPy semantics, batched and broadcast) and the
+fused ``linear`` (``x @ W.T + b``, one graph node instead of three)."""
+
+from __future__ import annotations
+
+from .._ext._engine import Function, unbroadcast
+
+__all__ = ["matmul", "linear"]
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError("matmul: both operands need at least one dimension, got a scalar")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(
+                f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not align "
+                f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})"
+            )
+        self.save_for_backward(a, b)
+        return a @ b
+
+    def backward(self, grad):
+        a, b = self.saved_tensors
+        xp = self.xp
+        # Treat vectors as matrices (row for a, column for b), as matmul does.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad
+        if a.ndim == 1:
+            g = xp.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = xp.expand_dims(g, -1)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = g @ xp.swapaxes(b2, -1, -2)
+            if a.ndim == 1:
+                ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
+            ga = unbroadcast(ga, a.shape)
+        if self.needs_input_grad[1]:
+            gb = xp.swapaxes(a2, -1, -2) @ g
+            if b.ndim == 1:
+                gb = gb.reshape(gb.shape[:-1])
+            gb = unbroadcast(gb, b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """``y = x @ W.T + b`` for x of shape (..., in), W (out, in), b (out,) or None."""
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"linear: input has {x.shape[-1]} features in its last dimension but the "
+                f"weight expects {weight.shape[1]} (weight shape {tuple(weight.shape)})"
+            )
+        self.save_for_backward(x, weight)
+        out = x @ weight.T
+        if bias is not None:
+            out += bias
+        return out
+
+    def backward(self, grad):
+        x, weight = self.saved_tensors
+        need = self.needs_input_grad
+        g2 = grad.reshape(-1, grad.shape[-1])
+        gx = grad @ weight if need[0] else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+        gb = g2.sum(axis=0) if len(need) > 2 and need[2] else None
+        return gx, gw, gb
+
+
+def matmul(a, b):
+    """Matrix product with NumPy's rules (1-D operands, batch broadcasting)."""
+    return MatMul.apply(a, b)
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` as one node (the layer ``nn.Linear`` uses)."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if bias is None:
+        return Linear.apply(x, weight)
+    return Linear.apply(x, weight, bias)

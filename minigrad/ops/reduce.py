@@ -1,0 +1,207 @@
+"""Reductions: sum, mean, max, min, var, std, logsumexp over axes.
+
+``axis`` is None (all axes), an int or a tuple of ints (negative counts from
+the end); ``keepdims`` keeps reduced axes with length 1. The gradient is
+broadcast back over the reduced axes.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from .._ext._engine import Function
+
+__all__ = ["normalize_axes", "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin"]
+
+
+def normalize_axes(axis, ndim, name="axis"):
+    """Return ``axis`` as a sorted tuple of non-negative ints (None: all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, int) or isinstance(a, bool):
+            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise IndexError(f"{name} {a} is out of range for a tensor with {ndim} dimensions")
+        a = a % ndim if ndim else 0
+        if a in out:
+            raise ValueError(f"{name} {a} appears more than once in {axis!r}")
+        out.append(a)
+    return tuple(sorted(out))
+
+
+def _keep_shape(shape, axes):
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _count(shape, axes):
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+class _Reduction(Function):
+    def _expand(self, grad):
+        """Reshape ``grad`` to keepdims form so it broadcasts against the input."""
+        return grad if self.keepdims else grad.reshape(self.keep_shape)
+
+
+class Sum(_Reduction):
+    def forward(self, x, axes=(), keepdims=False):
+        self.in_shape, self.keepdims = x.shape, keepdims
+        self.keep_shape = _keep_shape(x.shape, axes)
+        return x.sum(axis=axes, keepdims=keepdims)
+
+    def backward(self, grad):
+        return self.xp.broadcast_to(self._expand(grad), self.in_shape)
+
+
+class Mean(_Reduction):
+    def forward(self, x, axes=(), keepdims=False):
+        self.in_shape, self.keepdims = x.shape, keepdims
+        self.keep_shape = _keep_shape(x.shape, axes)
+        self.count = _count(x.shape, axes)
+        return x.mean(axis=axes, keepdims=keepdims)
+
+    def backward(self, grad):
+        return self.xp.broadcast_to(self._expand(grad) / self.count, self.in_shape)
+
+
+class _Extremum(_Reduction):
+    def forward(self, x, axes=(), keepdims=False):
+        if x.size == 0:
+            raise ValueError(f"{type(self).__name__.lower()}() of an empty tensor has no identity")
+        self.keepdims = keepdims
+        self.keep_shape = _keep_shape(x.shape, axes)
+        out = self._reduce(x, axes)
+        self.save_for_backward(x, out)
+        return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
+
+    def backward(self, grad):
+        x, out = self.saved_tensors
+        # Ties share the gradient evenly.
+        mask = (x == out).astype(grad.dtype)
+        mask /= mask.sum(axis=self.axes, keepdims=True)
+        return self._expand(grad) * mask
+
+
+class Max(_Extremum):
+    def _reduce(self, x, axes):
+        self.axes = axes
+        return x.max(axis=axes, keepdims=True)
+
+
+class Min(_Extremum):
+    def _reduce(self, x, axes):
+        self.axes = axes
+        return x.min(axis=axes, keepdims=True)
+
+
+class Var(_Reduction):
+    def forward(self, x, axes=(), correction=1, keepdims=False):
+        self.keepdims = keepdims
+        self.keep_shape = _keep_shape(x.shape, axes)
+        n = _count(x.shape, axes)
+        self.denom = n - correction
+        # Two passes (mean, then squared deviations) stay accurate when the
+        # mean is large compared with the spread.
+        centered = x - x.mean(axis=axes, keepdims=True)
+        self.save_for_backward(centered)
+        if self.denom <= 0:
+            out = self.xp.full(self.keep_shape, self.xp.nan, dtype=x.dtype)
+            return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
+        return (centered * centered).sum(axis=axes, keepdims=keepdims) / self.denom
+
+    def backward(self, grad):
+        (centered,) = self.saved_tensors
+        return self._expand(grad) * centered * (2.0 / self.denom)
+
+
+class LogSumExp(_Reduction):
+    def forward(self, x, axes=(), keepdims=False):
+        xp = self.xp
+        self.keepdims = keepdims
+        self.keep_shape = _keep_shape(x.shape, axes)
+        m = x.max(axis=axes, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)
+        out = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
+        self.save_for_backward(x, out)
+        return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
+
+    def backward(self, grad):
+        x, out = self.saved_tensors
+        return self._expand(grad) * self.xp.exp(x - out)
+
+
+def _reduce(cls, x, axis, keepdims, **kw):
+    return cls.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=bool(keepdims), **kw)
+
+
+def sum(x, axis=None, keepdims=False):
+    """Sum over ``axis`` (all axes when None)."""
+    return _reduce(Sum, x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Arithmetic mean over ``axis``."""
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean() needs a floating tensor, got dtype {x.dtype}; convert with .float()")
+    return _reduce(Mean, x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    """Maximum over ``axis`` (values only; see ``argmax`` for indices)."""
+    return _reduce(Max, x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    """Minimum over ``axis``."""
+    return _reduce(Min, x, axis, keepdims)
+
+
+def var(x, axis=None, keepdims=False, correction=1):
+    """Variance over ``axis``: ``Σ(x-mean)²/(n - correction)``.
+
+    ``correction=1`` (the default, as in PyTorch) is the unbiased estimate,
+    ``correction=0`` the biased (population) one.
+    """
+    if x.dtype.kind != "f":
+        raise TypeError(f"var() needs a floating tensor, got dtype {x.dtype}")
+    return _reduce(Var, x, axis, keepdims, correction=correction)
+
+
+def std(x, axis=None, keepdims=False, correction=1):
+    """Standard deviation, ``sqrt(var(x, axis, keepdims, correction))``."""
+    from .elementwise import sqrt
+
+    return sqrt(var(x, axis, keepdims, correction))
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """``log(Σ exp(x))`` over ``axis``, computed stably."""
+    return _reduce(LogSumExp, x, axis, keepdims)
+
+
+def argmax(x, axis=None, keepdims=False):
+    """Indices of the maxima along ``axis`` (int64, not differentiable)."""
+    return _arg(x, axis, keepdims, "argmax")
+
+
+def argmin(x, axis=None, keepdims=False):
+    """Indices of the minima along ``axis`` (int64, not differentiable)."""
+    return _arg(x, axis, keepdims, "argmin")
+
+
+def _arg(x, axis, keepdims, name):
+    from .._ext._engine import make_tensor
+
+    if axis is not None:
+        axis = normalize_axes(axis, x.ndim)
+        if len(axis) != 1:
+            raise ValueError(f"{name} takes a single axis, got {axis}")
+        axis = axis[0]
+    out = getattr(x.array, name)(axis=axis, keepdims=keepdims)
+    return make_tensor(x.backend.xp.asarray(out, dtype="int64"), x.backend)

@@ -1,0 +1,245 @@
+"""Shape operations: reshape, permute/transpose, broadcast_to, indexing,
+concatenate and stack. Each returns a view where the backend can."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._ext._engine import Function, TensorBase, unbroadcast
+
+__all__ = ["reshape", "permute", "transpose", "broadcast_to", "getitem", "concatenate", "stack",
+           "squeeze", "unsqueeze", "flatten"]
+
+
+class Reshape(Function):
+    def forward(self, x, shape=()):
+        self.in_shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, grad):
+        return grad.reshape(self.in_shape)
+
+
+class Permute(Function):
+    def forward(self, x, axes=()):
+        self.inverse = tuple(np.argsort(axes))
+        return x.transpose(axes)
+
+    def backward(self, grad):
+        return grad.transpose(self.inverse)
+
+
+class BroadcastTo(Function):
+    def forward(self, x, shape=()):
+        self.in_shape = x.shape
+        return self.xp.broadcast_to(x, shape)
+
+    def backward(self, grad):
+        return unbroadcast(grad, self.in_shape)
+
+
+class GetItem(Function):
+    def forward(self, x, index=None, advanced=False):
+        self.in_shape, self.index, self.advanced = x.shape, index, advanced
+        return x[index]
+
+    def backward(self, grad):
+        xp = self.xp
+        dx = xp.zeros(self.in_shape, dtype=grad.dtype)
+        if self.advanced:
+            # Repeated indices must accumulate, which plain assignment would not.
+            self.backend.index_add(dx, self.index, grad)
+        else:
+            dx[self.index] = grad
+        return dx
+
+
+class Concatenate(Function):
+    def forward(self, *arrays, axis=0):
+        self.axis = axis
+        self.sizes = [a.shape[axis] for a in arrays]
+        return self.xp.concatenate(arrays, axis=axis)
+
+    def backward(self, grad):
+        bounds = np.cumsum(self.sizes)[:-1].tolist()
+        return tuple(self.xp.split(grad, bounds, axis=self.axis))
+
+
+class Stack(Function):
+    def forward(self, *arrays, axis=0):
+        self.axis = axis
+        return self.xp.stack(arrays, axis=axis)
+
+    def backward(self, grad):
+        n = grad.shape[self.axis]
+        return tuple(self.xp.take(grad, i, axis=self.axis) for i in range(n))
+
+
+# ----------------------------------------------------------------- functions
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+            raise TypeError(f"shape entries must be ints, got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def reshape(x, *shape):
+    """Return a tensor with the same elements and a new shape (one entry may be -1)."""
+    shape = _shape_arg(shape)
+    size = x.array.size
+    known = 1
+    for s in shape:
+        if s != -1:
+            known *= s
+    if shape.count(-1) > 1 or (shape.count(-1) == 0 and known != size) or (
+        shape.count(-1) == 1 and (known == 0 or size % known)
+    ):
+        raise ValueError(f"cannot reshape a tensor of shape {tuple(x.shape)} ({size} elements) into {shape}")
+    if shape == x.shape:
+        return x
+    return Reshape.apply(x, shape=shape)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dimensions ``start_dim..end_dim`` (inclusive) into one."""
+    nd = x.ndim
+    if nd == 0:
+        return reshape(x, 1)
+    s, e = start_dim % nd, end_dim % nd
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    shape = x.shape
+    return reshape(x, shape[:s] + (-1,) + shape[e + 1 :])
+
+
+def squeeze(x, axis=None):
+    """Remove axes of length 1 (all of them, or the given one)."""
+    if axis is None:
+        new = tuple(s for s in x.shape if s != 1)
+    else:
+        a = axis % max(x.ndim, 1)
+        if x.shape[a] != 1:
+            raise ValueError(f"squeeze: axis {axis} has length {x.shape[a]}, not 1")
+        new = x.shape[:a] + x.shape[a + 1 :]
+    return reshape(x, new)
+
+
+def unsqueeze(x, axis):
+    """Insert an axis of length 1 at position ``axis``."""
+    nd = x.ndim + 1
+    if not -nd <= axis < nd:
+        raise IndexError(f"unsqueeze: axis {axis} out of range for a result with {nd} dimensions")
+    a = axis % nd
+    return reshape(x, x.shape[:a] + (1,) + x.shape[a:])
+
+
+def permute(x, *axes):
+    """Reorder the dimensions: ``permute(x, 2, 0, 1)``."""
+    axes = _shape_arg(axes)
+    nd = x.ndim
+    if sorted(a % nd for a in axes) != list(range(nd)) or len(axes) != nd:
+        raise ValueError(f"permute: {axes} is not a permutation of the {nd} dimensions")
+    axes = tuple(a % nd for a in axes)
+    if axes == tuple(range(nd)):
+        return x
+    return Permute.apply(x, axes=axes)
+
+
+def transpose(x, dim0=None, dim1=None):
+    """Swap two dimensions; with no arguments, reverse all of them (``x.T``)."""
+    nd = x.ndim
+    if dim0 is None and dim1 is None:
+        return permute(x, *reversed(range(nd)))
+    if dim0 is None or dim1 is None:
+        raise TypeError("transpose takes either no dimensions or two")
+    axes = list(range(nd))
+    axes[dim0 % nd], axes[dim1 % nd] = axes[dim1 % nd], axes[dim0 % nd]
+    return permute(x, *axes)
+
+
+def broadcast_to(x, *shape):
+    """Broadcast ``x`` to ``shape`` (NumPy rules); the gradient is summed back."""
+    shape = _shape_arg(shape)
+    try:
+        np.broadcast_shapes(x.shape, shape)
+    except ValueError:
+        raise ValueError(f"cannot broadcast a tensor of shape {tuple(x.shape)} to {shape}") from None
+    if tuple(shape) == x.shape:
+        return x
+    return BroadcastTo.apply(x, shape=shape)
+
+
+def _raw_index(index):
+    """Convert Tensors inside an index to arrays; tell whether it is advanced."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out, advanced = [], False
+    for p in parts:
+        if isinstance(p, TensorBase):
+            if p.dtype.kind not in "biu":
+                raise IndexError(f"tensors used as indices must be integer or bool, got {p.dtype}")
+            p = p.array
+            advanced = True
+        elif isinstance(p, (list, np.ndarray)):
+            p = np.asarray(p)
+            if p.dtype.kind not in "biu":
+                raise IndexError(f"arrays used as indices must be integer or bool, got {p.dtype}")
+            advanced = True
+        elif not (p is None or p is Ellipsis or isinstance(p, (slice, numbers.Integral))):
+            raise IndexError(f"unsupported index {p!r}: use ints, slices, None, ..., or integer/bool tensors")
+        out.append(p)
+    return (tuple(out) if isinstance(index, tuple) else out[0]), advanced
+
+
+def getitem(x, index):
+    """``x[index]`` with basic (ints, slices, None, ...) and integer/bool array indices."""
+    raw, advanced = _raw_index(index)
+    if advanced and x.backend.name != "cpu":
+        raw = _index_to_device(raw, x.backend)
+    return GetItem.apply(x, index=raw, advanced=advanced)
+
+
+def _index_to_device(raw, backend):
+    parts = raw if isinstance(raw, tuple) else (raw,)
+    moved = tuple(backend.asarray(p) if isinstance(p, np.ndarray) else p for p in parts)
+    return moved if isinstance(raw, tuple) else moved[0]
+
+
+def _check_same_rank(name, tensors):
+    if not tensors:
+        raise ValueError(f"{name} needs at least one tensor")
+    for t in tensors:
+        if not isinstance(t, TensorBase):
+            raise TypeError(f"{name} expects Tensors, got {type(t).__name__}")
+
+
+def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis (shapes must match elsewhere)."""
+    tensors = list(tensors)
+    _check_same_rank("concatenate", tensors)
+    nd = tensors[0].ndim
+    if nd == 0:
+        raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
+    ax = axis % nd
+    for t in tensors[1:]:
+        if t.ndim != nd or any(s != r for i, (s, r) in enumerate(zip(t.shape, tensors[0].shape)) if i != ax):
+            raise ValueError(
+                f"concatenate: shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside axis {axis}"
+            )
+    return Concatenate.apply(*tensors, axis=ax)
+
+
+def stack(tensors, axis=0):
+    """Join same-shaped tensors along a new axis."""
+    tensors = list(tensors)
+    _check_same_rank("stack", tensors)
+    for t in tensors[1:]:
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: all tensors must have the same shape, got {tuple(tensors[0].shape)} and {tuple(t.shape)}")
+    nd = tensors[0].ndim + 1
+    if not -nd <= axis < nd:
+        raise IndexError(f"stack: axis {axis} out of range for a result with {nd} dimensions")
+    return Stack.apply(*tensors, axis=axis % nd)

@@ -1,0 +1,181 @@
+"""Softmax, log-softmax and the fused cross-entropy loss (numerically stable:
+the maximum is subtracted before exponentiating)."""
+
+from __future__ import annotations
+
+from .._ext._engine import Function, TensorBase
+
+__all__ = ["softmax", "log_softmax", "cross_entropy", "nll_loss"]
+
+
+def _log_softmax(xp, x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        e = self.xp.exp(x - x.max(axis=axis, keepdims=True))
+        out = e / e.sum(axis=axis, keepdims=True)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (y,) = self.saved_tensors
+        # J^T g = y·(g - Σ g·y)
+        return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        out = _log_softmax(self.xp, x, axis)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        (out,) = self.saved_tensors
+        return grad - self.xp.exp(out) * grad.sum(axis=self.axis, keepdims=True)
+
+
+class CrossEntropy(Function):
+    """``-log softmax(x)[target]`` per row, reduced; x (N, C), target int (N,)."""
+
+    def forward(self, x, target=None, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0):
+        xp = self.xp
+        n, c = x.shape
+        logp = _log_softmax(xp, x, 1)
+        valid = target != ignore_index
+        safe_t = xp.where(valid, target, 0)
+        rows = xp.arange(n)
+        w_rows = weight[safe_t] * valid if weight is not None else valid.astype(x.dtype)
+        picked = logp[rows, safe_t]
+        loss = -picked * w_rows
+        if label_smoothing:
+            # Mix the one-hot target with the uniform distribution.
+            w_all = weight[None, :] if weight is not None else 1.0
+            smooth = -(logp * w_all).sum(axis=1) / c * valid
+            loss = (1 - label_smoothing) * loss + label_smoothing * smooth
+        self.save_for_backward(logp, safe_t, w_rows, valid)
+        self.reduction, self.label_smoothing, self.weight = reduction, label_smoothing, weight
+        if reduction == "none":
+            self.denom = None
+            return loss.astype(x.dtype, copy=False)
+        if reduction == "sum":
+            self.denom = 1.0
+            return xp.asarray(loss.sum(), dtype=x.dtype)
+        total = w_rows.sum()
+        self.denom = total
+        return xp.asarray(loss.sum() / total, dtype=x.dtype)
+
+    def backward(self, grad):
+        xp = self.xp
+        logp, t, w_rows, valid = self.saved_tensors
+        n, c = logp.shape
+        p = xp.exp(logp)
+        if self.reduction == "none":
+            g_rows = grad
+        else:
+            g_rows = xp.broadcast_to(grad / self.denom, (n,))
+        # d loss_i / d x = w_i·(softmax - onehot), mixed with the smoothing term.
+        onehot = xp.zeros_like(p)
+        onehot[xp.arange(n), t] = 1
+        eps = self.label_smoothing
+        dx = (p - onehot) * (w_rows * (1 - eps))[:, None]
+        if eps:
+            w_all = self.weight[None, :] if self.weight is not None else xp.ones((1, c), dtype=p.dtype)
+            # d/dx of -(Σ_j w_j log p_j)/C = (p·Σ_j w_j - w)/C
+            dx += eps * (p * w_all.sum() - w_all) / c * valid[:, None]
+        dx *= g_rows[:, None]
+        return dx.astype(logp.dtype, copy=False)
+
+
+def softmax(x, axis=-1):
+    """``exp(x)/Σexp(x)`` along ``axis``."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """``log softmax(x)`` along ``axis``, computed without overflow."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy between logits ``input`` (N, C) and class indices ``target`` (N,).
+
+    Equivalent to ``nll_loss(log_softmax(input, 1), target)`` in one node.
+    ``weight`` (C,) rescales classes; rows whose target is ``ignore_index``
+    count for nothing; ``reduction`` is "mean" (weighted mean), "sum" or "none".
+    """
+    if not isinstance(input, TensorBase) or not isinstance(target, TensorBase):
+        raise TypeError("cross_entropy expects Tensors for input and target")
+    if input.ndim != 2:
+        raise ValueError(f"cross_entropy: input must be (N, C) logits, got shape {tuple(input.shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"cross_entropy: input must be floating, got dtype {input.dtype}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}"
+        )
+    if target.shape != (input.shape[0],):
+        raise ValueError(
+            f"cross_entropy: target must have shape ({input.shape[0]},) to match input "
+            f"{tuple(input.shape)}, got {tuple(target.shape)}"
+        )
+    if target.device != input.device:
+        raise RuntimeError(f"cross_entropy: target is on {target.device}, input on {input.device}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    t = target.array
+    c = input.shape[1]
+    if t.size:
+        valid = t[t != ignore_index]
+        if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
+            bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
+            raise IndexError(f"cross_entropy: target {bad} is out of range for {c} classes")
+    w = None
+    if weight is not None:
+        if tuple(weight.shape) != (c,):
+            raise ValueError(f"cross_entropy: weight must have shape ({c},), got {tuple(weight.shape)}")
+        if weight.dtype != input.dtype:
+            raise TypeError(f"cross_entropy: weight has dtype {weight.dtype}, input {input.dtype}")
+        w = weight.array
+    return CrossEntropy.apply(input, target=t, reduction=reduction, weight=w,
+                              ignore_index=ignore_index, label_smoothing=label_smoothing)
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of ``target`` under row-wise ``log_probs`` (N, C)."""
+    from .elementwise import mul
+    from .reduce import sum as _sum
+    from .shape import getitem
+
+    if log_probs.ndim != 2:
+        raise ValueError(f"nll_loss: expected (N, C) log-probabilities, got shape {tuple(log_probs.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    xp = log_probs.backend.xp
+    t = target.array
+    valid = t != ignore_index
+    safe = xp.where(valid, t, 0)
+    rows = xp.arange(log_probs.shape[0])
+    picked = getitem(log_probs, (rows, safe))
+    w = valid.astype(log_probs.dtype)
+    if weight is not None:
+        w = w * weight.array[safe]
+    from .._ext._engine import make_tensor
+
+    wt = make_tensor(w, log_probs.backend)
+    losses = -mul(picked, wt)
+    if reduction == "none":
+        return losses
+    total = _sum(losses)
+    if reduction == "sum":
+        return total
+    return total / float(w.sum())

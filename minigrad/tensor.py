@@ -1,0 +1,853 @@
+"""``Tensor``: an n-dimensional array on a device, with reverse-mode autograd.
+
+The storage and autograd state live in the compiled ``TensorBase``; this
+class adds the user-facing API (operators, methods, conversion). Every
+differentiable method is a thin wrapper over a function of ``minigrad.ops``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import ops
+from ._ext import _engine
+from ._ext._engine import TensorBase, make_tensor
+from .backends import get_backend
+from .device import Device
+
+__all__ = [
+    "Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace",
+    "eye", "randn", "rand", "randint", "zeros_like", "ones_like", "full_like", "empty_like", "randn_like",
+    "rand_like", "get_default_dtype", "set_default_dtype",
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
+]
+
+float16 = np.dtype("float16")
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int8 = np.dtype("int8")
+int16 = np.dtype("int16")
+int32 = np.dtype("int32")
+int64 = np.dtype("int64")
+uint8 = np.dtype("uint8")
+bool_ = np.dtype("bool")
+
+_SUPPORTED_KINDS = "biuf"
+_default_dtype = float32
+
+
+def get_default_dtype() -> np.dtype:
+    """The floating dtype of tensors created from Python floats (float32 unless changed)."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the floating dtype used for Python floats and random factories."""
+    global _default_dtype
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"the default dtype must be floating, got {dt}")
+    _default_dtype = dt
+
+
+def _check_dtype(dtype):
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype == "bool":
+        return bool_
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{dtype!r} is not a dtype") from None
+    if dt.kind not in _SUPPORTED_KINDS:
+        raise TypeError(f"unsupported dtype {dt}: minigrad supports bool, integer and floating dtypes")
+    return dt
+
+
+def _host_array(data, dtype):
+    """Turn Python data (scalars, nested lists, NumPy arrays) into a NumPy array."""
+    if isinstance(data, np.ndarray):
+        arr = data if dtype is None else data.astype(dtype, copy=False)
+    else:
+        try:
+            arr = np.asarray(data, dtype=dtype)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"could not convert {type(data).__name__} to a tensor: {exc}") from None
+        if dtype is None and arr.dtype == float64 and not isinstance(data, np.generic):
+            arr = arr.astype(_default_dtype)  # Python floats -> the default dtype
+    if arr.dtype.kind not in _SUPPORTED_KINDS:
+        raise TypeError(
+            f"could not convert data of dtype {arr.dtype} to a tensor: expected numbers or booleans"
+        )
+    return arr
+
+
+def _to_backend(data, dtype, backend, copy):
+    """Convert ``data`` to an array of ``backend`` (copying when ``copy``)."""
+    if isinstance(data, TensorBase):
+        arr = data.array
+        if data.backend is not backend:
+            arr = backend.transfer(arr, data.backend)
+            copy = False
+        if dtype is not None and arr.dtype != dtype:
+            return arr.astype(dtype)
+        return arr.copy() if copy else arr
+    if backend.name != "cpu" and hasattr(data, "__cuda_array_interface__"):
+        arr = backend.asarray(data, dtype=dtype)
+        return arr.copy() if copy and arr is data else arr
+    if hasattr(data, "__cuda_array_interface__"):
+        raise TypeError("a GPU array cannot become a CPU tensor implicitly; copy it to the host first")
+    host = _host_array(data, dtype)
+    if backend.name == "cpu":
+        return np.array(host, copy=True) if copy and (host is data or host.base is not None) else host
+    return backend.from_numpy(host)
+
+
+class Tensor(TensorBase):
+    """An n-dimensional array on a device that records operations for autograd.
+
+    Create tensors with ``minigrad.tensor(data)`` or the factories
+    (``zeros``, ``randn``, ...). Arithmetic follows NumPy broadcasting;
+    ``t.backward()`` fills ``.grad`` of every leaf with ``requires_grad=True``.
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        >>> y = (x * x).sum()
+        >>> y.backward()
+        >>> x.grad
+        tensor([2., 4., 6.])
+    """
+
+    __slots__ = ()
+    # NumPy must defer to Tensor's reflected operators (ndarray + Tensor)
+    # instead of turning the Tensor into an array and dropping its graph.
+    __array_ufunc__ = None
+    __hash__ = object.__hash__
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        if device is None and isinstance(data, TensorBase):
+            device = data.device
+        backend = get_backend(device)
+        arr = _to_backend(data, _check_dtype(dtype), backend, copy=True)
+        self._set_fields(arr, backend, requires_grad)
+
+    # ------------------------------------------------------------ basics
+    def __repr__(self) -> str:
+        body = np.array2string(
+            self.numpy_view(), separator=", ", prefix="tensor(", threshold=1000, edgeitems=3,
+            precision=4, floatmode="maxprec_equal" if self.dtype.kind == "f" else "maxprec",
+        )
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype not in (_default_dtype, int64, bool_) or self.array.size == 0:
+            extras.append(f"dtype={self.dtype.name}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{type(self.grad_fn).__name__}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __bool__(self) -> bool:
+        if self.array.size != 1:
+            raise ValueError(
+                f"the truth value of a tensor with {self.array.size} elements is ambiguous; use .any() or .all()"
+            )
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iu" or self.array.size != 1:
+            raise TypeError("only single-element integer tensors can be used as an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.numpy_view()
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        return np.array(arr, copy=True) if copy else arr
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.array.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+    def size(self, dim=None):
+        """The shape, or the length of dimension ``dim``."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self) -> int:
+        """Number of elements."""
+        return int(self.array.size)
+
+    def dim(self) -> int:
+        """Number of dimensions (same as ``ndim``)."""
+        return self.ndim
+
+    @property
+    def T(self) -> "Tensor":
+        """The tensor with its dimensions reversed."""
+        return ops.transpose(self)
+
+    @property
+    def data(self) -> "Tensor":
+        """A tensor sharing this one's storage, detached from the graph (PyTorch's ``.data``)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value) -> None:
+        if not isinstance(value, TensorBase):
+            raise TypeError(f"data must be set to a Tensor, got {type(value).__name__}")
+        if value.shape != self.shape or value.dtype != self.dtype or value.device != self.device:
+            raise ValueError(
+                f"data must keep shape, dtype and device: got {tuple(value.shape)} {value.dtype} on "
+                f"{value.device}, expected {tuple(self.shape)} {self.dtype} on {self.device}"
+            )
+        self.array = value.array
+
+    # -------------------------------------------------------- conversion
+    def numpy_view(self) -> np.ndarray:
+        """The values as a NumPy array, sharing memory on the CPU."""
+        return self.backend.to_numpy(self.array)
+
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (shares memory on the CPU, like PyTorch).
+
+        Raises for a tensor that requires grad, as PyTorch does: call
+        ``.detach().numpy()`` to make dropping the graph explicit.
+        """
+        if self.requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
+        return self.numpy_view()
+
+    def item(self):
+        """The single value of a one-element tensor, as a Python number."""
+        if self.array.size != 1:
+            raise ValueError(f"item() needs a tensor with exactly one element, got shape {tuple(self.shape)}")
+        return self.numpy_view().reshape(()).item()
+
+    def tolist(self):
+        """The values as (nested) Python lists."""
+        return self.numpy_view().tolist()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing storage with this one but outside the graph."""
+        return make_tensor(self.array, self.backend, False)
+
+    def detach_(self) -> "Tensor":
+        """Detach in place (this tensor becomes a leaf without grad)."""
+        if self.grad_fn is not None:
+            raise RuntimeError("detach_() is only supported on leaf tensors; use detach()")
+        self.requires_grad = False
+        return self
+
+    def requires_grad_(self, requires_grad=True) -> "Tensor":
+        """Set ``requires_grad`` in place and return self."""
+        self.requires_grad = requires_grad
+        return self
+
+    def clone(self) -> "Tensor":
+        """A differentiable copy with its own storage."""
+        return ops.add(self, 0) if self.dtype.kind == "f" else make_tensor(self.array.copy(), self.backend)
+
+    def to(self, *args, dtype=None, device=None, copy=False) -> "Tensor":
+        """Convert to a device and/or dtype: ``t.to("cuda")``, ``t.to(mg.float64)``.
+
+        Returns self when nothing changes (unless ``copy``). Differentiable.
+        """
+        for a in args:
+            if isinstance(a, (str, Device)) and not _is_dtype_name(a):
+                device = a
+            else:
+                dtype = a
+        out = self
+        if device is not None:
+            target = get_backend(device)
+            if target is not self.backend:
+                from .ops.device import to_backend
+
+                out = to_backend(self, target)
+        if dtype is not None:
+            out = ops.cast(out, _check_dtype(dtype))
+        if copy and out is self:
+            out = self.clone()
+        return out
+
+    def cpu(self) -> "Tensor":
+        """The tensor on the CPU."""
+        return self.to("cpu")
+
+    def cuda(self, index: int = 0) -> "Tensor":
+        """The tensor on ``cuda:index``."""
+        return self.to(f"cuda:{index}")
+
+    def float(self) -> "Tensor":
+        """Convert to float32."""
+        return self.to(float32)
+
+    def double(self) -> "Tensor":
+        """Convert to float64."""
+        return self.to(float64)
+
+    def long(self) -> "Tensor":
+        """Convert to int64."""
+        return self.to(int64)
+
+    def int(self) -> "Tensor":
+        """Convert to int32."""
+        return self.to(int32)
+
+    def bool(self) -> "Tensor":
+        """Convert to bool."""
+        return self.to(bool_)
+
+    def type(self, dtype) -> "Tensor":
+        """Convert to ``dtype``."""
+        return self.to(dtype)
+
+    astype = type
+
+    def contiguous(self) -> "Tensor":
+        """A tensor whose storage is C-contiguous (self when it already is)."""
+        xp = self.backend.xp
+        if self.array.flags.c_contiguous:
+            return self
+        return ops.add(self, 0) if self.dtype.kind == "f" else make_tensor(xp.ascontiguousarray(self.array), self.backend)
+
+    # -------------------------------------------------------- arithmetic
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        return ops.sub(other, self)
+
+    def __mul__(self, other):
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        return ops.mul(other, self)
+
+    def __truediv__(self, other):
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.div(other, self)
+
+    def __pow__(self, other):
+        return ops.pow(self, other)
+
+    def __rpow__(self, other):
+        return ops.pow(other, self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, _coerce(other, self))
+
+    def __rmatmul__(self, other):
+        return ops.matmul(_coerce(other, self), self)
+
+    def __neg__(self):
+        return ops.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return ops.abs(self)
+
+    # In-place operators: in place when no graph is being recorded through
+    # this tensor (e.g. parameter updates under no_grad); an error on a leaf
+    # that requires grad, as in PyTorch; out of place on a non-leaf.
+    def __iadd__(self, other):
+        return self._inplace("__iadd__", ops.add, other)
+
+    def __isub__(self, other):
+        return self._inplace("__isub__", ops.sub, other)
+
+    def __imul__(self, other):
+        return self._inplace("__imul__", ops.mul, other)
+
+    def __itruediv__(self, other):
+        return self._inplace("__itruediv__", ops.div, other)
+
+    def _inplace(self, method, op, other):
+        if not _engine.is_grad_enabled() or not (
+            self.requires_grad or (isinstance(other, TensorBase) and other.requires_grad)
+        ):
+            self._check_inplace_operand(other)
+            getattr(self.array, method)(other.array if isinstance(other, TensorBase) else other)
+            return self
+        if self.grad_fn is None:
+            raise RuntimeError(
+                "a leaf tensor that requires grad is used in an in-place operation; wrap the update in "
+                "`with minigrad.no_grad():`"
+            )
+        return op(self, other)
+
+    def _check_inplace_operand(self, other):
+        if isinstance(other, TensorBase):
+            if other.device != self.device:
+                raise RuntimeError(f"in-place operation with a tensor on {other.device}; this one is on {self.device}")
+            if other.dtype != self.dtype and other.dtype.kind == "f" and self.dtype.kind == "f":
+                raise TypeError(f"in-place operation would mix {self.dtype} and {other.dtype}")
+
+    def _check_mutable(self, name):
+        if _engine.is_grad_enabled() and self.requires_grad:
+            raise RuntimeError(
+                f"{name}: in-place modification of a tensor that requires grad; use `with minigrad.no_grad():`"
+            )
+
+    def add_(self, other, alpha=1):
+        """In place: ``self += alpha·other``."""
+        self._check_mutable("add_")
+        self._check_inplace_operand(other)
+        val = other.array if isinstance(other, TensorBase) else other
+        self.array.__iadd__(val * alpha if alpha != 1 else val)
+        return self
+
+    def sub_(self, other, alpha=1):
+        """In place: ``self -= alpha·other``."""
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other):
+        """In place: ``self *= other``."""
+        self._check_mutable("mul_")
+        self._check_inplace_operand(other)
+        self.array.__imul__(other.array if isinstance(other, TensorBase) else other)
+        return self
+
+    def div_(self, other):
+        """In place: ``self /= other``."""
+        self._check_mutable("div_")
+        self._check_inplace_operand(other)
+        self.array.__itruediv__(other.array if isinstance(other, TensorBase) else other)
+        return self
+
+    def zero_(self):
+        """Fill with zeros in place."""
+        return self.fill_(0)
+
+    def fill_(self, value):
+        """Fill with ``value`` in place."""
+        self._check_mutable("fill_")
+        self.array.fill(value)
+        return self
+
+    def copy_(self, src):
+        """Copy the values of ``src`` (broadcast to this shape) into this tensor in place."""
+        self._check_mutable("copy_")
+        src_t = src if isinstance(src, TensorBase) else tensor(src, dtype=self.dtype, device=self.device)
+        arr = src_t.array
+        if src_t.backend is not self.backend:
+            arr = self.backend.from_numpy(src_t.backend.to_numpy(arr))
+        self.array[...] = arr
+        return self
+
+    def uniform_(self, low=0.0, high=1.0):
+        """Fill in place with samples from U[low, high)."""
+        self._check_mutable("uniform_")
+        self.array[...] = self.backend.uniform(self.shape, low, high, self.dtype)
+        return self
+
+    def normal_(self, mean=0.0, std=1.0):
+        """Fill in place with samples from N(mean, std²)."""
+        self._check_mutable("normal_")
+        sample = self.backend.standard_normal(self.shape, self.dtype)
+        self.array[...] = sample * std + mean
+        return self
+
+    def __setitem__(self, index, value):
+        self._check_mutable("__setitem__")
+        from .ops.shape import _index_to_device, _raw_index
+
+        raw, advanced = _raw_index(index)
+        if advanced and self.backend.name != "cpu":
+            raw = _index_to_device(raw, self.backend)
+        if isinstance(value, TensorBase):
+            if value.device != self.device:
+                raise RuntimeError(f"cannot assign a tensor on {value.device} into one on {self.device}")
+            value = value.array
+        self.array[raw] = value
+
+    def __getitem__(self, index):
+        return ops.getitem(self, index)
+
+    # -------------------------------------------------------- comparison
+    def _compare(self, other, op):
+        other = other.array if isinstance(other, TensorBase) else other
+        return make_tensor(op(self.array, other), self.backend)
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    def __invert__(self):
+        if self.dtype != bool_:
+            raise TypeError(f"~ is only defined for bool tensors, got {self.dtype}")
+        return make_tensor(~self.array, self.backend)
+
+    def __and__(self, other):
+        return self._compare(other, lambda a, b: a & b)
+
+    def __or__(self, other):
+        return self._compare(other, lambda a, b: a | b)
+
+    def any(self) -> "Tensor":
+        """True if any element is non-zero."""
+        return make_tensor(self.array.any(), self.backend)
+
+    def all(self) -> "Tensor":
+        """True if every element is non-zero."""
+        return make_tensor(self.array.all(), self.backend)
+
+    def isnan(self) -> "Tensor":
+        """Elementwise test for NaN."""
+        return make_tensor(self.backend.xp.isnan(self.array), self.backend)
+
+    def isfinite(self) -> "Tensor":
+        """Elementwise test for finite values."""
+        return make_tensor(self.backend.xp.isfinite(self.array), self.backend)
+
+    # ------------------------------------------------------ math methods
+    def exp(self):
+        """Elementwise ``e**x``."""
+        return ops.exp(self)
+
+    def log(self):
+        """Elementwise natural logarithm."""
+        return ops.log(self)
+
+    def sqrt(self):
+        """Elementwise square root."""
+        return ops.sqrt(self)
+
+    def tanh(self):
+        """Elementwise hyperbolic tangent."""
+        return ops.tanh(self)
+
+    def sigmoid(self):
+        """Elementwise logistic function."""
+        return ops.sigmoid(self)
+
+    def relu(self):
+        """Elementwise ``max(x, 0)``."""
+        return ops.relu(self)
+
+    def abs(self):
+        """Elementwise absolute value."""
+        return ops.abs(self)
+
+    def clamp(self, min=None, max=None):
+        """Clip to ``[min, max]``."""
+        return ops.clamp(self, min, max)
+
+    clip = clamp
+
+    def pow(self, exponent):
+        """``self ** exponent``."""
+        return ops.pow(self, exponent)
+
+    def matmul(self, other):
+        """Matrix product."""
+        return ops.matmul(self, other)
+
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Sum over ``axis`` (``dim``/``keepdim`` accepted as PyTorch spellings)."""
+        return ops.sum(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Mean over ``axis``."""
+        return ops.mean(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Maximum over ``axis`` (values only; see ``argmax``)."""
+        return ops.max(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Minimum over ``axis``."""
+        return ops.min(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def var(self, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
+        """Variance over ``axis`` (unbiased by default, ``correction=0`` for biased)."""
+        return ops.var(self, _axis(axis, dim), _keep(keepdims, keepdim), correction)
+
+    def std(self, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
+        """Standard deviation over ``axis``."""
+        return ops.std(self, _axis(axis, dim), _keep(keepdims, keepdim), correction)
+
+    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """``log Σ exp`` over ``axis``, computed stably."""
+        return ops.logsumexp(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Indices of maxima (int64)."""
+        return ops.argmax(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Indices of minima (int64)."""
+        return ops.argmin(self, _axis(axis, dim), _keep(keepdims, keepdim))
+
+    def softmax(self, axis=-1, *, dim=None):
+        """Softmax along ``axis``."""
+        return ops.softmax(self, _axis(axis, dim))
+
+    def log_softmax(self, axis=-1, *, dim=None):
+        """Log-softmax along ``axis``."""
+        return ops.log_softmax(self, _axis(axis, dim))
+
+    # ------------------------------------------------------------- shape
+    def reshape(self, *shape):
+        """Same elements, new shape (one entry may be -1)."""
+        return ops.reshape(self, *shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Merge dimensions ``start_dim..end_dim`` into one."""
+        return ops.flatten(self, start_dim, end_dim)
+
+    def squeeze(self, axis=None, *, dim=None):
+        """Remove length-1 axes."""
+        return ops.squeeze(self, _axis(axis, dim))
+
+    def unsqueeze(self, axis):
+        """Insert a length-1 axis."""
+        return ops.unsqueeze(self, axis)
+
+    def permute(self, *axes):
+        """Reorder dimensions."""
+        return ops.permute(self, *axes)
+
+    def transpose(self, dim0=None, dim1=None):
+        """Swap two dimensions (or reverse all)."""
+        return ops.transpose(self, dim0, dim1)
+
+    def expand(self, *shape):
+        """Broadcast to ``shape`` (no copy)."""
+        return ops.broadcast_to(self, *shape)
+
+    broadcast_to = expand
+
+
+def _is_dtype_name(value) -> bool:
+    if isinstance(value, Device):
+        return False
+    try:
+        Device(value)
+        return False
+    except (ValueError, TypeError):
+        return True
+
+
+def _axis(axis, dim):
+    return dim if dim is not None else axis
+
+
+def _keep(keepdims, keepdim):
+    return keepdim if keepdim is not None else keepdims
+
+
+def _coerce(value, ref):
+    if isinstance(value, TensorBase):
+        return value
+    return tensor(value, device=ref.device)
+
+
+_engine.set_tensor_type(Tensor)
+
+
+# ------------------------------------------------------------------ factories
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Create a tensor from data (a copy), like ``torch.tensor``.
+
+    Python floats become the default dtype (float32), ints int64, bools
+    bool; NumPy arrays keep their dtype unless ``dtype`` is given.
+    """
+    if isinstance(data, TensorBase) and device is None:
+        device = data.device
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """Like ``tensor`` but without copying when the data is already suitable."""
+    if isinstance(data, TensorBase):
+        return data.to(device=device, dtype=dtype) if (device or dtype) else data
+    backend = get_backend(device)
+    return make_tensor(_to_backend(data, _check_dtype(dtype), backend, copy=False), backend)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A CPU tensor sharing memory with a NumPy array."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    _check_dtype(array.dtype)
+    return make_tensor(array, get_backend("cpu"))
+
+
+def _shape_of(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"shape entries must be non-negative ints, got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def _make(array_fn, shape, dtype, device, requires_grad):
+    backend = get_backend(device)
+    dt = _check_dtype(dtype) or _default_dtype
+    arr = array_fn(backend, _shape_of(shape), dt)
+    return make_tensor(arr, backend, requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
+    return _make(lambda b, s, d: b.xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of ones."""
+    return _make(lambda b, s, d: b.xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """An uninitialised tensor."""
+    return _make(lambda b, s, d: b.xp.empty(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor filled with ``fill_value``."""
+    if dtype is None and isinstance(fill_value, bool):
+        dtype = bool_
+    elif dtype is None and isinstance(fill_value, numbers.Integral):
+        dtype = int64
+    shape = shape if isinstance(shape, (tuple, list)) else (shape,)
+    return _make(lambda b, s, d: b.xp.full(s, fill_value, dtype=d), (tuple(shape),), dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Samples from the standard normal distribution."""
+    dt = _check_dtype(dtype) or _default_dtype
+    if dt.kind != "f":
+        raise TypeError(f"randn needs a floating dtype, got {dt}")
+    return _make(lambda b, s, d: b.standard_normal(s, d), shape, dt, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Samples from U[0, 1)."""
+    dt = _check_dtype(dtype) or _default_dtype
+    if dt.kind != "f":
+        raise TypeError(f"rand needs a floating dtype, got {dt}")
+    return _make(lambda b, s, d: b.uniform(s, 0.0, 1.0, d), shape, dt, device, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
+    """Integers drawn uniformly from ``[low, high)`` (``randint(high, size=...)`` also works)."""
+    if high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    dt = _check_dtype(dtype) or int64
+    return _make(lambda b, s, d: b.randint(low, high, s, d), (tuple(size) if isinstance(size, (tuple, list)) else (size,)),
+                 dt, device, False)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Evenly spaced values in ``[start, end)``: int64 for ints, else the default float dtype."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ValueError("arange: step must not be zero")
+    if dtype is None:
+        ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+        dtype = int64 if ints else _default_dtype
+    backend = get_backend(device)
+    arr = backend.xp.arange(start, end, step, dtype=_check_dtype(dtype))
+    return make_tensor(arr, backend, requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    backend = get_backend(device)
+    arr = backend.xp.linspace(start, end, int(steps), dtype=_check_dtype(dtype) or _default_dtype)
+    return make_tensor(arr, backend, requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """The identity matrix (n × m)."""
+    backend = get_backend(device)
+    arr = backend.xp.eye(n, m, dtype=_check_dtype(dtype) or _default_dtype)
+    return make_tensor(arr, backend, requires_grad)
+
+
+def _like(fn, t, dtype, device, requires_grad):
+    return fn(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Zeros with the shape (and by default dtype and device) of ``t``."""
+    return _like(zeros, t, dtype, device, requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Ones shaped like ``t``."""
+    return _like(ones, t, dtype, device, requires_grad)
+
+
+def empty_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """An uninitialised tensor shaped like ``t``."""
+    return _like(empty, t, dtype, device, requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """``fill_value`` everywhere, shaped like ``t``."""
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples shaped like ``t``."""
+    return _like(randn, t, dtype, device, requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """U[0, 1) samples shaped like ``t``."""
+    return _like(rand, t, dtype, device, requires_grad)

@@ -1,0 +1,17 @@
+"""Testing helpers for minigrad and its plugins: ``gradcheck`` and Hypothesis strategies.
+
+``minigrad.testing.strategies`` needs Hypothesis (the ``test`` extra) and is
+imported on demand.
+"""
+
+from .gradcheck import GradcheckError, gradcheck, numerical_vjp
+
+__all__ = ["gradcheck", "GradcheckError", "numerical_vjp", "strategies"]
+
+
+def __getattr__(name):
+    if name == "strategies":
+        from . import strategies
+
+        return strategies
+    raise AttributeError(f"module 'minigrad.testing' has no attribute {name!r}")

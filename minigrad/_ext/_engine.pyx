@@ -241,7 +241,8 @@ cdef class Function:
     (Tensor arguments arrive as arrays, everything else unchanged) and
     ``backward(grad)``, which returns one gradient per positional argument
     (a tuple, or a single array for one argument; None where there is none;
-    trailing entries for non-tensor arguments may be left out). Call
+    trailing entries for non-tensor arguments may be left out, and trailing
+    None entries beyond the arguments given are ignored). Call
     ``Cls.apply(*args, **kwargs)``. Inside both methods ``self.xp`` is the
     array namespace (numpy or cupy) and ``self.backend`` the device's
     backend; ``self.needs_input_grad[i]`` tells whether input ``i`` needs a
@@ -519,7 +520,7 @@ def run_backward(TensorBase root, grad=None, bint retain_graph=False):
         grads = out if isinstance(out, tuple) else (out,)
         parents = node._parents
         n = len(parents)
-        if len(grads) > n:
+        if len(grads) > n and any(extra is not None for extra in grads[n:]):
             raise RuntimeError(
                 f"{type(node).__name__}.backward returned {len(grads)} gradients for "
                 f"{n} inputs"

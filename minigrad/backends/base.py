@@ -235,16 +235,19 @@ class Backend:
         n, c, h, w = x.shape
         oh = self.conv_output_size(h, kh, sh, ph)
         ow = self.conv_output_size(w, kw, sw, pw)
-        neg = xp.asarray(-xp.inf, dtype=x.dtype)
-        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=neg) if (ph or pw) else x
-        y = xp.full((n, c, oh, ow), -xp.inf, dtype=x.dtype)
-        arg = xp.zeros((n, c, oh, ow), dtype=xp.int64)
+        is_float = x.dtype.kind == "f"
+        lowest = -xp.inf if is_float else xp.iinfo(x.dtype).min
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=lowest) if (ph or pw) else x
+        y = xp.full((n, c, oh, ow), lowest, dtype=x.dtype)
+        arg = xp.full((n, c, oh, ow), -1, dtype=xp.int64)
         rows = xp.arange(oh)[:, None] * sh
         colsi = xp.arange(ow)[None, :] * sw
         for i in range(kh):
             for j in range(kw):
                 win = xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-                better = win > y
+                inside = ((rows + i - ph >= 0) & (rows + i - ph < h) & (colsi + j - pw >= 0) & (colsi + j - pw < w))
+                # the first in-image pixel always wins; later ones if larger, or NaN (propagates)
+                better = inside & ((arg < 0) | (win > y) | (xp.isnan(win) if is_float else False))
                 y = xp.where(better, win, y)
                 flat = (rows + i - ph) * w + (colsi + j - pw)
                 arg = xp.where(better, flat, arg)

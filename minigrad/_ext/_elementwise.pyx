@@ -4,17 +4,40 @@
 An optimizer step written with NumPy makes several temporaries per
 parameter (``g + wd·p``, ``lr·g``, ...); these loops read each array once
 and write in place. One source for float32 and float64 (fused ``real``);
-the hyper-parameters arrive as double and are applied in the array's type.
+arithmetic is done in the array's own precision, as PyTorch does, so the
+loops vectorize. Each case (momentum or not, Nesterov or not) gets its own
+branch-free loop, again so that the compiler can vectorize it.
 """
 
-from cython.parallel cimport prange
 from libc.math cimport sqrt
 
 ctypedef fused real:
     float
     double
 
-cdef Py_ssize_t PARALLEL_MIN = 1 << 17
+
+cdef void _sgd_plain(real* p, const real* g, Py_ssize_t n, real lr, real wd) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        p[i] = p[i] - lr * (g[i] + wd * p[i])
+
+
+cdef void _sgd_momentum(real* p, const real* g, real* buf, Py_ssize_t n, real lr, real mom, real damp,
+                        real wd, bint nesterov, bint first) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real gi, b
+    if first:
+        for i in range(n):
+            buf[i] = g[i] + wd * p[i]
+    else:
+        for i in range(n):
+            buf[i] = mom * buf[i] + damp * (g[i] + wd * p[i])
+    if nesterov:
+        for i in range(n):
+            p[i] = p[i] - lr * (g[i] + wd * p[i] + mom * buf[i])
+    else:
+        for i in range(n):
+            p[i] = p[i] - lr * buf[i]
 
 
 def sgd_update(real[::1] p, const real[::1] g, real[::1] buf, double lr, double momentum,
@@ -24,25 +47,17 @@ def sgd_update(real[::1] p, const real[::1] g, real[::1] buf, double lr, double 
     ``buf`` is the momentum buffer (ignored when ``momentum == 0``); on the
     ``first`` step it is set to the gradient instead of being decayed.
     """
-    cdef Py_ssize_t i, n = p.shape[0]
-    cdef double gi, b
-    cdef bint parallel = n >= PARALLEL_MIN
-    if momentum == 0.0:
-        for i in prange(n, nogil=True, schedule="static", use_threads_if=parallel):
-            p[i] = <real>(p[i] - lr * (g[i] + weight_decay * p[i]))
+    cdef Py_ssize_t n = p.shape[0]
+    if g.shape[0] != n or buf.shape[0] != n:
+        raise ValueError("sgd_update: parameter, gradient and buffer sizes differ")
+    if n == 0:
         return
-    for i in prange(n, nogil=True, schedule="static", use_threads_if=parallel):
-        gi = g[i] + weight_decay * p[i]
-        if first:
-            b = gi
+    with nogil:
+        if momentum == 0.0:
+            _sgd_plain(&p[0], &g[0], n, <real>lr, <real>weight_decay)
         else:
-            b = momentum * buf[i] + (1.0 - dampening) * gi
-        buf[i] = <real>b
-        if nesterov:
-            gi = gi + momentum * b
-        else:
-            gi = b
-        p[i] = <real>(p[i] - lr * gi)
+            _sgd_momentum(&p[0], &g[0], &buf[0], n, <real>lr, <real>momentum, <real>(1.0 - dampening),
+                          <real>weight_decay, nesterov, first)
 
 
 def adam_update(real[::1] p, const real[::1] g, real[::1] m, real[::1] v, double lr, double beta1,
@@ -50,14 +65,18 @@ def adam_update(real[::1] p, const real[::1] g, real[::1] m, real[::1] v, double
                 double bias_correction2):
     """In place Adam step on flat contiguous arrays (with bias correction and L2 weight decay)."""
     cdef Py_ssize_t i, n = p.shape[0]
-    cdef double gi, mi, vi
-    cdef double step = lr / bias_correction1
-    cdef double inv_bc2 = 1.0 / bias_correction2
-    cdef bint parallel = n >= PARALLEL_MIN
-    for i in prange(n, nogil=True, schedule="static", use_threads_if=parallel):
-        gi = g[i] + weight_decay * p[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * gi
-        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
-        m[i] = <real>mi
-        v[i] = <real>vi
-        p[i] = <real>(p[i] - step * mi / (sqrt(vi * inv_bc2) + eps))
+    cdef real gi, mi, vi
+    cdef real step = <real>(lr / bias_correction1)
+    cdef real inv_sqrt_bc2 = <real>(1.0 / sqrt(bias_correction2))
+    cdef real b1 = <real>beta1, b2 = <real>beta2, c1 = <real>(1.0 - beta1), c2 = <real>(1.0 - beta2)
+    cdef real e = <real>eps, wd = <real>weight_decay
+    if g.shape[0] != n or m.shape[0] != n or v.shape[0] != n:
+        raise ValueError("adam_update: parameter, gradient and state sizes differ")
+    with nogil:
+        for i in range(n):
+            gi = g[i] + wd * p[i]
+            mi = b1 * m[i] + c1 * gi
+            vi = b2 * v[i] + c2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] - step * mi / (sqrt(vi) * inv_sqrt_bc2 + e)

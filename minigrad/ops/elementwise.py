@@ -38,7 +38,23 @@ def _promote(a, b):
     dtype). An integer/bool tensor meeting a float tensor or a float scalar
     is cast (non-differentiably) to the float dtype.
     """
-    from ..tensor import Tensor, get_default_dtype
+    a_t = isinstance(a, TensorBase)
+    b_t = isinstance(b, TensorBase)
+    # Fast paths: the common cases of a training step.
+    if a_t and b_t:
+        if a.dtype is b.dtype:
+            return a, b
+    elif a_t and type(b) is float:
+        if a.dtype.kind == "f":
+            return a, b
+    elif b_t and type(a) is float:
+        if b.dtype.kind == "f":
+            return a, b
+    return _promote_slow(a, b)
+
+
+def _promote_slow(a, b):
+    from ..tensor import get_default_dtype
 
     if isinstance(b, np.generic):
         b = b.item()

@@ -1,0 +1,51 @@
+# minigrad's tasks. Each target sets up what it needs in a virtual
+# environment (.venv, or VENV=...), so on a fresh machine one command is
+# enough:  make experiment   (the paper's Figure 1)   /   make test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Hypothesis profile for the test suite: ci (bounded), dev, thorough.
+HYPOTHESIS_PROFILE ?= ci
+# Arguments for the experiment script, e.g. make experiment ARGS="--steps 50000".
+ARGS ?=
+
+.PHONY: help venv install experiment cnn test test-fast docs bench bench-quick cuda-check clean
+
+help:
+	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
+	@echo "make test        set up and run the test suite"
+	@echo "make docs        build the documentation site (mkdocs, strict)"
+	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
+	@echo "make cnn         train the seed CNN with and without BatchNorm, then fold it"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+# Installing (editable) compiles the Cython extensions.
+install-%: $(PY)
+	$(PIP) install --quiet -e ".[$*]"
+
+experiment: install-examples
+	$(PY) examples/bn_mnist.py $(ARGS)
+
+cnn: install-examples
+	$(PY) examples/cnn.py $(ARGS)
+
+test: install-test,examples
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -n 2 -q
+
+docs: install-docs,examples
+	$(PY) -m mkdocs build --strict --site-dir site
+
+bench: install-examples
+	$(PY) benchmarks/bench.py $(ARGS)
+
+bench-quick: install-examples
+	$(PY) benchmarks/bench.py --quick
+
+clean:
+	rm -rf build dist site *.egg-info minigrad/_ext/*.c minigrad/_ext/*.so minigrad/_ext/*.html

@@ -10,7 +10,7 @@ HYPOTHESIS_PROFILE ?= ci
 # Arguments for the experiment script, e.g. make experiment ARGS="--steps 50000".
 ARGS ?=
 
-.PHONY: help venv install experiment cnn test test-fast docs bench bench-quick cuda-check clean
+.PHONY: help venv experiment cnn test docs bench bench-quick dist-check clean
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
@@ -46,6 +46,21 @@ bench: install-examples
 
 bench-quick: install-examples
 	$(PY) benchmarks/bench.py --quick
+
+# Build an sdist and a wheel (the wheel is built from the sdist, so this also
+# checks the sdist is complete), install the wheel into a fresh virtual
+# environment and train a few steps with it.
+dist-check: $(PY)
+	rm -rf dist /tmp/minigrad-dist-venv
+	$(PIP) install --quiet build
+	$(PY) -m build --outdir dist .
+	$(PYTHON) -m venv /tmp/minigrad-dist-venv
+	/tmp/minigrad-dist-venv/bin/pip install --quiet dist/minigrad-*.whl
+	cd /tmp && /tmp/minigrad-dist-venv/bin/python -c "import minigrad as mg; from minigrad import nn, optim; \
+	m = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2)); o = optim.SGD(m.parameters(), lr=0.1); \
+	x = mg.randn(16, 4); y = mg.randint(0, 2, size=(16,)); \
+	[(o.zero_grad(), nn.functional.cross_entropy(m(x), y).backward(), o.step()) for _ in range(5)]; \
+	print('wheel OK:', mg.__file__)"
 
 clean:
 	rm -rf build dist site *.egg-info minigrad/_ext/*.c minigrad/_ext/*.so minigrad/_ext/*.html

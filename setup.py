@@ -90,7 +90,7 @@ class BuildExtWithOpenMP(build_ext):
         compile_flags, link_flags = self._openmp_flags()
         extra = []
         if self.compiler.compiler_type != "msvc":
-            extra = ["-O3", "-Wno-unused-function", "-Wno-unknown-pragmas"]
+            extra = ["-O3", "-g0", "-Wno-unused-function", "-Wno-unknown-pragmas"]
             if _flag_true("MINIGRAD_NATIVE"):
                 extra.append("-march=native")
         for ext in self.extensions:

@@ -693,6 +693,7 @@ def _coerce(value, ref):
 
 
 _engine.set_tensor_type(Tensor)
+_engine.register_scalar_types((np.generic,))
 
 
 # ------------------------------------------------------------------ factories

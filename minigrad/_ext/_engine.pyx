@@ -28,6 +28,11 @@ cdef object _grad_enabled_get = _GRAD_ENABLED.get
 # so that outputs created here are full Tensors with all their methods.
 cdef object _tensor_type = None
 
+# Array-library scalar types (numpy.generic): a NumPy reduction to 0-d
+# returns one of these instead of an array, and the engine turns it back
+# into a 0-d array so that every Tensor holds an array.
+cdef tuple _scalar_types = ()
+
 # Incremented by every backward walk; a node whose mark differs from the
 # current walk has not been visited yet (cheaper than a visited-set).
 cdef long long _walk_counter = 0
@@ -39,6 +44,18 @@ def set_tensor_type(cls):
     if not issubclass(cls, TensorBase):
         raise TypeError(f"{cls!r} must subclass TensorBase")
     _tensor_type = cls
+
+
+def register_scalar_types(types):
+    """Declare scalar types (e.g. ``numpy.generic``) that must become 0-d arrays."""
+    global _scalar_types
+    _scalar_types = tuple(types)
+
+
+cdef inline object _as_array(object value, object backend):
+    if isinstance(value, _scalar_types):
+        return backend.xp.asarray(value)
+    return value
 
 
 def is_grad_enabled():
@@ -379,7 +396,7 @@ cdef object _apply(type cls, tuple args, dict kwargs):
     else:
         fn.needs_input_grad = (False,) * n
 
-    out = fn.forward(*arrays, **kwargs)
+    out = _as_array(fn.forward(*arrays, **kwargs), backend)
 
     out_backend = fn.output_backend if fn.output_backend is not None else backend
     if record and not _is_float(out.dtype):
@@ -436,7 +453,7 @@ cdef void _accumulate_leaf(TensorBase leaf, object g, set handed):
         leaf._grad = _new_tensor(g, leaf._backend, False)
     else:
         acc = <TensorBase>leaf._grad
-        acc._array = acc._array + g
+        acc._array = _as_array(acc._array + g, acc._backend)
 
 
 cdef object _check_grad(Function node, Py_ssize_t i, object g, object shape, object dtype):
@@ -534,14 +551,14 @@ def run_backward(TensorBase root, grad=None, bint retain_graph=False):
                     f"{type(node).__name__}.backward returned no gradient for input "
                     f"{i}, which requires grad"
                 )
-            gi = grads[i]
+            gi = _as_array(grads[i], node.backend)
             if isinstance(p, Function):
                 parent = <Function>p
                 _check_grad(node, i, gi, parent._out_shape, parent._out_dtype)
                 if parent._gacc is None:
                     parent._gacc = gi
                 else:
-                    parent._gacc = parent._gacc + gi
+                    parent._gacc = _as_array(parent._gacc + gi, node.backend)
                 parent._deps -= 1
                 if parent._deps == 0:
                     ready.append(parent)

@@ -14,10 +14,15 @@ from .._ext._engine import Function
 __all__ = ["normalize_axes", "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin"]
 
 
+_ALL_AXES = [tuple(range(n)) for n in range(33)]
+
+
 def normalize_axes(axis, ndim, name="axis"):
     """Return ``axis`` as a sorted tuple of non-negative ints (None: all axes)."""
     if axis is None:
-        return tuple(range(ndim))
+        return _ALL_AXES[ndim] if ndim < len(_ALL_AXES) else tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:
+        return (axis % ndim,)
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
     for a in axes:
@@ -46,14 +51,18 @@ def _count(shape, axes):
 class _Reduction(Function):
     def _expand(self, grad):
         """Reshape ``grad`` to keepdims form so it broadcasts against the input."""
-        return grad if self.keepdims else grad.reshape(self.keep_shape)
+        return grad if self.keepdims else grad.reshape(_keep_shape(self.in_shape, self.axes))
+
+
+def _np_axis(axes, ndim):
+    # NumPy reduces fastest over all axes when given axis=None.
+    return None if len(axes) == ndim else axes
 
 
 class Sum(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
-        self.in_shape, self.keepdims = x.shape, keepdims
-        self.keep_shape = _keep_shape(x.shape, axes)
-        return x.sum(axis=axes, keepdims=keepdims)
+        self.in_shape, self.axes, self.keepdims = x.shape, axes, keepdims
+        return x.sum(axis=_np_axis(axes, x.ndim), keepdims=keepdims)
 
     def backward(self, grad):
         return self.xp.broadcast_to(self._expand(grad), self.in_shape)
@@ -61,21 +70,18 @@ class Sum(_Reduction):
 
 class Mean(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
-        self.in_shape, self.keepdims = x.shape, keepdims
-        self.keep_shape = _keep_shape(x.shape, axes)
-        self.count = _count(x.shape, axes)
-        return x.mean(axis=axes, keepdims=keepdims)
+        self.in_shape, self.axes, self.keepdims = x.shape, axes, keepdims
+        return x.mean(axis=_np_axis(axes, x.ndim), keepdims=keepdims)
 
     def backward(self, grad):
-        return self.xp.broadcast_to(self._expand(grad) / self.count, self.in_shape)
+        return self.xp.broadcast_to(self._expand(grad) / _count(self.in_shape, self.axes), self.in_shape)
 
 
 class _Extremum(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
         if x.size == 0:
             raise ValueError(f"{type(self).__name__.lower()}() of an empty tensor has no identity")
-        self.keepdims = keepdims
-        self.keep_shape = _keep_shape(x.shape, axes)
+        self.in_shape, self.axes, self.keepdims = x.shape, axes, keepdims
         out = self._reduce(x, axes)
         self.save_for_backward(x, out)
         return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
@@ -90,20 +96,17 @@ class _Extremum(_Reduction):
 
 class Max(_Extremum):
     def _reduce(self, x, axes):
-        self.axes = axes
         return x.max(axis=axes, keepdims=True)
 
 
 class Min(_Extremum):
     def _reduce(self, x, axes):
-        self.axes = axes
         return x.min(axis=axes, keepdims=True)
 
 
 class Var(_Reduction):
     def forward(self, x, axes=(), correction=1, keepdims=False):
-        self.keepdims = keepdims
-        self.keep_shape = _keep_shape(x.shape, axes)
+        self.in_shape, self.axes, self.keepdims = x.shape, axes, keepdims
         n = _count(x.shape, axes)
         self.denom = n - correction
         # Two passes (mean, then squared deviations) stay accurate when the
@@ -111,7 +114,7 @@ class Var(_Reduction):
         centered = x - x.mean(axis=axes, keepdims=True)
         self.save_for_backward(centered)
         if self.denom <= 0:
-            out = self.xp.full(self.keep_shape, self.xp.nan, dtype=x.dtype)
+            out = self.xp.full(_keep_shape(x.shape, axes), self.xp.nan, dtype=x.dtype)
             return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
         return (centered * centered).sum(axis=axes, keepdims=keepdims) / self.denom
 
@@ -123,8 +126,7 @@ class Var(_Reduction):
 class LogSumExp(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
         xp = self.xp
-        self.keepdims = keepdims
-        self.keep_shape = _keep_shape(x.shape, axes)
+        self.in_shape, self.axes, self.keepdims = x.shape, axes, keepdims
         m = x.max(axis=axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)
         out = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m

@@ -168,3 +168,18 @@ def test_threads():
     mg.set_num_threads(n)
     with pytest.raises(ValueError):
         mg.set_num_threads(0)
+
+
+def test_every_result_holds_an_array(device):
+    # NumPy reductions to 0-d give scalars; tensors must still hold arrays
+    x = mg.randn(3, device=device, requires_grad=True)
+    array_type = type(x.array)
+    for out in (x.sum(), x.var(), x @ x, x.max()):
+        assert type(out.array) is array_type and out.shape == ()
+    (x @ x).backward()
+    s = mg.tensor(2.0, device=device, requires_grad=True)
+    (s * s).sum().backward()  # s is used twice: its gradient is accumulated
+    assert type(s.grad.array) is array_type
+    with mg.no_grad():
+        total = x.sum()
+        total += 1  # in place on a 0-d result works

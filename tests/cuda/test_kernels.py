@@ -397,3 +397,35 @@ def test_kernels_under_other_thread_schedules(emu_factory, ref, order):
         close(host(be, dx), ref.batch_norm_backward(g, x, mr, invstd, None, True)[0], F64)
     r = rng.standard_normal((6, 300))
     close(host(be, be.row_norm_forward(dev(be, r), 1e-5)[0]), ref.row_norm_forward(r, 1e-5)[0], F64)
+
+
+def test_every_kernel_instantiation_is_exercised(emu_factory):
+    """One call of every wrapper per dtype launches every name expression of every module."""
+    from minigrad.backends.cuda import KERNEL_FILES, name_expressions
+
+    be = emu_factory(threads=32)
+    for dtype in (F32, F64):
+        r = np.random.default_rng(0)
+        x3s, x31 = dev(be, r.standard_normal((2, 2, 40)).astype(dtype)), dev(be, r.standard_normal((4, 3, 1)).astype(dtype))
+        for x3 in (x3s, x31):
+            c = x3.shape[1]
+            one = dev(be, np.ones(c, dtype))
+            _, mean, _ = be.batch_norm_forward_train(x3, one, one, 1e-5)
+            be.batch_norm_backward(x3, x3, mean, one, one, True)
+            be.channel_affine(x3, one, one)
+        x2 = dev(be, r.standard_normal((3, 5)).astype(dtype))
+        xhat, _, invstd = be.row_norm_forward(x2, 1e-5)
+        be.row_norm_backward(x2, xhat, invstd)
+        x4 = dev(be, r.standard_normal((1, 2, 4, 4)).astype(dtype))
+        cols = be.im2col(x4, 2, 2, 1, 1, 0, 0)
+        be.col2im(cols, x4.shape, 2, 2, 1, 1, 0, 0)
+        y, arg = be.max_pool2d_forward(x4, 2, 2, 2, 2, 0, 0)
+        be.max_pool2d_backward(y, arg, x4.shape)
+        y = be.avg_pool2d_forward(x4, 2, 2, 2, 2, 0, 0)
+        be.avg_pool2d_backward(y, x4.shape, 2, 2, 2, 2, 0, 0)
+        v = dev(be, np.ones(5, dtype))
+        be.sigmoid(v)
+        be.sgd_update(v, v.copy(), None, 0.1, 0.9, 0.0, 0.0, False)
+        be.adam_update(v, v.copy(), v.copy(), v.copy(), 1, 0.1, 0.9, 0.99, 1e-8, 0.0)
+    every = {n for f in KERNEL_FILES for n in name_expressions(f)}
+    assert set(launched(be)) == every, every ^ set(launched(be))

@@ -20,6 +20,7 @@ from . import cuda, nn, ops, optim, testing
 from ._ext._engine import Function
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, device, get_default_device, set_default_device
+from .dlpack import from_dlpack
 from .ops import (abs, argmax, argmin, clamp, concatenate, exp, flatten, log, log_softmax, logsumexp,
                   matmul, max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, softmax,
                   sqrt, squeeze, stack, std, sum, tanh, transpose, unsqueeze, var, where)
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "Device", "Function", "Tensor", "cuda", "load", "nn", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
     "clamp", "concatenate", "device", "empty", "empty_like", "enable_grad", "exp", "eye", "flatten",
-    "float16", "float32", "float64", "from_numpy", "full", "full_like", "get_default_device",
+    "float16", "float32", "float64", "from_dlpack", "from_numpy", "full", "full_like", "get_default_device",
     "get_default_dtype", "get_num_threads", "grad", "initial_seed", "int8", "int16", "int32", "int64",
     "is_grad_enabled", "linspace", "log", "log_softmax", "logsumexp", "manual_seed", "matmul", "max",
     "maximum", "mean", "min", "minimum", "no_grad", "ones", "ones_like", "ops", "permute", "rand",

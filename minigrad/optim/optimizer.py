@@ -80,6 +80,8 @@ class Optimizer:
         st = self.state.get(id(p))
         if st is None:
             st = self.state[id(p)] = {}
+        elif st:
+            _follow_parameter(p, st)
         return st
 
     def state_dict(self) -> dict:
@@ -134,7 +136,7 @@ class Optimizer:
             converted = {}
             for k, v in st.items():
                 if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:
-                    arr = np.asarray(v.numpy_view() if isinstance(v, TensorBase) else v)
+                    arr = v.numpy_view() if isinstance(v, TensorBase) else _to_host(v)
                     if tuple(arr.shape) != tuple(p.shape):
                         raise ValueError(
                             f"state {k!r} of parameter {idx} has shape {tuple(arr.shape)}, the parameter {tuple(p.shape)}"
@@ -159,3 +161,25 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _to_host(array) -> np.ndarray:
+    """A NumPy view or copy of a host or device (CuPy) array."""
+    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
+        return array.get()
+    return np.asarray(array)
+
+
+def _follow_parameter(p, state: dict) -> None:
+    """Keep a parameter's state arrays on its device and in its dtype.
+
+    ``Module.to()`` moves and casts parameters in place (same Tensor
+    objects), so state created before the move is converted here, once, on
+    the next step: the optimizer keeps working after ``model.to("cuda")``
+    or ``model.double()``.
+    """
+    array_type, dtype = type(p.array), p.dtype
+    for key, value in state.items():
+        if hasattr(value, "shape") and hasattr(value, "dtype") and (type(value) is not array_type
+                                                                    or value.dtype != dtype):
+            state[key] = p.backend.from_numpy(np.ascontiguousarray(_to_host(value), dtype=dtype))

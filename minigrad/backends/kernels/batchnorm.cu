@@ -1,0 +1,398 @@
+// Per-channel batch normalization on a C-contiguous (N, C, S) array.
+//
+// Training forward = three launches:
+//   1. bn_stats_spatial (S large) or bn_stats_columns (S small): each block
+//      reduces a slice of one channel (or of 32 columns) to a Welford
+//      partial (count, mean, M2) in double. Channels are split over P parts,
+//      so even C = 3 fills the GPU.
+//   2. bn_stats_finalize: one block per channel merges its P partials
+//      (Chan's formula), writes mean/var and the affine parameters.
+//   3. channel_affine: y = ((x - mean_hi) - mean_lo)·scale + shift, where
+//      mean_hi + mean_lo is the double mean split into two T values, so
+//      float32 inputs keep the accuracy of a double centring.
+// Inference forward = channel_affine alone (y = x·scale + shift).
+// Backward = bn_backward_reduce_{spatial,columns} (Σg and Σg·(x - mean) per
+// partial, in double) + bn_backward_finalize + bn_backward_dx.
+//
+// Partial layout (shared by both layouts): channel c owns the P consecutive
+// records [c·P, (c+1)·P); a Welford record is 3 doubles, a Sum2 record 2.
+#include "common.cuh"
+
+using mg::Pack;
+using mg::Sum2;
+using mg::Welford;
+
+// ----------------------------------------------------------------- stage 1
+// Spatial layout: a "unit" is up to V consecutive elements of one (n, c)
+// plane; channel c has N·ceil(S/V) units, split into P contiguous ranges,
+// one per block. Consecutive threads take consecutive units (coalesced,
+// 16-byte loads when S % V == 0). Grid: any; block: 1-D, whole warps.
+template <typename T>
+__global__ void __launch_bounds__(256, 4) bn_stats_spatial(const T* __restrict__ x, double* __restrict__ partial,
+                                 long long N, long long C, long long S, long long P) {
+    constexpr int V = Pack<T>::N;
+    __shared__ Welford smem[32];
+    const long long upp = (S + V - 1) / V;  // units per plane
+    const long long units = N * upp;
+    const long long per = (units + P - 1) / P;
+    const long long step = blockDim.x;
+    const long long dn = step / upp, dk = step % upp;
+    for (long long cp = blockIdx.x; cp < C * P; cp += gridDim.x) {
+        const long long c = cp / P, p = cp % P;
+        const long long u0 = p * per;
+        const long long u1 = mg::lmin(units, u0 + per);
+        Welford w = mg::welford_empty();
+        long long u = u0 + threadIdx.x;
+        long long n = u / upp, k = u % upp;  // cursor, advanced without division
+        for (; u < u1; u += step) {
+            const long long s0 = k * V;
+            T v[V];
+            const int cnt = mg::load_batch(x + (n * C + c) * S + s0, S - s0, v);
+            w = mg::merge(w, mg::welford_batch(v, cnt));
+            n += dn;
+            k += dk;
+            if (k >= upp) {
+                k -= upp;
+                ++n;
+            }
+        }
+        w = mg::block_reduce(w, smem, mg::welford_empty());
+        if (threadIdx.x == 0) {
+            partial[3 * cp + 0] = w.n;
+            partial[3 * cp + 1] = w.mean;
+            partial[3 * cp + 2] = w.m2;
+        }
+    }
+}
+
+// Column layout, for small S (S = 1 is BatchNorm1d): x is an (N, K = C·S)
+// matrix reduced over its rows. Block (32, TY): threadIdx.x picks one of 32
+// consecutive columns (coalesced rows), threadIdx.y strides over the rows of
+// the block's row split r = blockIdx.y of R. Column j belongs to channel
+// j / S, and its R partials are records j·R .. j·R + R - 1, so channel c's
+// records are the P = S·R consecutive ones starting at c·S·R.
+// Requires blockDim.x == 32 and blockDim.y <= 8.
+template <typename T>
+__global__ void bn_stats_columns(const T* __restrict__ x, double* __restrict__ partial,
+                                 long long N, long long K, long long R) {
+    constexpr int V = Pack<T>::N;
+    __shared__ Welford smem[8 * 32];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long rstep = blockDim.y;
+    const long long per = (N + R - 1) / R;
+    for (long long tile = blockIdx.x; tile * 32 < K; tile += gridDim.x) {
+        for (long long r = blockIdx.y; r < R; r += gridDim.y) {
+            const long long j = tile * 32 + tx;
+            const long long n1 = mg::lmin(N, (r + 1) * per);
+            Welford w = mg::welford_empty();
+            if (j < K) {
+                long long n = r * per + ty;
+                for (; n + (V - 1) * rstep < n1; n += V * rstep) {
+                    T v[V];
+#pragma unroll
+                    for (int i = 0; i < V; ++i) v[i] = x[(n + i * rstep) * K + j];
+                    w = mg::merge(w, mg::welford_batch(v, V));
+                }
+                T v[V];
+                int cnt = 0;
+#pragma unroll
+                for (int i = 0; i < V; ++i) {
+                    v[i] = T(0);
+                    if (n + i * rstep < n1) {
+                        v[i] = x[(n + i * rstep) * K + j];
+                        cnt = i + 1;
+                    }
+                }
+                if (cnt > 0) w = mg::merge(w, mg::welford_batch(v, cnt));
+            }
+            smem[ty * 32 + tx] = w;
+            __syncthreads();
+            if (ty == 0 && j < K) {
+                for (int t = 1; t < static_cast<int>(blockDim.y); ++t) w = mg::merge(w, smem[t * 32 + tx]);
+                const long long rec = j * R + r;
+                partial[3 * rec + 0] = w.n;
+                partial[3 * rec + 1] = w.mean;
+                partial[3 * rec + 2] = w.m2;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// ----------------------------------------------------------------- stage 2
+// One block per channel (grid-stride): merge the channel's P records in a
+// fixed order, then
+//   mean, var (biased) -> mean_out, var_out (T);
+//   scale = weight·invstd, shift = bias (weight/bias may be null);
+//   mean_hi = T(mean), mean_lo = T(mean - mean_hi) for channel_affine.
+template <typename T>
+__global__ void bn_stats_finalize(const double* __restrict__ partial, long long C, long long P,
+                                  const T* __restrict__ weight, const T* __restrict__ bias, double eps,
+                                  T* __restrict__ mean_out, T* __restrict__ var_out,
+                                  T* __restrict__ mean_hi, T* __restrict__ mean_lo,
+                                  T* __restrict__ scale, T* __restrict__ shift) {
+    __shared__ Welford smem[32];
+    for (long long c = blockIdx.x; c < C; c += gridDim.x) {
+        Welford w = mg::welford_empty();
+        for (long long p = threadIdx.x; p < P; p += blockDim.x) {
+            const double* rec = partial + 3 * (c * P + p);
+            Welford q;
+            q.n = rec[0];
+            q.mean = rec[1];
+            q.m2 = rec[2];
+            w = mg::merge(w, q);
+        }
+        w = mg::block_reduce(w, smem, mg::welford_empty());
+        if (threadIdx.x == 0) {
+            const double mean = w.mean;
+            const double var = w.m2 / w.n;
+            const double invstd = 1.0 / sqrt(var + eps);
+            const double sc = weight != nullptr ? invstd * static_cast<double>(weight[c]) : invstd;
+            const T hi = static_cast<T>(mean);
+            mean_out[c] = hi;
+            var_out[c] = static_cast<T>(var);
+            mean_hi[c] = hi;
+            mean_lo[c] = static_cast<T>(mean - static_cast<double>(hi));
+            scale[c] = static_cast<T>(sc);
+            shift[c] = bias != nullptr ? bias[c] : T(0);
+        }
+    }
+}
+
+// ----------------------------------------------------------------- stage 3
+// y = x·scale[c] + shift[c], or y = ((x - mean_hi[c]) - mean_lo[c])·scale[c]
+// + shift[c] when mean_hi/mean_lo are given (both or neither). Flat over the
+// `total` elements in units of V (16-byte loads and stores when aligned);
+// the channel of each element is tracked by a cursor (s, c), so the loop has
+// no integer division. x and y may be the same array.
+template <typename T>
+__global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, const T* __restrict__ shift,
+                               const T* __restrict__ mean_hi, const T* __restrict__ mean_lo,
+                               long long total, long long C, long long S) {
+    constexpr int V = Pack<T>::N;
+    const bool centred = mean_hi != nullptr;
+    const long long units = (total + V - 1) / V;
+    const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
+    const long long estep = step * V;
+    const long long ds = estep % S, dc = (estep / S) % C;
+    long long s = (first * V) % S;
+    long long c = ((first * V) / S) % C;
+    for (long long u = first; u < units; u += step) {
+        const long long i0 = u * V;
+        T v[V];
+        const int cnt = mg::load_batch(x + i0, total - i0, v);
+        long long ls = s, lc = c, pc = -1;
+        T sc = T(0), sh = T(0), hi = T(0), lo = T(0);
+#pragma unroll
+        for (int l = 0; l < V; ++l) {
+            if (l < cnt) {
+                if (lc != pc) {  // reload the channel's parameters only when it changes
+                    pc = lc;
+                    sc = scale[lc];
+                    sh = shift[lc];
+                    if (centred) {
+                        hi = mean_hi[lc];
+                        lo = mean_lo[lc];
+                    }
+                }
+                T a = v[l];
+                if (centred) a = (a - hi) - lo;
+                v[l] = a * sc + sh;
+            }
+            if (++ls == S) {
+                ls = 0;
+                if (++lc == C) lc = 0;
+            }
+        }
+        mg::store_batch(y + i0, cnt, v);
+        s += ds;
+        c += dc;
+        if (s >= S) {
+            s -= S;
+            ++c;
+        }
+        if (c >= C) c -= C;
+    }
+}
+
+// ---------------------------------------------------------------- backward
+// Stage 1, spatial layout: per block, Σg and Σg·(x - mean[c]) over its range
+// of the channel's units (same partition as bn_stats_spatial).
+template <typename T>
+__global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __restrict__ g, const T* __restrict__ x,
+                                           const T* __restrict__ mean, double* __restrict__ partial,
+                                           long long N, long long C, long long S, long long P) {
+    constexpr int V = Pack<T>::N;
+    __shared__ Sum2 smem[32];
+    const long long upp = (S + V - 1) / V;
+    const long long units = N * upp;
+    const long long per = (units + P - 1) / P;
+    const long long step = blockDim.x;
+    const long long dn = step / upp, dk = step % upp;
+    for (long long cp = blockIdx.x; cp < C * P; cp += gridDim.x) {
+        const long long c = cp / P, p = cp % P;
+        const double mc = static_cast<double>(mean[c]);
+        const long long u0 = p * per;
+        const long long u1 = mg::lmin(units, u0 + per);
+        Sum2 acc = mg::sum2_empty();
+        long long u = u0 + threadIdx.x;
+        long long n = u / upp, k = u % upp;
+        for (; u < u1; u += step) {
+            const long long s0 = k * V;
+            const long long off = (n * C + c) * S + s0;
+            T gv[V], xv[V];
+            const int cnt = mg::load_batch(g + off, S - s0, gv);
+            mg::load_batch(x + off, S - s0, xv);
+#pragma unroll
+            for (int i = 0; i < V; ++i) {
+                if (i < cnt) {
+                    const double gd = static_cast<double>(gv[i]);
+                    acc.a += gd;
+                    acc.b += gd * (static_cast<double>(xv[i]) - mc);
+                }
+            }
+            n += dn;
+            k += dk;
+            if (k >= upp) {
+                k -= upp;
+                ++n;
+            }
+        }
+        acc = mg::block_reduce(acc, smem, mg::sum2_empty());
+        if (threadIdx.x == 0) {
+            partial[2 * cp + 0] = acc.a;
+            partial[2 * cp + 1] = acc.b;
+        }
+    }
+}
+
+// Stage 1, column layout (same tiling as bn_stats_columns; S is needed to
+// find the channel of column j). Requires blockDim.x == 32, blockDim.y <= 8.
+template <typename T>
+__global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __restrict__ x,
+                                           const T* __restrict__ mean, double* __restrict__ partial,
+                                           long long N, long long K, long long S, long long R) {
+    __shared__ Sum2 smem[8 * 32];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long rstep = blockDim.y;
+    const long long per = (N + R - 1) / R;
+    for (long long tile = blockIdx.x; tile * 32 < K; tile += gridDim.x) {
+        for (long long r = blockIdx.y; r < R; r += gridDim.y) {
+            const long long j = tile * 32 + tx;
+            const long long n1 = mg::lmin(N, (r + 1) * per);
+            Sum2 acc = mg::sum2_empty();
+            if (j < K) {
+                const double mc = static_cast<double>(mean[j / S]);
+                for (long long n = r * per + ty; n < n1; n += rstep) {
+                    const double gd = static_cast<double>(g[n * K + j]);
+                    acc.a += gd;
+                    acc.b += gd * (static_cast<double>(x[n * K + j]) - mc);
+                }
+            }
+            smem[ty * 32 + tx] = acc;
+            __syncthreads();
+            if (ty == 0 && j < K) {
+                for (int t = 1; t < static_cast<int>(blockDim.y); ++t) acc = mg::merge(acc, smem[t * 32 + tx]);
+                const long long rec = j * R + r;
+                partial[2 * rec + 0] = acc.a;
+                partial[2 * rec + 1] = acc.b;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Stage 2: one block per channel. With x̂ = (x - mean)·invstd and
+// sc = weight·invstd:  dbias = Σg,  dweight = invstd·Σg·(x - mean),
+// dx = k1·g + k2·(x - mean) + k3 where k1 = sc and, when training (batch
+// statistics), k2 = -sc·invstd·dweight/m, k3 = -sc·dbias/m (m = N·S), which
+// is sc·(g - dbias/m - x̂·dweight/m); with fixed statistics k2 = k3 = 0.
+template <typename T>
+__global__ void bn_backward_finalize(const double* __restrict__ partial, long long C, long long P,
+                                     const T* __restrict__ invstd, const T* __restrict__ weight,
+                                     long long m, int training, T* __restrict__ dweight,
+                                     T* __restrict__ dbias, T* __restrict__ k1, T* __restrict__ k2,
+                                     T* __restrict__ k3) {
+    __shared__ Sum2 smem[32];
+    for (long long c = blockIdx.x; c < C; c += gridDim.x) {
+        Sum2 acc = mg::sum2_empty();
+        for (long long p = threadIdx.x; p < P; p += blockDim.x) {
+            Sum2 q;
+            q.a = partial[2 * (c * P + p)];
+            q.b = partial[2 * (c * P + p) + 1];
+            acc = mg::merge(acc, q);
+        }
+        acc = mg::block_reduce(acc, smem, mg::sum2_empty());
+        if (threadIdx.x == 0) {
+            const double is = static_cast<double>(invstd[c]);
+            const double db = acc.a;
+            const double dw = acc.b * is;
+            const double sc = weight != nullptr ? is * static_cast<double>(weight[c]) : is;
+            dbias[c] = static_cast<T>(db);
+            dweight[c] = static_cast<T>(dw);
+            k1[c] = static_cast<T>(sc);
+            if (training) {
+                const double inv_m = 1.0 / static_cast<double>(m);
+                k2[c] = static_cast<T>(-sc * is * dw * inv_m);
+                k3[c] = static_cast<T>(-sc * db * inv_m);
+            } else {
+                k2[c] = T(0);
+                k3[c] = T(0);
+            }
+        }
+    }
+}
+
+// Stage 3: dx = k1[c]·g + k2[c]·(x - mean[c]) + k3[c], flat like
+// channel_affine. With use_x == 0 (fixed statistics) x is not read at all.
+template <typename T>
+__global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ mean,
+                               const T* __restrict__ k1, const T* __restrict__ k2, const T* __restrict__ k3,
+                               T* __restrict__ dx, int use_x, long long total, long long C, long long S) {
+    constexpr int V = Pack<T>::N;
+    const long long units = (total + V - 1) / V;
+    const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
+    const long long estep = step * V;
+    const long long ds = estep % S, dc = (estep / S) % C;
+    long long s = (first * V) % S;
+    long long c = ((first * V) / S) % C;
+    for (long long u = first; u < units; u += step) {
+        const long long i0 = u * V;
+        T gv[V], xv[V];
+        const int cnt = mg::load_batch(g + i0, total - i0, gv);
+        if (use_x) mg::load_batch(x + i0, total - i0, xv);
+        long long ls = s, lc = c, pc = -1;
+        T a = T(0), b = T(0), d = T(0), mu = T(0);
+#pragma unroll
+        for (int l = 0; l < V; ++l) {
+            if (l < cnt) {
+                if (lc != pc) {
+                    pc = lc;
+                    a = k1[lc];
+                    d = k3[lc];
+                    if (use_x) {
+                        b = k2[lc];
+                        mu = mean[lc];
+                    }
+                }
+                T r = a * gv[l] + d;
+                if (use_x) r += b * (xv[l] - mu);
+                gv[l] = r;
+            }
+            if (++ls == S) {
+                ls = 0;
+                if (++lc == C) lc = 0;
+            }
+        }
+        mg::store_batch(dx + i0, cnt, gv);
+        s += ds;
+        c += dc;
+        if (s >= S) {
+            s -= S;
+            ++c;
+        }
+        if (c >= C) c -= C;
+    }
+}

@@ -1,0 +1,235 @@
+// Device helpers shared by minigrad's CUDA kernels.
+//
+// Everything here is header-only device code without any #include, so the
+// same text compiles under NVRTC (CuPy's RawModule, which gets this header
+// inlined into each kernel source), under nvcc (the PTX test) and under g++
+// with tests/cuda/emu/cuda_emu.h (the CPU emulation test).
+//
+// Conventions of every kernel in kernels/*.cu:
+// * one template per kernel, instantiated for T = float and T = double;
+// * sizes are `long long`, flags `int`, epsilons `double`, optimizer
+//   hyper-parameters `T`; optional pointers may be null;
+// * grid-stride loops, so any grid size is correct (the host picks one that
+//   fills the GPU);
+// * blocks are whole warps (blockDim.x * blockDim.y a multiple of 32, at
+//   most 1024 threads); the host wrappers guarantee it;
+// * reductions accumulate in double, merge partial results with Chan's
+//   formula (Welford) or plain sums in a fixed order, so results are
+//   deterministic for a given launch configuration.
+#ifndef MINIGRAD_KERNELS_COMMON_CUH
+#define MINIGRAD_KERNELS_COMMON_CUH
+
+namespace mg {
+
+constexpr unsigned FULL_MASK = 0xffffffffu;
+
+// --------------------------------------------------------------- small math
+__device__ __forceinline__ long long lmin(long long a, long long b) { return a < b ? a : b; }
+__device__ __forceinline__ long long lmax(long long a, long long b) { return a > b ? a : b; }
+
+__device__ __forceinline__ float tanh_(float x) { return tanhf(x); }
+__device__ __forceinline__ double tanh_(double x) { return tanh(x); }
+__device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
+__device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
+
+template <typename T> __device__ __forceinline__ T neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double neg_inf<double>() {
+    return __longlong_as_double(0xfff0000000000000ULL);
+}
+
+// atomicAdd for float and double; double atomics are native from sm_60 on,
+// older GPUs (CUDA 12 still supports sm_50/52) get a compare-and-swap loop.
+__device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void atomic_add(double* p, double v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 600
+    unsigned long long* address = reinterpret_cast<unsigned long long*>(p);
+    unsigned long long old = *address, assumed;
+    do {
+        assumed = old;
+        old = atomicCAS(address, assumed,
+                        __double_as_longlong(v + __longlong_as_double(assumed)));
+    } while (assumed != old);
+#else
+    atomicAdd(p, v);
+#endif
+}
+
+// ------------------------------------------------------- vectorised access
+// A 16-byte pack: 4 floats or 2 doubles, loaded/stored with one instruction
+// (LDG.128 / STG.128) when the address is 16-byte aligned.
+template <typename T>
+struct alignas(16) Pack {
+    static constexpr int N = 16 / sizeof(T);
+    T v[N];
+};
+
+template <typename T>
+__device__ __forceinline__ bool aligned16(const T* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ULL) == 0;
+}
+
+// Load up to Pack<T>::N consecutive elements starting at p, of which `avail`
+// exist; returns how many were loaded. One vector load when all N exist and
+// p is aligned, scalar loads otherwise (tails, misaligned planes).
+template <typename T>
+__device__ __forceinline__ int load_batch(const T* p, long long avail, T (&v)[Pack<T>::N]) {
+    constexpr int V = Pack<T>::N;
+    if (avail >= V && aligned16(p)) {
+        const Pack<T> q = *reinterpret_cast<const Pack<T>*>(p);
+#pragma unroll
+        for (int i = 0; i < V; ++i) v[i] = q.v[i];
+        return V;
+    }
+    const int cnt = avail < V ? static_cast<int>(avail) : V;
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = i < cnt ? p[i] : T(0);
+    return cnt;
+}
+
+// Store the first `cnt` elements of v at p (vector store when all N and aligned).
+template <typename T>
+__device__ __forceinline__ void store_batch(T* p, int cnt, const T (&v)[Pack<T>::N]) {
+    constexpr int V = Pack<T>::N;
+    if (cnt == V && aligned16(p)) {
+        Pack<T> q;
+#pragma unroll
+        for (int i = 0; i < V; ++i) q.v[i] = v[i];
+        *reinterpret_cast<Pack<T>*>(p) = q;
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+        if (i < cnt) p[i] = v[i];
+}
+
+// ------------------------------------------------------------ reductions
+// Running statistics of a set of values: count, mean and M2 = Σ(x - mean)².
+// Plain aggregate (no constructors) so it can live in __shared__ memory.
+struct Welford {
+    double n, mean, m2;
+};
+
+__device__ __forceinline__ Welford welford_empty() {
+    Welford w;
+    w.n = 0.0;
+    w.mean = 0.0;
+    w.m2 = 0.0;
+    return w;
+}
+
+// Chan et al.'s pairwise merge: exact for any split, no E[x²] - E[x]².
+__device__ __forceinline__ Welford merge(Welford a, Welford b) {
+    if (b.n == 0.0) return a;
+    if (a.n == 0.0) return b;
+    const double n = a.n + b.n;
+    const double d = b.mean - a.mean;
+    const double wb = b.n / n;
+    Welford r;
+    r.n = n;
+    r.mean = a.mean + d * wb;
+    r.m2 = a.m2 + b.m2 + d * d * a.n * wb;
+    return r;
+}
+
+// Statistics of a batch of k (1..N) values by two passes over registers:
+// the mean first, then the squared deviations. Batching amortises the one
+// division of the merge over N elements.
+template <typename T>
+__device__ __forceinline__ Welford welford_batch(const T (&v)[Pack<T>::N], int k) {
+    constexpr int V = Pack<T>::N;
+    double s = 0.0;
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+        if (i < k) s += static_cast<double>(v[i]);
+    const double mean = k == V ? s * (1.0 / V) : s / k;  // 1/V is exact (V = 2 or 4)
+    double m2 = 0.0;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        if (i < k) {
+            const double d = static_cast<double>(v[i]) - mean;
+            m2 += d * d;
+        }
+    }
+    Welford w;
+    w.n = static_cast<double>(k);
+    w.mean = mean;
+    w.m2 = m2;
+    return w;
+}
+
+// Two running sums (used by the backward passes: Σg and Σg·(x - mean)).
+struct Sum2 {
+    double a, b;
+};
+
+__device__ __forceinline__ Sum2 sum2_empty() {
+    Sum2 s;
+    s.a = 0.0;
+    s.b = 0.0;
+    return s;
+}
+
+__device__ __forceinline__ Sum2 merge(Sum2 x, Sum2 y) {
+    Sum2 r;
+    r.a = x.a + y.a;
+    r.b = x.b + y.b;
+    return r;
+}
+
+__device__ __forceinline__ Welford shfl_down(Welford w, int offset) {
+    Welford o;
+    o.n = __shfl_down_sync(FULL_MASK, w.n, offset);
+    o.mean = __shfl_down_sync(FULL_MASK, w.mean, offset);
+    o.m2 = __shfl_down_sync(FULL_MASK, w.m2, offset);
+    return o;
+}
+
+__device__ __forceinline__ Sum2 shfl_down(Sum2 s, int offset) {
+    Sum2 o;
+    o.a = __shfl_down_sync(FULL_MASK, s.a, offset);
+    o.b = __shfl_down_sync(FULL_MASK, s.b, offset);
+    return o;
+}
+
+// Tree reduction over the 32 lanes of a warp; lane 0 holds the result.
+// Every lane of the warp must call it (full mask).
+template <typename S>
+__device__ __forceinline__ S warp_reduce(S s) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) s = merge(s, shfl_down(s, offset));
+    return s;
+}
+
+__device__ __forceinline__ int linear_tid() {
+    return static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+
+__device__ __forceinline__ int block_threads() {
+    return static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
+}
+
+// Reduction over all threads of the block; the result is valid in thread 0.
+// `smem` is a __shared__ array of at least 32 states (one per warp). Every
+// thread of the block must call it; it ends with a barrier so smem can be
+// reused right away.
+template <typename S>
+__device__ __forceinline__ S block_reduce(S s, S* smem, S empty) {
+    const int tid = linear_tid();
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int nwarps = (block_threads() + 31) >> 5;
+    s = warp_reduce(s);
+    if (lane == 0) smem[warp] = s;
+    __syncthreads();
+    if (warp == 0) {
+        s = lane < nwarps ? smem[lane] : empty;
+        s = warp_reduce(s);
+    }
+    __syncthreads();
+    return s;
+}
+
+}  // namespace mg
+
+#endif  // MINIGRAD_KERNELS_COMMON_CUH

@@ -31,6 +31,11 @@ class CPUBackend(Backend):
     def from_numpy(self, array):
         return np.array(array, copy=True)
 
+    def transfer(self, array, source):
+        # Another device's to_numpy already returns a fresh host copy.
+        host = source.to_numpy(array)
+        return host.copy() if source.name == "cpu" else host
+
     def manual_seed(self, seed):
         self._seed = int(seed)
         self._rng = np.random.Generator(np.random.PCG64(self._seed))

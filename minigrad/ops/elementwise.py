@@ -433,12 +433,18 @@ def minimum(a, b):
 
 def where(condition, a, b):
     """Elements of ``a`` where ``condition`` is true, else of ``b``."""
-    cond = condition.array if isinstance(condition, TensorBase) else np.asarray(condition)
+    a, b = _promote(a, b)
+    ref = a if isinstance(a, TensorBase) else b
+    if not isinstance(ref, TensorBase):
+        raise TypeError("where: at least one of a and b must be a Tensor")
+    if isinstance(condition, TensorBase):
+        if condition.device != ref.device:
+            raise RuntimeError(f"where: condition is on {condition.device}, the values on {ref.device}")
+        cond = condition.array
+    else:
+        cond = ref.backend.from_numpy(np.asarray(condition))
     if cond.dtype != bool:
         raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
-    a, b = _promote(a, b)
-    if not isinstance(a, TensorBase) and not isinstance(b, TensorBase):
-        raise TypeError("where: at least one of a and b must be a Tensor")
     return Where.apply(a, b, condition=cond)
 
 

@@ -1,0 +1,450 @@
+"""Ioffe & Szegedy (2015), Figure 1, with minigrad: what Batch Normalization does.
+
+Two copies of the paper's network, 784 → 100 → 100 → 100 → 10 with sigmoid
+hidden units, start from the same initial weights and see the same
+mini-batches; one has BatchNorm1d before each sigmoid
+(Linear → BatchNorm1d → Sigmoid). Plain SGD, mini-batches of 60,
+cross-entropy. The script records
+
+(a) test accuracy against training steps, for both networks;
+(b, c) the 15th, 50th and 85th percentiles of the input to one sigmoid of
+    the last hidden layer (over the test images), without and with BN;
+
+and writes ``figure1.png`` (the three panels), ``accuracy.png``,
+``percentiles.png``, ``history.csv`` and ``summary.json`` to ``--out``,
+then prints a summary: final accuracies, the step at which each network
+first reached given accuracies, how much the percentiles drift and jitter
+(defined in ``stability()``) and the time per training step. Every unit's
+percentiles are saved in ``percentiles.npz``.
+
+Run from a source checkout (after ``python setup.py build_ext --inplace``)::
+
+    python -m examples.bn_mnist                     # the default run, a few minutes on 2 cores
+    python -m examples.bn_mnist --steps 50000       # the paper's length
+    python -m examples.bn_mnist --data ~/mnist      # the full MNIST (a folder of its IDX files)
+
+The BN network is evaluated in eval mode with its running statistics, as
+a deployed network would be (``--bn-stats population`` recomputes them from
+the whole training set at each evaluation instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+import minigrad
+from minigrad import nn, optim
+from minigrad.data import DataLoader, TensorDataset
+from minigrad.nn import functional as F
+
+if __package__ in (None, ""):  # run as a file: make the sibling helper importable
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import add_common_args, apply_threads, environment, load_data, progress, sync, write_json
+else:
+    from ._common import add_common_args, apply_threads, environment, load_data, progress, sync, write_json
+
+PERCENTILES = (15, 50, 85)
+HIDDEN = (100, 100, 100)
+TARGETS = (0.80, 0.85, 0.90, 0.95)
+
+
+# ----------------------------------------------------------------- model
+def build_mlp(batch_norm: bool, init: str, seed: int, in_features: int = 784, num_classes: int = 10):
+    """The paper's MLP: Linear → [BatchNorm1d →] Sigmoid, three times, then Linear.
+
+    Built under ``manual_seed(seed)``; BatchNorm1d draws no random numbers,
+    so the Linear layers of both variants get identical initial weights.
+    ``init``: "gaussian" draws weights from N(0, 1/fan_in) and zero biases
+    (the paper: "small random Gaussian values"); "default" keeps
+    minigrad's (PyTorch's) U(±1/√fan_in).
+    """
+    minigrad.manual_seed(seed)
+    layers, d = [], in_features
+    for width in HIDDEN:
+        layers.append(nn.Linear(d, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.Sigmoid())
+        d = width
+    layers.append(nn.Linear(d, num_classes))
+    model = nn.Sequential(*layers)
+    if init == "gaussian":
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(m.in_features))
+                nn.init.zeros_(m.bias)
+    elif init != "default":
+        raise ValueError(f"unknown init {init!r}: expected 'gaussian' or 'default'")
+    return model
+
+
+def linear_weights(model):
+    """The weights of the Linear layers, on the host (to check both nets start alike)."""
+    return [m.weight.detach().numpy() for m in model if isinstance(m, nn.Linear)]
+
+
+@minigrad.no_grad()
+def population_statistics(model, x_train):
+    """Set every BN layer's running statistics to those of the whole training set.
+
+    One training-mode forward pass of all of ``x_train`` as a single batch,
+    with ``momentum = 1``, so that each BN layer stores its input's exact
+    mean and unbiased variance (the paper's Algorithm 2 averages over the
+    training data instead of keeping running averages). Returns what is
+    needed to restore the layers (``restore_statistics``).
+    """
+    bns = [m for m in model if hasattr(m, "running_mean") and m.running_mean is not None]
+    saved = [(m, m.running_mean.array.copy(), m.running_var.array.copy(), m.momentum) for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    model.train()
+    model(x_train)
+    return saved
+
+
+def restore_statistics(saved):
+    """Undo ``population_statistics``: the training run continues unperturbed."""
+    for m, mean, var, momentum in saved:
+        m.running_mean.array[...] = mean
+        m.running_var.array[...] = var
+        m.momentum = momentum
+
+
+@minigrad.no_grad()
+def evaluate(model, x, y, batch_size=2000, x_train=None):
+    """Test accuracy and the input to the last sigmoid layer, (N, 100) on the host.
+
+    Runs the Sequential layer by layer to catch what enters the last
+    Sigmoid. The model is switched to eval mode (BN uses its running
+    statistics, or with ``x_train`` the training set's exact statistics)
+    and back to training mode afterwards.
+    """
+    saved = population_statistics(model, x_train) if x_train is not None else []
+    model.eval()
+    sigmoids = [i for i, m in enumerate(model) if isinstance(m, nn.Sigmoid)]
+    last = sigmoids[-1]
+    correct, captured = 0, []
+    for start in range(0, len(y), batch_size):
+        h = x[start:start + batch_size]
+        for i, m in enumerate(model):
+            if i == last:
+                captured.append(h.numpy())
+            h = m(h)
+        correct += int((h.argmax(axis=1) == y[start:start + batch_size]).sum().item())
+    restore_statistics(saved)
+    model.train()
+    return correct / len(y), np.concatenate(captured)
+
+
+# ---------------------------------------------------------- the numbers
+def steps_to_reach(steps, acc, target):
+    """The first evaluated step at which ``acc >= target`` (None if never)."""
+    for s, a in zip(steps, acc):
+        if a >= target:
+            return int(s)
+    return None
+
+
+def stability(trajectories, steps, skip_fraction, window_fraction=0.1):
+    """How much percentile trajectories move after the first ``skip_fraction`` of training.
+
+    ``trajectories`` is (T, 3, U): the 15/50/85th percentiles of U units at
+    T evaluations. Only evaluations after ``skip_fraction`` of the steps
+    count (the initial transient, which both networks go through, is left
+    out). Returns three arrays of U values, each averaged over the three
+    percentiles, in units of the sigmoid input:
+
+    * ``drift``: the net, systematic movement: the mean of the last
+      ``window_fraction`` of the evaluations minus the mean of the first
+      ``window_fraction`` after the skip, in absolute value;
+    * ``jitter``: the evaluation-to-evaluation noise, the standard deviation
+      of successive differences divided by √2 (the noise of one
+      evaluation, if it is independent between evaluations);
+    * ``range``: max − min over the evaluations after the skip, which mixes
+      the two (shown for comparison: a noisy but steady trajectory has a
+      large range and a small drift).
+    """
+    steps = np.asarray(steps)
+    tail = trajectories[steps >= skip_fraction * steps[-1]]
+    w = max(1, int(round(window_fraction * len(steps))))
+    w = min(w, max(1, len(tail) // 2))
+    drift = np.abs(tail[-w:].mean(axis=0) - tail[:w].mean(axis=0)).mean(axis=0)
+    jitter = (np.diff(tail, axis=0).std(axis=0) / np.sqrt(2)).mean(axis=0) if len(tail) > 2 else np.zeros(tail.shape[-1])
+    rng = (tail.max(axis=0) - tail.min(axis=0)).mean(axis=0)
+    return {"drift": drift, "jitter": jitter, "range": rng}
+
+
+# ---------------------------------------------------------------- train
+def train(args, data):
+    """Train both networks side by side on identical batches; return the history."""
+    device = args.device
+    x_train = data.x_train.reshape(len(data.x_train), -1)
+    # For --bn-stats population: the whole training set, once, on the device.
+    x_pop = minigrad.tensor(x_train, device=device) if args.bn_stats == "population" else None
+    x_test = minigrad.tensor(data.x_test.reshape(len(data.x_test), -1), device=device)
+    y_test = minigrad.tensor(data.y_test, device=device)
+    if len(x_train) < args.batch_size:
+        raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set ({len(x_train)} images)")
+
+    nets = {}
+    for name, bn in (("plain", False), ("bn", True)):
+        nets[name] = build_mlp(bn, args.init, args.seed, x_train.shape[1], data.num_classes).to(device)
+    for a, b in zip(linear_weights(nets["plain"]), linear_weights(nets["bn"])):
+        assert np.array_equal(a, b), "both networks must start from the same weights"
+    opts = {k: optim.SGD(m.parameters(), lr=args.lr) for k, m in nets.items()}
+
+    # drop_last: BN's statistics are always over a full mini-batch of 60.
+    loader = DataLoader(TensorDataset(x_train, data.y_train), batch_size=args.batch_size, shuffle=True,
+                        drop_last=True, seed=args.seed, device=device)
+
+    def batches():
+        while True:
+            yield from loader
+
+    hist = {"step": [], "acc_plain": [], "acc_bn": [], "loss_plain": [], "loss_bn": []}
+    pct = {"plain": [], "bn": []}
+    loss_sum = {"plain": 0.0, "bn": 0.0}
+    loss_n = 0
+    step_time = {"plain": 0.0, "bn": 0.0}
+    eval_time = 0.0
+
+    def record(step):
+        nonlocal loss_n, eval_time
+        t0 = time.perf_counter()
+        hist["step"].append(step)
+        for k, m in nets.items():
+            acc, sig_in = evaluate(m, x_test, y_test, x_train=x_pop if k == "bn" else None)
+            hist[f"acc_{k}"].append(acc)
+            pct[k].append(np.percentile(sig_in, PERCENTILES, axis=0))  # (3, 100)
+            hist[f"loss_{k}"].append(loss_sum[k] / loss_n if loss_n else float("nan"))
+            loss_sum[k] = 0.0
+        loss_n = 0
+        eval_time += time.perf_counter() - t0
+
+    t_start = time.perf_counter()
+    record(0)
+    bar = progress(range(1, args.steps + 1), args.steps, "training (plain and BN)", args.no_progress)
+    stream = batches()
+    for step in bar:
+        xb, yb = next(stream)
+        for k, m in nets.items():
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(m(xb), yb)
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+            loss_sum[k] += loss.item()  # .item() also waits for the GPU
+            step_time[k] += time.perf_counter() - t0
+        loss_n += 1
+        if step % args.eval_every == 0 or step == args.steps:
+            record(step)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(acc=f"{hist['acc_plain'][-1]:.3f}/{hist['acc_bn'][-1]:.3f}")
+    sync(device)
+    total = time.perf_counter() - t_start
+    timing = {
+        "total_s": total,
+        "eval_s": eval_time,
+        "ms_per_step_plain": 1e3 * step_time["plain"] / args.steps,
+        "ms_per_step_bn": 1e3 * step_time["bn"] / args.steps,
+    }
+    return hist, {k: np.asarray(v) for k, v in pct.items()}, timing
+
+
+# -------------------------------------------------------------- outputs
+def write_csv(path, hist, pct, unit):
+    """One row per evaluation: accuracies, mean training losses, the unit's percentiles."""
+    cols = ["step", "acc_plain", "acc_bn", "loss_plain", "loss_bn"]
+    cols += [f"p{q}_{k}" for k in ("plain", "bn") for q in PERCENTILES]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for i, step in enumerate(hist["step"]):
+            row = [step] + [hist[c][i] for c in cols[1:5]]
+            row += [float(pct[k][i, j, unit]) for k in ("plain", "bn") for j in range(len(PERCENTILES))]
+            w.writerow(row)
+
+
+def plot(out, hist, pct, unit, title):
+    """figure1.png (a, b, c as in the paper), accuracy.png (linear and log steps) and percentiles.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.asarray(hist["step"])
+    lo = min(pct["plain"][:, :, unit].min(), pct["bn"][:, :, unit].min())
+    hi = max(pct["plain"][:, :, unit].max(), pct["bn"][:, :, unit].max())
+    pad = 0.05 * (hi - lo + 1e-9)
+
+    def accuracy_panel(ax, logx=False):
+        first = 1 if logx else 0  # step 0 has no place on a log axis
+        ax.plot(steps[first:], hist["acc_plain"][first:], "--", color="tab:gray", label="Without BN")
+        ax.plot(steps[first:], hist["acc_bn"][first:], "-", color="tab:blue", label="With BN")
+        ax.set_xlabel("training steps" + (" (log scale)" if logx else ""))
+        ax.set_ylabel("test accuracy")
+        if logx:
+            ax.set_xscale("log")
+        # Show the climb from 0.8 (or lower, if an accuracy falls there later in training).
+        late = hist["acc_plain"][len(steps) // 20:] + hist["acc_bn"][len(steps) // 20:]
+        ax.set_ylim(max(0.0, min([0.8] + late) - 0.02), 1.0)
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+
+    def pct_panel(ax, key, label):
+        for j, q in enumerate(PERCENTILES):
+            ax.plot(steps, pct[key][:, j, unit], color="k", lw=1.2 if q == 50 else 0.8)
+            ax.annotate(f"{q}%", (steps[-1], pct[key][-1, j, unit]), fontsize=7, xytext=(2, 0),
+                        textcoords="offset points", va="center")
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlabel("training steps")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    accuracy_panel(axes[0])
+    axes[0].set_title("(a) test accuracy", fontsize=10)
+    pct_panel(axes[1], "plain", "(b) without BN")
+    pct_panel(axes[2], "bn", "(c) with BN")
+    axes[1].set_ylabel(f"input to sigmoid (unit {unit}, last hidden layer)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "figure1.png"), dpi=120)
+    plt.close(fig)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    accuracy_panel(ax1)
+    accuracy_panel(ax2, logx=True)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "accuracy.png"), dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    pct_panel(axes[0], "plain", "without BN: 15/50/85th percentiles")
+    pct_panel(axes[1], "bn", "with BN: 15/50/85th percentiles")
+    axes[0].set_ylabel(f"input to sigmoid (unit {unit})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "percentiles.png"), dpi=120)
+    plt.close(fig)
+
+
+def summarize(args, data, hist, pct, timing):
+    """The numbers of the run, as a dict (also written to summary.json)."""
+    steps = hist["step"]
+    reach = {}
+    for t in TARGETS:
+        reach[f"{t:.2f}"] = {k: steps_to_reach(steps, hist[f"acc_{k}"], t) for k in ("plain", "bn")}
+    stab = {}
+    for k in ("plain", "bn"):
+        per_unit = stability(pct[k], steps, args.drift_skip)
+        stab[k] = {name: {"unit": float(v[args.unit]), "mean_over_units": float(v.mean()),
+                          "median_over_units": float(np.median(v))} for name, v in per_unit.items()}
+    tail = max(1, len(steps) // 10)
+    return {
+        "config": {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "seed", "init", "device",
+                                                 "eval_every", "unit", "drift_skip", "bn_stats", "data", "subset",
+                                                 "threads")},
+        "data": {"name": data.name, "description": data.description, "source": data.source,
+                 "train_images": len(data.y_train), "test_images": len(data.y_test)},
+        "final_accuracy": {"plain": hist["acc_plain"][-1], "bn": hist["acc_bn"][-1]},
+        "best_accuracy": {"plain": max(hist["acc_plain"]), "bn": max(hist["acc_bn"])},
+        "mean_accuracy_last_10pct": {k: float(np.mean(hist[f"acc_{k}"][-tail:])) for k in ("plain", "bn")},
+        "steps_to_accuracy": reach,
+        "stability": stab,
+        "stability_definition": (
+            f"for each of the 15/50/85th percentile trajectories of a sigmoid's input (test images, eval mode), "
+            f"over the evaluations after the first {args.drift_skip:.0%} of training, averaged over the three "
+            f"percentiles: drift = |mean of the last 10% of evaluations - mean of the first 10% after the skip|; "
+            f"jitter = std of successive differences / sqrt(2); range = max - min. 'unit' is the plotted unit, "
+            f"the others summarise all {HIDDEN[-1]} units of the last hidden layer"),
+        "timing": timing,
+        "environment": environment(args.device),
+    }
+
+
+def print_summary(s, out):
+    fa, reach, d, t = s["final_accuracy"], s["steps_to_accuracy"], s["stability"], s["timing"]
+    print()
+    print(f"Figure 1 reproduction: {s['config']['steps']} steps, lr {s['config']['lr']}, "
+          f"batch {s['config']['batch_size']}, seed {s['config']['seed']}, device {s['config']['device']}")
+    print(f"data: {s['data']['description']}")
+    print(f"final test accuracy:   without BN {fa['plain']:.4f}   with BN {fa['bn']:.4f}")
+    print("first step reaching:   " + "   ".join(
+        f"{k}: {v['plain'] if v['plain'] is not None else '-'} / {v['bn'] if v['bn'] is not None else '-'}"
+        for k, v in reach.items()) + "   (without / with BN)")
+    print(f"sigmoid-input percentiles after the first {s['config']['drift_skip']:.0%} of training "
+          f"(mean over the {HIDDEN[-1]} units of the last hidden layer; unit {s['config']['unit']} in brackets):")
+    for name, what in (("drift", "net drift"), ("jitter", "jitter"), ("range", "range")):
+        print(f"  {what:<10} without BN {d['plain'][name]['mean_over_units']:.3f} ({d['plain'][name]['unit']:.3f})   "
+              f"with BN {d['bn'][name]['mean_over_units']:.3f} ({d['bn'][name]['unit']:.3f})")
+    print("  (drift: |late mean - early mean| of each percentile; jitter: noise between evaluations; "
+          "range: max - min; see summary.json)")
+    print(f"time per training step: without BN {t['ms_per_step_plain']:.3f} ms   with BN {t['ms_per_step_bn']:.3f} ms")
+    print(f"total time: {t['total_s']:.1f} s (of which evaluation {t['eval_s']:.1f} s)")
+    print(f"outputs written to {out}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p, default_out=os.path.join("runs", "bn_mnist"))
+    p.add_argument("--steps", type=int, default=20000, help="training steps (the paper: 50000)")
+    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size (the paper: 60)")
+    p.add_argument("--lr", type=float, default=1.0,
+                   help="SGD learning rate, the same for both networks (1.0: where the network without BN "
+                        "does best; see the docs)")
+    p.add_argument("--init", choices=("gaussian", "default"), default="gaussian",
+                   help="gaussian: N(0, 1/fan_in) weights, zero biases; default: minigrad's U(±1/√fan_in)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="evaluate every N steps (default: steps/400, at least 1)")
+    p.add_argument("--unit", type=int, default=0, help="which sigmoid of the last hidden layer to plot")
+    p.add_argument("--drift-skip", type=float, default=0.1,
+                   help="fraction of training left out of the drift measure (the initial transient)")
+    p.add_argument("--bn-stats", choices=("running", "population"), default="running",
+                   help="statistics the BN network is evaluated with: its running averages (what model.eval() "
+                        "uses) or the whole training set's, recomputed at each evaluation")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNGs (CSV and JSON only)")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error("--steps must be at least 1")
+    if args.eval_every is None:
+        args.eval_every = max(1, args.steps // 400)
+    if not 0 <= args.unit < HIDDEN[-1]:
+        p.error(f"--unit must be in [0, {HIDDEN[-1]})")
+    if not 0.0 <= args.drift_skip < 1.0:
+        p.error("--drift-skip must be in [0, 1)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    apply_threads(args)
+    data = load_data(args)
+    os.makedirs(args.out, exist_ok=True)
+    hist, pct, timing = train(args, data)
+    summary = summarize(args, data, hist, pct, timing)
+    write_csv(os.path.join(args.out, "history.csv"), hist, pct, args.unit)
+    summary["history"] = {**hist, **{f"percentiles_{k}_unit": pct[k][:, :, args.unit] for k in pct}}
+    write_json(os.path.join(args.out, "summary.json"), summary)
+    # Every unit's percentiles, for other analyses: (evaluations, 3, units) per network.
+    np.savez_compressed(os.path.join(args.out, "percentiles.npz"), step=np.asarray(hist["step"]),
+                        percentiles=np.asarray(PERCENTILES), plain=pct["plain"].astype(np.float32),
+                        bn=pct["bn"].astype(np.float32))
+    if not args.no_plot:
+        title = (f"{data.name}: 784-100-100-100-10 sigmoid MLP, SGD lr {args.lr}, batch {args.batch_size}, "
+                 f"seed {args.seed}")
+        plot(args.out, hist, pct, args.unit, title)
+    print_summary(summary, os.path.abspath(args.out))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

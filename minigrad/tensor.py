@@ -192,6 +192,23 @@ class Tensor(TensorBase):
     def __dlpack_device__(self):
         return self.array.__dlpack_device__()
 
+    def __deepcopy__(self, memo):
+        # A new leaf with copied storage (and gradient) on the same device,
+        # of the same class (a Parameter stays a Parameter).
+        if self.grad_fn is not None:
+            raise RuntimeError("only leaf tensors can be deep-copied; detach() first")
+        new = type(self).__new__(type(self))
+        new._set_fields(self.array.copy(), self.backend, self.requires_grad)
+        if self.grad is not None:
+            new.grad = self.grad.__deepcopy__(memo)
+        memo[id(self)] = new
+        return new
+
+    def __reduce__(self):
+        # Pickle as host data plus device name; unpickling places it back.
+        return _rebuild_tensor, (type(self), self.backend.to_numpy(self.array).copy(), str(self.device),
+                                 self.requires_grad)
+
     def size(self, dim=None):
         """The shape, or the length of dimension ``dim``."""
         return self.shape if dim is None else self.shape[dim]
@@ -666,6 +683,13 @@ class Tensor(TensorBase):
         return ops.broadcast_to(self, *shape)
 
     broadcast_to = expand
+
+
+def _rebuild_tensor(cls, host, device, requires_grad):
+    backend = get_backend(device)
+    new = cls.__new__(cls)
+    new._set_fields(backend.from_numpy(host) if backend.name != "cpu" else host, backend, requires_grad)
+    return new
 
 
 def _is_dtype_name(value) -> bool:

@@ -44,6 +44,20 @@ class Backend:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device}>"
 
+    # A backend is a per-device singleton: copying or unpickling a tensor
+    # must give back the same object, or the copy would look like it lives
+    # on "another" device.
+    def __reduce__(self):
+        from . import get_backend
+
+        return get_backend, (str(self.device),)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     @classmethod
     def is_available(cls) -> bool:
         """Whether this kind of backend can be used on this machine."""

@@ -183,3 +183,24 @@ def test_every_result_holds_an_array(device):
     with mg.no_grad():
         total = x.sum()
         total += 1  # in place on a 0-d result works
+
+
+def test_deepcopy_and_pickle_keep_the_device(device):
+    import copy
+    import pickle
+
+    from minigrad import nn
+
+    lin = nn.Linear(3, 2).to(device)
+    lin(mg.ones(1, 3, device=device)).sum().backward()
+    twin = copy.deepcopy(lin)
+    assert twin.weight is not lin.weight and isinstance(twin.weight, nn.Parameter)
+    assert twin.weight.backend is lin.weight.backend
+    assert twin.weight.grad is not None and twin.weight.grad.array is not lin.weight.grad.array
+    out = twin(mg.ones(1, 3, device=device)) + lin(mg.ones(1, 3, device=device))  # same device: no error
+    assert out.shape == (1, 2)
+    back = pickle.loads(pickle.dumps(lin.weight))
+    assert isinstance(back, nn.Parameter) and back.requires_grad and back.backend is lin.weight.backend
+    np.testing.assert_array_equal(back.detach().cpu().numpy(), lin.weight.detach().cpu().numpy())
+    with pytest.raises(RuntimeError, match="leaf"):
+        copy.deepcopy(lin.weight * 2)

@@ -41,7 +41,9 @@ __all__ = ["Normalizer", "Example"]
 class Example:
     """Constructor arguments and inputs of a normalizer, for the shared test suite.
 
-    ``shapes`` are valid input shapes; ``bad_shapes`` shapes whose rank or
+    ``shapes`` are valid batched input shapes (axis 0 is the batch);
+    ``unbatched`` valid shapes without a batch axis (a single sample, where
+    the normalizer accepts one); ``bad_shapes`` shapes whose rank or
     channel count ``check_input`` must reject with a ValueError. The
     parametrized tests in ``tests/norm/test_contract.py`` build
     ``cls(*args, **kwargs)`` and run the API, gradient and reference checks
@@ -51,6 +53,7 @@ class Example:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     shapes: tuple = ()
+    unbatched: tuple = ()
     bad_shapes: tuple = ()
 
 
@@ -73,7 +76,7 @@ class Normalizer(Module):
     ``reference`` where the defaults (per-channel statistics, no folding)
     do not describe them. Register the class with ``@register("Name")``.
 
-    Example (a composed plugin; the backward is derived by autograd)::
+    Example (a composed plugin; autograd derives its backward)::
 
         @register("RMSNorm")
         class RMSNorm(Normalizer):
@@ -84,14 +87,15 @@ class Normalizer(Module):
             def __init__(self, num_features, eps=1e-6, *, device=None, dtype=None):
                 super().__init__(num_features, eps, momentum=None, affine=True,
                                  track_running_stats=False, device=device, dtype=dtype)
-
-            def statistics_view(self, shape):
-                return (math.prod(shape[:-1]), shape[-1]), (1,)
+                self.bias = None
 
             def forward(self, x):
                 self.check_input(x)
                 rms = ((x * x).mean(axis=-1, keepdims=True) + self.eps).sqrt()
                 return x / rms * self.weight
+
+    (the complete version, with ``statistics_view``, ``reference`` and
+    ``examples``, is examples/rmsnorm_plugin).
     """
 
     #: Ranks of the inputs ``check_input`` accepts.
@@ -149,8 +153,9 @@ class Normalizer(Module):
     def reset_parameters(self) -> None:
         """Reset the running statistics, γ to 1 and β to 0."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             self.weight.array[...] = 1
+        if self.bias is not None:
             self.bias.array[...] = 0
 
     def extra_repr(self) -> str:
@@ -285,9 +290,10 @@ class Normalizer(Module):
             rm = self.running_mean.detach().numpy().astype(np.float64).reshape(shape)
             rv = self.running_var.detach().numpy().astype(np.float64).reshape(shape)
             xhat = (x64 - rm) / np.sqrt(rv + self.eps)
+        shape = self._affine_shape(x64.ndim)
         if self.weight is not None:
-            shape = self._affine_shape(x64.ndim)
             xhat = xhat * self.weight.detach().numpy().astype(np.float64).reshape(shape)
+        if self.bias is not None:
             xhat = xhat + self.bias.detach().numpy().astype(np.float64).reshape(shape)
         return xhat
 

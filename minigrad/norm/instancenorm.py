@@ -82,7 +82,7 @@ class InstanceNorm1d(_InstanceNorm):
     @classmethod
     def examples(cls):
         return [
-            Example(args=(3,), shapes=((2, 3, 4), (3, 5)), bad_shapes=((2, 3, 4, 4), (2, 4, 3), (3,))),
+            Example(args=(3,), shapes=((2, 3, 4),), unbatched=((3, 5),), bad_shapes=((2, 3, 4, 4), (2, 4, 3), (3,))),
             Example(args=(2,), kwargs=dict(affine=True, track_running_stats=True), shapes=((3, 2, 3),)),
             Example(args=(2,), kwargs=dict(affine=True, momentum=None, track_running_stats=True),
                     shapes=((2, 2, 4),)),
@@ -107,6 +107,6 @@ class InstanceNorm2d(_InstanceNorm):
     @classmethod
     def examples(cls):
         return [
-            Example(args=(3,), shapes=((2, 3, 2, 3), (3, 2, 2)), bad_shapes=((2, 3, 4), (2, 4, 2, 2))),
+            Example(args=(3,), shapes=((2, 3, 2, 3),), unbatched=((3, 2, 2),), bad_shapes=((2, 3, 4), (2, 4, 2, 2))),
             Example(args=(2,), kwargs=dict(affine=True, track_running_stats=True, eps=1e-3), shapes=((2, 2, 3, 1),)),
         ]

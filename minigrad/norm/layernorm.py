@@ -41,12 +41,6 @@ class LayerNorm(Normalizer):
         # Any rank that ends with normalized_shape.
         self.input_ranks = range(len(shape), len(shape) + 32)
 
-    def reset_parameters(self) -> None:
-        if self.weight is not None:
-            self.weight.array[...] = 1
-        if self.bias is not None:
-            self.bias.array[...] = 0
-
     def check_input(self, x) -> None:
         super().check_input(x)
         d = len(self.normalized_shape)
@@ -72,6 +66,6 @@ class LayerNorm(Normalizer):
     def examples(cls):
         return [
             Example(args=(4,), shapes=((3, 4), (2, 3, 4), (1, 4)), bad_shapes=((4, 3), (2, 5))),
-            Example(args=((2, 3),), kwargs=dict(elementwise_affine=False, eps=1e-3), shapes=((2, 2, 3), (2, 3)),
+            Example(args=((2, 3),), kwargs=dict(elementwise_affine=False, eps=1e-3), shapes=((2, 2, 3),), unbatched=((2, 3),),
                     bad_shapes=((3,), (2, 3, 2))),
         ]

@@ -151,7 +151,7 @@ def test_forward_matches_reference(name, i, shape, mode, dtype, device, rng, ran
     np.testing.assert_allclose(host(y), expected, **tol)
 
 
-@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name, i", EXAMPLES)

@@ -38,7 +38,9 @@ class _InstanceNorm(Normalizer):
         use_input_stats = self.training or not self.track_running_stats
         if use_input_stats and math.prod(x.shape[2:]) == 1:
             raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
-        factor = self._running_stats_factor() if x.shape[0] else 0.0
+        # PyTorch's rule for InstanceNorm: num_batches_tracked is not counted,
+        # and momentum=None leaves the running statistics as they are.
+        factor = (self.momentum or 0.0) if self.training and x.shape[0] else 0.0
         track = self.track_running_stats and (factor or not self.training)
         y = _instance_norm(x, self.running_mean if track else None, self.running_var if track else None,
                            self.weight, self.bias, use_input_stats, factor, self.eps)
@@ -70,7 +72,9 @@ class InstanceNorm1d(_InstanceNorm):
     ``y = γ_c·(x - μ_nc)/sqrt(σ²_nc + ε) + β_c``. With
     ``track_running_stats`` the batch averages of the instance statistics
     are tracked in training and used in eval (then it is a per-channel
-    affine map, like BatchNorm in eval).
+    affine map, like BatchNorm in eval); as in PyTorch,
+    ``num_batches_tracked`` stays 0 and ``momentum=None`` leaves the running
+    statistics unchanged.
 
     Example::
 

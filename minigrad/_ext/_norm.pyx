@@ -259,34 +259,80 @@ cdef void _bn_train_channels(const floating* x, floating* y, Py_ssize_t c_begin,
         var_out[c] = <floating>var
 
 
-cdef void _bn_backward_channel(const floating* g, const floating* x, floating* dx, Py_ssize_t N, Py_ssize_t S,
-                               Py_ssize_t gs0, Py_ssize_t xs0, Py_ssize_t ds0, double mean, double invstd,
-                               double w, bint training, floating* dw_out, floating* db_out) noexcept nogil:
-    cdef Py_ssize_t n
+cdef void _bn_backward_channels(const floating* g, const floating* x, floating* dx, Py_ssize_t c_begin,
+                                Py_ssize_t c_end, Py_ssize_t N, Py_ssize_t S, Py_ssize_t gs0, Py_ssize_t gs1,
+                                Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ds0, Py_ssize_t ds1,
+                                const floating* mean, const floating* invstd, const floating* w, bint training,
+                                floating* dw_out, floating* db_out) noexcept nogil:
+    """Channels [c_begin, c_end): the sums Σg, Σg·x̂ (pass 1), then dx (pass 2).
+
+    Pipelined like the forward: pass 2 of channel c runs block by block
+    interleaved with pass 1 of channel c + 1.
+    """
+    cdef Py_ssize_t n, c, s0, ns
     cdef double m = <double>(N * S)
-    cdef double sg = 0, sgx = 0, k, dweight
-    cdef floating mhi, mlo
-    _split(mean, &mhi, &mlo)
+    cdef double sg = 0, sgx = 0, nsg, nsgx, k, inv, dweight
+    cdef floating mhi, mlo, nhi, nlo, ka, kb, kc
+    cdef const floating* gc
+    cdef const floating* xc
+    cdef floating* dc
+    cdef const floating* gn
+    cdef const floating* xn
+    if c_begin >= c_end:
+        return
+    _split(<double>mean[c_begin], &mhi, &mlo)
     for n in range(N):
-        _sum_g_gd(g + n * gs0, x + n * xs0, S, mhi, mlo, &sg, &sgx)
-    dweight = sgx * invstd  # Σ g·x̂
-    k = w * invstd
-    for n in range(N):
-        if training:
-            # dx = k·(g - Σg/m - x̂·Σg·x̂/m), with x̂ = (x - mean)·invstd
-            _dx_affine(g + n * gs0, x + n * xs0, dx + n * ds0, S, <floating>k, <floating>(-k * sg / m),
-                       <floating>(k * invstd * dweight / m), mhi, mlo)
+        _sum_g_gd(g + c_begin * gs1 + n * gs0, x + c_begin * xs1 + n * xs0, S, mhi, mlo, &sg, &sgx)
+    for c in range(c_begin, c_end):
+        gc = g + c * gs1
+        xc = x + c * xs1
+        dc = dx + c * ds1
+        inv = invstd[c]
+        dweight = sgx * inv  # Σ g·x̂
+        k = inv * (w[c] if w != NULL else 1.0)
+        # dx = k·(g - Σg/m - x̂·Σg·x̂/m) = k·g - k·Σg/m - (k·invstd·Σg·x̂/m)·(x - mean)
+        ka = <floating>k
+        kb = <floating>(-k * sg / m)
+        kc = <floating>(k * inv * dweight / m)
+        dw_out[c] = <floating>dweight
+        db_out[c] = <floating>sg
+        nsg = 0
+        nsgx = 0
+        if c + 1 < c_end:
+            gn = g + (c + 1) * gs1
+            xn = x + (c + 1) * xs1
+            _split(<double>mean[c + 1], &nhi, &nlo)
+            for n in range(N):
+                s0 = 0
+                while s0 < S:
+                    ns = min(<Py_ssize_t>PIPE_BLOCK, S - s0)
+                    if training:
+                        _dx_affine(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi,
+                                   mlo)
+                    else:  # fixed statistics: dx = k·g (x does not enter)
+                        _multiply_add(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0)
+                    _sum_g_gd(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, nhi, nlo, &nsg, &nsgx)
+                    s0 += ns
+            mhi, mlo = nhi, nlo
         else:
-            _multiply_add(g + n * gs0, dx + n * ds0, S, <floating>k, <floating>0)
-    dw_out[0] = <floating>dweight
-    db_out[0] = <floating>sg
+            for n in range(N):
+                if training:
+                    _dx_affine(gc + n * gs0, xc + n * xs0, dc + n * ds0, S, ka, kb, kc, mhi, mlo)
+                else:
+                    _multiply_add(gc + n * gs0, dc + n * ds0, S, ka, <floating>0)
+        sg, sgx = nsg, nsgx
 
 
 # ------------------------------------------- per-channel kernels, S == 1
 cdef void _bn_train_block(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t nb, Py_ssize_t ldx,
                           Py_ssize_t ldy, const floating* w, const floating* b, double eps, floating* mean_out,
                           floating* var_out) noexcept nogil:
-    """Channels [0, nb) of an (N, ·) matrix with row strides ldx/ldy (nb <= BLOCK)."""
+    """Channels [0, nb) of an (N, ·) matrix with row strides ldx/ldy (nb <= BLOCK).
+
+    Each pass walks the rows and updates a vector of per-channel sums;
+    four rows go into one update, so the sums are loaded and stored once
+    per four rows (the loop is bound by that traffic, not by the adds).
+    """
     cdef double acc[BLOCK]
     cdef double mean[BLOCK]
     cdef floating mhi[BLOCK]
@@ -294,44 +340,83 @@ cdef void _bn_train_block(const floating* x, floating* y, Py_ssize_t N, Py_ssize
     cdef floating a[BLOCK]
     cdef floating sh[BLOCK]
     cdef Py_ssize_t n, j
-    cdef const floating* row
-    cdef floating* out
-    cdef double d, var, inv_m = 1.0 / <double>N
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef const floating* r2
+    cdef const floating* r3
+    cdef floating* o0
+    cdef floating* o1
+    cdef double d0, d1, d2, d3, var, inv_m = 1.0 / <double>N
     for j in range(nb):
         acc[j] = 0
-    for n in range(N):
-        row = x + n * ldx
+    n = 0
+    while n + 4 <= N:
+        r0 = x + n * ldx
+        r1 = r0 + ldx
+        r2 = r1 + ldx
+        r3 = r2 + ldx
         for j in range(nb):
-            acc[j] += row[j]
+            acc[j] += (<double>r0[j] + <double>r1[j]) + (<double>r2[j] + <double>r3[j])
+        n += 4
+    while n < N:
+        r0 = x + n * ldx
+        for j in range(nb):
+            acc[j] += r0[j]
+        n += 1
     for j in range(nb):
         mean[j] = acc[j] * inv_m
         acc[j] = 0
-    for n in range(N):
-        row = x + n * ldx
+    n = 0
+    while n + 4 <= N:
+        r0 = x + n * ldx
+        r1 = r0 + ldx
+        r2 = r1 + ldx
+        r3 = r2 + ldx
         for j in range(nb):
-            d = row[j] - mean[j]
-            acc[j] += d * d
+            d0 = r0[j] - mean[j]
+            d1 = r1[j] - mean[j]
+            d2 = r2[j] - mean[j]
+            d3 = r3[j] - mean[j]
+            acc[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        n += 4
+    while n < N:
+        r0 = x + n * ldx
+        for j in range(nb):
+            d0 = r0[j] - mean[j]
+            acc[j] += d0 * d0
+        n += 1
     for j in range(nb):
         var = acc[j] * inv_m
-        d = 1.0 / sqrt(var + eps)
+        d0 = 1.0 / sqrt(var + eps)
         if w != NULL:
-            d = d * w[j]
-        a[j] = <floating>d
+            d0 = d0 * w[j]
+        a[j] = <floating>d0
         sh[j] = b[j] if b != NULL else 0
         _split(mean[j], &mhi[j], &mlo[j])
         mean_out[j] = <floating>mean[j]
         var_out[j] = <floating>var
-    for n in range(N):
-        row = x + n * ldx
-        out = y + n * ldy
+    n = 0
+    while n + 2 <= N:
+        r0 = x + n * ldx
+        r1 = r0 + ldx
+        o0 = y + n * ldy
+        o1 = o0 + ldy
         for j in range(nb):
-            out[j] = ((row[j] - mhi[j]) - mlo[j]) * a[j] + sh[j]
+            o0[j] = ((r0[j] - mhi[j]) - mlo[j]) * a[j] + sh[j]
+            o1[j] = ((r1[j] - mhi[j]) - mlo[j]) * a[j] + sh[j]
+        n += 2
+    if n < N:
+        r0 = x + n * ldx
+        o0 = y + n * ldy
+        for j in range(nb):
+            o0[j] = ((r0[j] - mhi[j]) - mlo[j]) * a[j] + sh[j]
 
 
 cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx, Py_ssize_t N, Py_ssize_t nb,
                              Py_ssize_t ldg, Py_ssize_t ldx, Py_ssize_t ldd, const floating* mean,
                              const floating* invstd, const floating* w, bint training, floating* dw_out,
                              floating* db_out) noexcept nogil:
+    """Backward of ``_bn_train_block``'s channels: sums over two rows per update, then dx."""
     cdef double sg[BLOCK]
     cdef double sgx[BLOCK]
     cdef double mu[BLOCK]
@@ -341,21 +426,36 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
     cdef floating mhi[BLOCK]
     cdef floating mlo[BLOCK]
     cdef Py_ssize_t n, j
-    cdef const floating* grow
-    cdef const floating* xrow
-    cdef floating* drow
-    cdef double v, k, dweight, inv_m = 1.0 / <double>N
+    cdef const floating* g0
+    cdef const floating* g1
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef floating* d0
+    cdef floating* d1
+    cdef double v0, v1, k, dweight, inv_m = 1.0 / <double>N
     for j in range(nb):
         sg[j] = 0
         sgx[j] = 0
         mu[j] = mean[j]
-    for n in range(N):
-        grow = g + n * ldg
-        xrow = x + n * ldx
+    n = 0
+    while n + 2 <= N:
+        g0 = g + n * ldg
+        g1 = g0 + ldg
+        x0 = x + n * ldx
+        x1 = x0 + ldx
         for j in range(nb):
-            v = grow[j]
-            sg[j] += v
-            sgx[j] += v * (xrow[j] - mu[j])
+            v0 = g0[j]
+            v1 = g1[j]
+            sg[j] += v0 + v1
+            sgx[j] += v0 * (x0[j] - mu[j]) + v1 * (x1[j] - mu[j])
+        n += 2
+    if n < N:
+        g0 = g + n * ldg
+        x0 = x + n * ldx
+        for j in range(nb):
+            v0 = g0[j]
+            sg[j] += v0
+            sgx[j] += v0 * (x0[j] - mu[j])
     for j in range(nb):
         dweight = sgx[j] * invstd[j]
         k = invstd[j] * (w[j] if w != NULL else 1.0)
@@ -365,16 +465,29 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
         _split(mu[j], &mhi[j], &mlo[j])
         dw_out[j] = <floating>dweight
         db_out[j] = <floating>sg[j]
-    for n in range(N):
-        grow = g + n * ldg
-        xrow = x + n * ldx
-        drow = dx + n * ldd
+    n = 0
+    while n + 2 <= N:
+        g0 = g + n * ldg
+        g1 = g0 + ldg
+        x0 = x + n * ldx
+        x1 = x0 + ldx
+        d0 = dx + n * ldd
+        d1 = d0 + ldd
         if training:
             for j in range(nb):
-                drow[j] = ka[j] * grow[j] + kb[j] - kc[j] * ((xrow[j] - mhi[j]) - mlo[j])
+                d0[j] = ka[j] * g0[j] + kb[j] - kc[j] * ((x0[j] - mhi[j]) - mlo[j])
+                d1[j] = ka[j] * g1[j] + kb[j] - kc[j] * ((x1[j] - mhi[j]) - mlo[j])
         else:
             for j in range(nb):
-                drow[j] = ka[j] * grow[j]
+                d0[j] = ka[j] * g0[j]
+                d1[j] = ka[j] * g1[j]
+        n += 2
+    if n < N:
+        g0 = g + n * ldg
+        x0 = x + n * ldx
+        d0 = dx + n * ldd
+        for j in range(nb):
+            d0[j] = ka[j] * g0[j] + kb[j] - kc[j] * ((x0[j] - mhi[j]) - mlo[j]) if training else ka[j] * g0[j]
 
 
 # ------------------------------------------------------------ entry points
@@ -452,10 +565,11 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
                 _bn_backward_block(gp + c0, xp + c0, dp + c0, N, nb, gs0, xs0, ds0, &mean[c0], &invstd[c0],
                                    wp + c0 if has_w else NULL, training, &dweight[c0], &dbias[c0])
         return
+    cdef Py_ssize_t nchunks = min(C, omp_get_max_threads()) if par else 1
     with nogil:
-        for c in prange(C, schedule="static", use_threads_if=par and C > 1):
-            _bn_backward_channel(gp + c * gs1, xp + c * xs1, dp + c * ds1, N, S, gs0, xs0, ds0, mean[c],
-                                 invstd[c], wp[c] if has_w else 1.0, training, &dweight[c], &dbias[c])
+        for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
+            _bn_backward_channels(gp, xp, dp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, gs0, gs1, xs0,
+                                  xs1, ds0, ds1, &mean[0], &invstd[0], wp, training, &dweight[0], &dbias[0])
 
 
 def channel_affine(const floating[:, :, :] x, const floating[::1] scale, const floating[::1] shift,

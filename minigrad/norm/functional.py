@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 from .._ext._engine import Function, TensorBase
 
@@ -63,10 +64,10 @@ class BatchNormFunction(Function):
                 invstd = xp.ones(c, dtype=x.dtype)
             else:
                 y, mean, var = self.backend.batch_norm_forward_train(v, weight, bias, eps)
-                var64 = var.astype(xp.float64)
-                invstd = (1.0 / xp.sqrt(var64 + eps)).astype(x.dtype)
+                invstd = 1.0 / xp.sqrt(var + eps)
                 if running_mean is not None and momentum:
-                    _update_running(xp, running_mean, running_var, mean, var64 * (n * s / (n * s - 1)), momentum)
+                    m = n * s
+                    _update_running(running_mean, running_var, mean, var, momentum, m / (m - 1))
         else:
             mean = running_mean
             scale64 = 1.0 / xp.sqrt(running_var.astype(xp.float64) + eps)
@@ -86,7 +87,7 @@ class BatchNormFunction(Function):
         dx, dweight, dbias = self.backend.batch_norm_backward(grad.reshape(v.shape), v, mean, invstd, weight,
                                                                self.training)
         need = self.needs_input_grad
-        return (dx.reshape(self.shape) if need[0] else None,
+        return (_reshape_owned(dx, self.shape) if need[0] else None,
                 dweight if need[1] else None,
                 dbias if need[2] else None)
 
@@ -138,11 +139,30 @@ class ChannelAffineFunction(Function):
         return dx, dscale, dshift
 
 
-def _update_running(xp, running_mean, running_var, mean, unbiased_var, momentum):
-    """running ← (1 - momentum)·running + momentum·batch, in place (computed in float64)."""
-    f64 = xp.float64
-    running_mean[...] = (1.0 - momentum) * running_mean.astype(f64) + momentum * mean.astype(f64)
-    running_var[...] = (1.0 - momentum) * running_var.astype(f64) + momentum * unbiased_var
+def _reshape_owned(a, shape):
+    """``a.reshape(shape)``, but a large array that owns its memory is reshaped in place.
+
+    The engine hands a gradient to a leaf's ``.grad`` without copying only
+    when it is not a view; a reshaped view of a fresh 25 MB ``dx`` would be
+    copied (and page-faulted) once more.
+    """
+    if a.base is None and a.size >= (1 << 16) and a.flags.c_contiguous:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a NumPy that deprecates setting .shape: take the view
+                a.shape = shape
+            return a
+        except (AttributeError, ValueError, Warning):
+            pass
+    return a.reshape(shape)
+
+
+def _update_running(running_mean, running_var, mean, var, momentum, unbias=1.0):
+    """``running ← (1 - momentum)·running + momentum·batch`` in place; ``var·unbias`` is the unbiased variance."""
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mean
+    running_var *= 1.0 - momentum
+    running_var += (momentum * unbias) * var
 
 
 # ------------------------------------------------------------- validation
@@ -382,7 +402,6 @@ def _update_instance_running(input, stats, running_mean, running_var, momentum, 
     n, c = input.shape[0], input.shape[1]
     k = math.prod(input.shape[2:])
     inv64 = invstd.astype(xp.float64)
-    var = 1.0 / (inv64 * inv64) - eps  # the biased variance back from 1/sqrt(var + eps)
-    unbiased = xp.maximum(var, 0.0) * (k / (k - 1))
-    _update_running(xp, running_mean, running_var, mean.reshape(n, c).astype(xp.float64).mean(axis=0),
-                    unbiased.reshape(n, c).mean(axis=0), momentum)
+    var = xp.maximum(1.0 / (inv64 * inv64) - eps, 0.0)  # the biased variance back from 1/sqrt(var + eps)
+    _update_running(running_mean, running_var, mean.reshape(n, c).astype(xp.float64).mean(axis=0),
+                    var.reshape(n, c).mean(axis=0), momentum, k / (k - 1))

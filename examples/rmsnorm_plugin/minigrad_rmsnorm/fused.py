@@ -18,7 +18,7 @@ docs/plugins.md).
 from __future__ import annotations
 
 from minigrad import Function
-from minigrad.norm import Example, Normalizer, register
+from minigrad.norm import Example, register
 
 from . import RMSNorm
 

@@ -17,6 +17,9 @@ How they are fast and accurate:
   memory once; the second and third passes find it in L2 (a channel of a
   (32, 64, 56, 56) float32 tensor is 400 KB), so a training forward moves
   about 3·S bytes (read x, write y and its write-allocate) instead of 5·S.
+  Each thread takes a contiguous range of channels and overlaps the output
+  pass of one channel with the memory-bound statistics pass of the next
+  (same for the two passes of the backward).
 * Statistics by two passes (mean, then squared deviations from it), never
   E[x²] - E[x]²; sums accumulate in double with several independent
   accumulators so a reduction is not bound by the latency of one add.
@@ -28,10 +31,15 @@ How they are fast and accurate:
   of per-channel vectors (contiguous, vectorizable), never down columns.
 * The GIL is released; channels (rows, for the affine pass) are spread over
   OpenMP threads once an input is large enough to pay for the fork/join.
+* Compiled twice from this one source: baseline x86-64 here, and AVX2+FMA
+  in ``_norm_avx2`` (which includes this file), picked at run time by the
+  CPU backend; the reductions convert float32 to double, which 256-bit
+  vectors do twice as fast.
 
 Every function writes into caller-allocated outputs (the CPU backend
-allocates them) and checks nothing the backend already checked: shapes
-must agree, and the inner axis of every array must be contiguous.
+allocates them) and checks only what it must: shapes must agree (the
+caller's job), and the last axis of every array must have unit stride
+(checked here); any other strides are fine.
 """
 
 from cython cimport floating

@@ -66,9 +66,132 @@ cdef extern from *:
     const char* MINIGRAD_NORM_SIMD
     int minigrad_cpu_has_avx2_fma() nogil
 
+# Streaming (non-temporal) stores for the output passes of large tensors: an
+# output bigger than the caches is not read back soon, and a normal store
+# first reads every line it writes (the write-allocate), a third of a
+# training forward's traffic. x86 only (SSE2, or AVX in the AVX2 build);
+# elsewhere these are the plain loops.
+cdef extern from *:
+    r"""
+    #include <stdint.h>
+    #if defined(__AVX__)
+      #include <immintrin.h>
+      #define MG_NT 32
+    #elif defined(__SSE2__) || defined(_M_X64)
+      #include <emmintrin.h>
+      #define MG_NT 16
+    #else
+      #define MG_NT 0
+    #endif
+    #if MG_NT == 32 && defined(__FMA__)
+      #define MG_MADD_PS(v, a, b) _mm256_fmadd_ps(v, a, b)
+      #define MG_MADD_PD(v, a, b) _mm256_fmadd_pd(v, a, b)
+      #define MG_NMADD_PS(c, d, t) _mm256_fnmadd_ps(c, d, t)
+      #define MG_NMADD_PD(c, d, t) _mm256_fnmadd_pd(c, d, t)
+    #elif MG_NT == 32
+      #define MG_MADD_PS(v, a, b) _mm256_add_ps(_mm256_mul_ps(v, a), b)
+      #define MG_MADD_PD(v, a, b) _mm256_add_pd(_mm256_mul_pd(v, a), b)
+      #define MG_NMADD_PS(c, d, t) _mm256_sub_ps(t, _mm256_mul_ps(c, d))
+      #define MG_NMADD_PD(c, d, t) _mm256_sub_pd(t, _mm256_mul_pd(c, d))
+    #elif MG_NT == 16
+      #define MG_MADD_PS(v, a, b) _mm_add_ps(_mm_mul_ps(v, a), b)
+      #define MG_MADD_PD(v, a, b) _mm_add_pd(_mm_mul_pd(v, a), b)
+      #define MG_NMADD_PS(c, d, t) _mm_sub_ps(t, _mm_mul_ps(c, d))
+      #define MG_NMADD_PD(c, d, t) _mm_sub_pd(t, _mm_mul_pd(c, d))
+    #endif
+    #if MG_NT == 32
+      #define MG_VF __m256
+      #define MG_VD __m256d
+      #define MG_SET1_PS _mm256_set1_ps
+      #define MG_SET1_PD _mm256_set1_pd
+      #define MG_LOAD_PS _mm256_loadu_ps
+      #define MG_LOAD_PD _mm256_loadu_pd
+      #define MG_SUB_PS _mm256_sub_ps
+      #define MG_SUB_PD _mm256_sub_pd
+      #define MG_STREAM_PS _mm256_stream_ps
+      #define MG_STREAM_PD _mm256_stream_pd
+    #elif MG_NT == 16
+      #define MG_VF __m128
+      #define MG_VD __m128d
+      #define MG_SET1_PS _mm_set1_ps
+      #define MG_SET1_PD _mm_set1_pd
+      #define MG_LOAD_PS _mm_loadu_ps
+      #define MG_LOAD_PD _mm_loadu_pd
+      #define MG_SUB_PS _mm_sub_ps
+      #define MG_SUB_PD _mm_sub_pd
+      #define MG_STREAM_PS _mm_stream_ps
+      #define MG_STREAM_PD _mm_stream_pd
+    #endif
+
+    static inline void mg_store_fence(void) {
+    #if MG_NT
+        _mm_sfence();  /* streaming stores are weakly ordered: publish them */
+    #endif
+    }
+
+    /* One generator per type: T the scalar, V the vector, W elements per vector. */
+    #define MG_NT_KERNELS(T, SUF, V, W, SET1, LOAD, SUB, STREAM, MADD, NMADD)                           \
+    static void mg_nt_centred_##SUF(const T* x, T* y, Py_ssize_t n, T h, T l, T a, T b) {                   \
+        Py_ssize_t i = 0;                                                                                   \
+        MG_NT_BODY_CENTRED(T, V, W, SET1, LOAD, SUB, STREAM, MADD)                                          \
+        for (; i < n; i++) y[i] = ((x[i] - h) - l) * a + b;                                                  \
+    }                                                                                                       \
+    static void mg_nt_madd_##SUF(const T* x, T* y, Py_ssize_t n, T a, T b) {                                \
+        Py_ssize_t i = 0;                                                                                   \
+        MG_NT_BODY_MADD(T, V, W, SET1, LOAD, STREAM, MADD)                                                  \
+        for (; i < n; i++) y[i] = x[i] * a + b;                                                              \
+    }                                                                                                       \
+    static void mg_nt_dx_##SUF(const T* g, const T* x, T* d, Py_ssize_t n, T a, T b, T c, T h, T l) {        \
+        Py_ssize_t i = 0;                                                                                   \
+        MG_NT_BODY_DX(T, V, W, SET1, LOAD, SUB, STREAM, MADD, NMADD)                                        \
+        for (; i < n; i++) d[i] = a * g[i] + b - c * ((x[i] - h) - l);                                      \
+    }
+
+    #if MG_NT
+    #define MG_PEEL(out, expr) for (; i < n && ((uintptr_t)(out + i) % MG_NT); i++) out[i] = expr;
+    #define MG_NT_BODY_CENTRED(T, V, W, SET1, LOAD, SUB, STREAM, MADD)                                      \
+        MG_PEEL(y, ((x[i] - h) - l) * a + b)                                                                \
+        { const V vh = SET1(h), vl = SET1(l), va = SET1(a), vb = SET1(b);                                   \
+          for (; i + W <= n; i += W) STREAM(y + i, MADD(SUB(SUB(LOAD(x + i), vh), vl), va, vb)); }
+    #define MG_NT_BODY_MADD(T, V, W, SET1, LOAD, STREAM, MADD)                                              \
+        MG_PEEL(y, x[i] * a + b)                                                                            \
+        { const V va = SET1(a), vb = SET1(b);                                                               \
+          for (; i + W <= n; i += W) STREAM(y + i, MADD(LOAD(x + i), va, vb)); }
+    #define MG_NT_BODY_DX(T, V, W, SET1, LOAD, SUB, STREAM, MADD, NMADD)                                    \
+        MG_PEEL(d, a * g[i] + b - c * ((x[i] - h) - l))                                                     \
+        { const V va = SET1(a), vb = SET1(b), vc = SET1(c), vh = SET1(h), vl = SET1(l);                     \
+          for (; i + W <= n; i += W)                                                                        \
+              STREAM(d + i, NMADD(vc, SUB(SUB(LOAD(x + i), vh), vl), MADD(LOAD(g + i), va, vb))); }
+    MG_NT_KERNELS(float, f32, MG_VF, (MG_NT / 4), MG_SET1_PS, MG_LOAD_PS, MG_SUB_PS, MG_STREAM_PS, MG_MADD_PS,
+                  MG_NMADD_PS)
+    MG_NT_KERNELS(double, f64, MG_VD, (MG_NT / 8), MG_SET1_PD, MG_LOAD_PD, MG_SUB_PD, MG_STREAM_PD, MG_MADD_PD,
+                  MG_NMADD_PD)
+    #else
+    #define MG_NT_BODY_CENTRED(T, V, W, SET1, LOAD, SUB, STREAM, MADD)
+    #define MG_NT_BODY_MADD(T, V, W, SET1, LOAD, STREAM, MADD)
+    #define MG_NT_BODY_DX(T, V, W, SET1, LOAD, SUB, STREAM, MADD, NMADD)
+    MG_NT_KERNELS(float, f32, void, 1, _, _, _, _, _, _)
+    MG_NT_KERNELS(double, f64, void, 1, _, _, _, _, _, _)
+    #endif
+    """
+    int MG_NT
+    void mg_store_fence() nogil
+    void mg_nt_centred_f32(const float* x, float* y, Py_ssize_t n, float h, float l, float a, float b) nogil
+    void mg_nt_centred_f64(const double* x, double* y, Py_ssize_t n, double h, double l, double a,
+                           double b) nogil
+    void mg_nt_madd_f32(const float* x, float* y, Py_ssize_t n, float a, float b) nogil
+    void mg_nt_madd_f64(const double* x, double* y, Py_ssize_t n, double a, double b) nogil
+    void mg_nt_dx_f32(const float* g, const float* x, float* d, Py_ssize_t n, float a, float b, float c, float h,
+                      float l) nogil
+    void mg_nt_dx_f64(const double* g, const double* x, double* d, Py_ssize_t n, double a, double b, double c,
+                      double h, double l) nogil
+
 # Inputs smaller than this many elements run on one thread: the fork/join of
 # an OpenMP region costs a few microseconds, more than it saves below ~64K.
 cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 16
+# Outputs of at least this many bytes are written with streaming stores
+# (larger than a typical last-level cache share: the data is not reused soon).
+cdef Py_ssize_t STREAM_MIN_BYTES = 16 << 20
 # Channels processed together by the S = 1 kernels (stack buffers of this
 # many doubles; a block of 256 float32 channels × 256 rows is 256 KB).
 cdef enum:
@@ -90,6 +213,24 @@ def cpu_has_avx2_fma():
 def parallel_min_size():
     """Number of elements from which the kernels use several threads."""
     return PARALLEL_MIN_SIZE
+
+
+def stream_vector_bytes():
+    """Width in bytes of this build's streaming stores (32 AVX, 16 SSE2, 0 none: plain stores)."""
+    return MG_NT
+
+
+def stream_min_bytes():
+    """Output size (bytes) from which the per-channel kernels use streaming stores."""
+    return STREAM_MIN_BYTES
+
+
+def set_stream_min_bytes(Py_ssize_t n):
+    """Set the streaming-store threshold (0: always, for tests; a huge value: never)."""
+    global STREAM_MIN_BYTES
+    if n < 0:
+        raise ValueError(f"the threshold must be >= 0, got {n}")
+    STREAM_MIN_BYTES = n
 
 
 def set_parallel_min_size(Py_ssize_t n):
@@ -188,23 +329,43 @@ cdef inline void _sum_g_gd(const floating* g, const floating* x, Py_ssize_t n, f
 
 
 cdef inline void _centred_affine(const floating* x, floating* y, Py_ssize_t n, floating mhi, floating mlo,
-                                 floating a, floating b) noexcept nogil:
+                                 floating a, floating b, bint stream) noexcept nogil:
     """y = ((x - mhi) - mlo)·a + b in the input's precision (mhi + mlo = the mean)."""
     cdef Py_ssize_t i
+    if stream:
+        if floating is float:
+            mg_nt_centred_f32(x, y, n, mhi, mlo, a, b)
+        else:
+            mg_nt_centred_f64(x, y, n, mhi, mlo, a, b)
+        return
     for i in range(n):
         y[i] = ((x[i] - mhi) - mlo) * a + b
 
 
 cdef inline void _dx_affine(const floating* g, const floating* x, floating* dx, Py_ssize_t n, floating a,
-                            floating b, floating c, floating mhi, floating mlo) noexcept nogil:
+                            floating b, floating c, floating mhi, floating mlo, bint stream) noexcept nogil:
     """dx = a·g + b - c·((x - mhi) - mlo)."""
     cdef Py_ssize_t i
+    if stream:
+        if floating is float:
+            mg_nt_dx_f32(g, x, dx, n, a, b, c, mhi, mlo)
+        else:
+            mg_nt_dx_f64(g, x, dx, n, a, b, c, mhi, mlo)
+        return
     for i in range(n):
         dx[i] = a * g[i] + b - c * ((x[i] - mhi) - mlo)
 
 
-cdef inline void _multiply_add(const floating* x, floating* y, Py_ssize_t n, floating a, floating b) noexcept nogil:
+cdef inline void _multiply_add(const floating* x, floating* y, Py_ssize_t n, floating a, floating b,
+                               bint stream) noexcept nogil:
+    """y = x·a + b."""
     cdef Py_ssize_t i
+    if stream:
+        if floating is float:
+            mg_nt_madd_f32(x, y, n, a, b)
+        else:
+            mg_nt_madd_f64(x, y, n, a, b)
+        return
     for i in range(n):
         y[i] = x[i] * a + b
 
@@ -219,7 +380,7 @@ cdef inline void _split(double v, floating* hi, floating* lo) noexcept nogil:
 cdef void _bn_train_channels(const floating* x, floating* y, Py_ssize_t c_begin, Py_ssize_t c_end, Py_ssize_t N,
                              Py_ssize_t S, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1,
                              const floating* w, const floating* b, double eps, floating* mean_out,
-                             floating* var_out) noexcept nogil:
+                             floating* var_out, bint stream) noexcept nogil:
     """Channels [c_begin, c_end): x[n·xs0 + c·xs1 + s] (y likewise).
 
     Software-pipelined: the output pass of channel c (from L2) runs
@@ -257,21 +418,24 @@ cdef void _bn_train_channels(const floating* x, floating* y, Py_ssize_t c_begin,
                 s0 = 0
                 while s0 < S:
                     ns = min(PIPE_BLOCK, S - s0)
-                    _centred_affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, <floating>a, <floating>beta)
+                    _centred_affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, <floating>a, <floating>beta,
+                                    stream)
                     total += _sum(xn + n * xs0 + s0, ns)
                     s0 += ns
         else:
             for n in range(N):
-                _centred_affine(xc + n * xs0, yc + n * ys0, S, mhi, mlo, <floating>a, <floating>beta)
+                _centred_affine(xc + n * xs0, yc + n * ys0, S, mhi, mlo, <floating>a, <floating>beta, stream)
         mean_out[c] = <floating>mean
         var_out[c] = <floating>var
+    if stream:
+        mg_store_fence()
 
 
 cdef void _bn_backward_channels(const floating* g, const floating* x, floating* dx, Py_ssize_t c_begin,
                                 Py_ssize_t c_end, Py_ssize_t N, Py_ssize_t S, Py_ssize_t gs0, Py_ssize_t gs1,
                                 Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ds0, Py_ssize_t ds1,
                                 const floating* mean, const floating* invstd, const floating* w, bint training,
-                                floating* dw_out, floating* db_out) noexcept nogil:
+                                floating* dw_out, floating* db_out, bint stream) noexcept nogil:
     """Channels [c_begin, c_end): the sums Σg, Σg·x̂ (pass 1), then dx (pass 2).
 
     Pipelined like the forward: pass 2 of channel c runs block by block
@@ -316,19 +480,21 @@ cdef void _bn_backward_channels(const floating* g, const floating* x, floating* 
                     ns = min(<Py_ssize_t>PIPE_BLOCK, S - s0)
                     if training:
                         _dx_affine(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi,
-                                   mlo)
+                                   mlo, stream)
                     else:  # fixed statistics: dx = k·g (x does not enter)
-                        _multiply_add(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0)
+                        _multiply_add(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0, stream)
                     _sum_g_gd(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, nhi, nlo, &nsg, &nsgx)
                     s0 += ns
             mhi, mlo = nhi, nlo
         else:
             for n in range(N):
                 if training:
-                    _dx_affine(gc + n * gs0, xc + n * xs0, dc + n * ds0, S, ka, kb, kc, mhi, mlo)
+                    _dx_affine(gc + n * gs0, xc + n * xs0, dc + n * ds0, S, ka, kb, kc, mhi, mlo, stream)
                 else:
-                    _multiply_add(gc + n * gs0, dc + n * ds0, S, ka, <floating>0)
+                    _multiply_add(gc + n * gs0, dc + n * ds0, S, ka, <floating>0, stream)
         sg, sgx = nsg, nsgx
+    if stream:
+        mg_store_fence()
 
 
 # ------------------------------------------- per-channel kernels, S == 1
@@ -530,10 +696,11 @@ def batch_norm_forward_train(const floating[:, :, :] x, const floating[::1] weig
                                 bp + c0 if has_b else NULL, eps, &mean[c0], &var[c0])
         return
     cdef Py_ssize_t nchunks = min(C, omp_get_max_threads()) if par else 1
+    cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     with nogil:
         for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
             _bn_train_channels(xp, yp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, xs0, xs1, ys0, ys1,
-                               wp, bp, eps, &mean[0], &var[0])
+                               wp, bp, eps, &mean[0], &var[0], stream)
 
 
 def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x, const floating[::1] mean,
@@ -574,10 +741,12 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
                                    wp + c0 if has_w else NULL, training, &dweight[c0], &dbias[c0])
         return
     cdef Py_ssize_t nchunks = min(C, omp_get_max_threads()) if par else 1
+    cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     with nogil:
         for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
             _bn_backward_channels(gp, xp, dp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, gs0, gs1, xs0,
-                                  xs1, ds0, ds1, &mean[0], &invstd[0], wp, training, &dweight[0], &dbias[0])
+                                  xs1, ds0, ds1, &mean[0], &invstd[0], wp, training, &dweight[0], &dbias[0],
+                                  stream)
 
 
 def channel_affine(const floating[:, :, :] x, const floating[::1] scale, const floating[::1] shift,
@@ -586,6 +755,7 @@ def channel_affine(const floating[:, :, :] x, const floating[::1] scale, const f
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
     cdef Py_ssize_t r, n, c, j
     cdef bint par = N * C * S >= PARALLEL_MIN_SIZE
+    cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
     if N * C * S == 0:
         return
     _check_strides(x.shape, x.strides, x.ndim, sizeof(floating), "x")
@@ -610,7 +780,9 @@ def channel_affine(const floating[:, :, :] x, const floating[::1] scale, const f
         for r in prange(N * C, schedule="static", use_threads_if=par and N * C > 1):
             n = r // C
             c = r - n * C
-            _multiply_add(xp + n * xs0 + c * xs1, yp + n * ys0 + c * ys1, S, sc[c], sh[c])
+            _multiply_add(xp + n * xs0 + c * xs1, yp + n * ys0 + c * ys1, S, sc[c], sh[c], stream)
+            if stream:
+                mg_store_fence()
 
 
 # ---------------------------------------------------------- per-row kernels
@@ -621,7 +793,7 @@ cdef void _row_forward(const floating* x, floating* xhat, Py_ssize_t K, double e
     cdef double inv = 1.0 / sqrt(var + eps)
     cdef floating mhi, mlo
     _split(mean, &mhi, &mlo)
-    _centred_affine(x, xhat, K, mhi, mlo, <floating>inv, <floating>0)
+    _centred_affine(x, xhat, K, mhi, mlo, <floating>inv, <floating>0, False)
     mean_out[0] = <floating>mean
     invstd_out[0] = <floating>inv
 
@@ -633,7 +805,7 @@ cdef void _row_backward(const floating* g, const floating* xhat, floating* dx, P
     _sum_g_gd(g, xhat, K, <floating>0, <floating>0, &sg, &sgx)
     # dx = invstd·(g - mean(g) - x̂·mean(g·x̂))
     _dx_affine(g, xhat, dx, K, <floating>invstd, <floating>(-invstd * sg * inv_k),
-               <floating>(invstd * sgx * inv_k), <floating>0, <floating>0)
+               <floating>(invstd * sgx * inv_k), <floating>0, <floating>0, False)
 
 
 def row_norm_forward(const floating[:, :] x, double eps, floating[:, :] xhat, floating[::1] mean,

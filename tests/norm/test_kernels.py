@@ -28,18 +28,18 @@ def _norm_builds():
     return builds
 
 
-@pytest.fixture(params=["serial", "parallel"])
+@pytest.fixture(params=["serial", "parallel", "streaming"])
 def threading_mode(request):
-    """The serial path, and the OpenMP path forced on even for small inputs."""
-    from minigrad._ext import _norm
-
+    """The serial path, the OpenMP path forced on even for small inputs, and streaming stores forced on."""
     kernels = [p.values[0] for p in _norm_builds()]
-    old = [k.parallel_min_size() for k in kernels]
+    old = [(k.parallel_min_size(), k.stream_min_bytes()) for k in kernels]
     for k in kernels:
         k.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
+        k.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
     yield request.param
-    for k, n in zip(kernels, old):
+    for k, (n, b) in zip(kernels, old):
         k.set_parallel_min_size(n)
+        k.set_stream_min_bytes(b)
 
 
 @pytest.fixture(params=_norm_builds())

@@ -70,15 +70,11 @@ class BatchNormFunction(Function):
                     _update_running(running_mean, running_var, mean, var, momentum, m / (m - 1))
         else:
             mean = running_mean
-            scale64 = 1.0 / xp.sqrt(running_var.astype(xp.float64) + eps)
-            invstd = scale64.astype(x.dtype)
-            shift64 = -running_mean.astype(xp.float64) * scale64
-            if weight is not None:
-                scale64 = scale64 * weight
-                shift64 = shift64 * weight
-            if bias is not None:
-                shift64 = shift64 + bias
-            y = self.backend.channel_affine(v, scale64.astype(x.dtype), shift64.astype(x.dtype))
+            invstd = 1.0 / xp.sqrt(running_var + eps)
+            scale = invstd * weight if weight is not None else invstd
+            shift = running_mean * scale
+            shift = bias - shift if bias is not None else -shift
+            y = self.backend.channel_affine(v, scale, shift)
         self.save_for_backward(v, mean, invstd, weight)
         return y.reshape(shape)
 

@@ -593,7 +593,7 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
                              Py_ssize_t ldg, Py_ssize_t ldx, Py_ssize_t ldd, const floating* mean,
                              const floating* invstd, const floating* w, bint training, floating* dw_out,
                              floating* db_out) noexcept nogil:
-    """Backward of ``_bn_train_block``'s channels: sums over two rows per update, then dx."""
+    """Backward of ``_bn_train_block``'s channels: the sums over four rows per update, then dx."""
     cdef double sg[BLOCK]
     cdef double sgx[BLOCK]
     cdef double mu[BLOCK]
@@ -605,34 +605,45 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
     cdef Py_ssize_t n, j
     cdef const floating* g0
     cdef const floating* g1
+    cdef const floating* g2
+    cdef const floating* g3
     cdef const floating* x0
     cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
     cdef floating* d0
-    cdef floating* d1
-    cdef double v0, v1, k, dweight, inv_m = 1.0 / <double>N
+    cdef double v0, v1, v2, v3, m, k, dweight, inv_m = 1.0 / <double>N
     for j in range(nb):
         sg[j] = 0
         sgx[j] = 0
         mu[j] = mean[j]
     n = 0
-    while n + 2 <= N:
+    while n + 4 <= N:
         g0 = g + n * ldg
         g1 = g0 + ldg
+        g2 = g1 + ldg
+        g3 = g2 + ldg
         x0 = x + n * ldx
         x1 = x0 + ldx
+        x2 = x1 + ldx
+        x3 = x2 + ldx
         for j in range(nb):
             v0 = g0[j]
             v1 = g1[j]
-            sg[j] += v0 + v1
-            sgx[j] += v0 * (x0[j] - mu[j]) + v1 * (x1[j] - mu[j])
-        n += 2
-    if n < N:
+            v2 = g2[j]
+            v3 = g3[j]
+            m = mu[j]
+            sg[j] += (v0 + v1) + (v2 + v3)
+            sgx[j] += (v0 * (x0[j] - m) + v1 * (x1[j] - m)) + (v2 * (x2[j] - m) + v3 * (x3[j] - m))
+        n += 4
+    while n < N:
         g0 = g + n * ldg
         x0 = x + n * ldx
         for j in range(nb):
             v0 = g0[j]
             sg[j] += v0
             sgx[j] += v0 * (x0[j] - mu[j])
+        n += 1
     for j in range(nb):
         dweight = sgx[j] * invstd[j]
         k = invstd[j] * (w[j] if w != NULL else 1.0)
@@ -642,29 +653,16 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
         _split(mu[j], &mhi[j], &mlo[j])
         dw_out[j] = <floating>dweight
         db_out[j] = <floating>sg[j]
-    n = 0
-    while n + 2 <= N:
+    for n in range(N):
         g0 = g + n * ldg
-        g1 = g0 + ldg
         x0 = x + n * ldx
-        x1 = x0 + ldx
         d0 = dx + n * ldd
-        d1 = d0 + ldd
         if training:
             for j in range(nb):
                 d0[j] = ka[j] * g0[j] + kb[j] - kc[j] * ((x0[j] - mhi[j]) - mlo[j])
-                d1[j] = ka[j] * g1[j] + kb[j] - kc[j] * ((x1[j] - mhi[j]) - mlo[j])
         else:
             for j in range(nb):
                 d0[j] = ka[j] * g0[j]
-                d1[j] = ka[j] * g1[j]
-        n += 2
-    if n < N:
-        g0 = g + n * ldg
-        x0 = x + n * ldx
-        d0 = dx + n * ldd
-        for j in range(nb):
-            d0[j] = ka[j] * g0[j] + kb[j] - kc[j] * ((x0[j] - mhi[j]) - mlo[j]) if training else ka[j] * g0[j]
 
 
 # ------------------------------------------------------------ entry points

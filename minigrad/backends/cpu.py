@@ -8,8 +8,6 @@ arrays, so the wrappers here make non-contiguous inputs contiguous first
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .base import Backend
@@ -42,8 +40,8 @@ class CPUBackend(Backend):
     # float32/float64 go to the fused Cython kernels; other dtypes (float16)
     # fall back to the NumPy reference. Inputs whose last axis is strided
     # are copied once; any other layout (channel slices, transposed batch
-    # axes) is read in place. Empty inputs are answered here, so the kernels
-    # always see at least one value per channel or row.
+    # axes) is read in place. An empty training batch is answered here (the
+    # statistics kernel needs at least one value per channel).
     # ==================================================================
     def batch_norm_forward_train(self, x, weight, bias, eps):
         if x.dtype not in _NORM_DTYPES:
@@ -114,6 +112,8 @@ def _norm_kernels():
     """
     global _NORM_MODULE
     if _NORM_MODULE is None:
+        import os
+
         from .._ext import _norm
 
         module = _norm

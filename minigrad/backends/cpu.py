@@ -130,6 +130,130 @@ class CPUBackend(Backend):
                                  weight_decay, 1.0 - beta1**step, 1.0 - beta2**step)
 
 
+    # ==================================================================
+    # normalization kernels (minigrad/_ext/_norm.pyx, used by minigrad.norm)
+    #
+    # float32/float64 go to the fused Cython kernels; other dtypes (float16)
+    # fall back to the NumPy reference. Inputs whose last axis is strided
+    # are copied once; any other layout (channel slices, transposed batch
+    # axes) is read in place. An empty training batch is answered here (the
+    # statistics kernel needs at least one value per channel).
+    # ==================================================================
+    def batch_norm_forward_train(self, x, weight, bias, eps):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().batch_norm_forward_train(x, weight, bias, eps)
+        x = _per_channel_layout(x)
+        n, c, s = x.shape
+        if n * s == 0:
+            nan = np.full(c, np.nan, dtype=x.dtype)
+            return np.empty(x.shape, dtype=x.dtype), nan, nan.copy()
+        y = np.empty((n, c, s), dtype=x.dtype)
+        mean = np.empty(c, dtype=x.dtype)
+        var = np.empty(c, dtype=x.dtype)
+        _norm_kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
+        return y, mean, var
+
+    def channel_affine(self, x, scale, shift):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().channel_affine(x, scale, shift)
+        x = _per_channel_layout(x)
+        y = np.empty(x.shape, dtype=x.dtype)
+        _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
+        return y
+
+    def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
+        if x.dtype not in _KERNEL_DTYPES or grad.dtype != x.dtype:
+            return super().batch_norm_backward(grad, x, mean, invstd, weight, training)
+        x = _per_channel_layout(x)
+        grad = _per_channel_layout(grad)
+        dx = np.empty(x.shape, dtype=x.dtype)
+        c = x.shape[1]
+        dweight = np.empty(c, dtype=x.dtype)
+        dbias = np.empty(c, dtype=x.dtype)
+        _norm_kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+                                            bool(training), dx, dweight, dbias)
+        return dx, dweight, dbias
+
+    def row_norm_forward(self, x, eps):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().row_norm_forward(x, eps)
+        x = _inner_contiguous(x)
+        r, k = x.shape
+        xhat = np.empty((r, k), dtype=x.dtype)
+        mean = np.empty(r, dtype=x.dtype)
+        invstd = np.empty(r, dtype=x.dtype)
+        _norm_kernels().row_norm_forward(x, float(eps), xhat, mean, invstd)
+        return xhat, mean, invstd
+
+    def row_norm_backward(self, grad, xhat, invstd):
+        if grad.dtype not in _KERNEL_DTYPES or xhat.dtype != grad.dtype:
+            return super().row_norm_backward(grad, xhat, invstd)
+        grad = _inner_contiguous(grad)
+        xhat = _inner_contiguous(xhat)
+        dx = np.empty(grad.shape, dtype=grad.dtype)
+        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd, grad), dx)
+        return dx
+
+
+# The dtypes the Cython kernels are compiled for (fused float/double).
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _kernel_dtype(a) -> bool:
     """Whether the Cython kernels handle this array's dtype."""
-    return a.dtype == np.float32 or a.dtype == np.float64
+    return a.dtype in _KERNEL_DTYPES
+
+
+# ---------------------------------------------- normalization kernel helpers
+_NORM_MODULE = None
+
+
+def _norm_kernels():
+    """The compiled kernel module: the AVX2+FMA build where the CPU has it.
+
+    ``MINIGRAD_NORM_SIMD=baseline`` forces the portable build (for tests
+    and comparisons).
+    """
+    global _NORM_MODULE
+    if _NORM_MODULE is None:
+        import os
+
+        from .._ext import _norm
+
+        module = _norm
+        if os.environ.get("MINIGRAD_NORM_SIMD", "").lower() != "baseline" and _norm.cpu_has_avx2_fma():
+            try:
+                from .._ext import _norm_avx2 as module
+            except ImportError:  # a build without the AVX2 variant
+                module = _norm
+        _NORM_MODULE = module
+    return _NORM_MODULE
+
+
+def _inner_contiguous(a):
+    """``a`` itself when its last axis has unit stride (all the kernels need), else a contiguous copy."""
+    if a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
+        return np.ascontiguousarray(a)
+    return a
+
+
+def _per_channel_layout(x):
+    """An (N, C, S) array the per-channel kernels read fast.
+
+    For S = 1 (BatchNorm1d on (N, C)) the kernels walk rows of channels,
+    which needs unit stride along C; otherwise unit stride along S.
+    """
+    if x.shape[2] == 1:
+        if x.shape[1] > 1 and x.strides[1] != x.itemsize:
+            return np.ascontiguousarray(x)
+        return x
+    return _inner_contiguous(x)
+
+
+def _vector(v, like):
+    """A per-channel vector as the kernels take it (None stays None): 1-D, contiguous, x's dtype."""
+    if v is None:
+        return None
+    if v.dtype != like.dtype:
+        raise TypeError(f"normalization kernel: vector of dtype {v.dtype} for an input of dtype {like.dtype}")
+    return np.ascontiguousarray(v)

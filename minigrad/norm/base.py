@@ -1,0 +1,307 @@
+"""``Normalizer``: the base class of every normalizer, and the plugin contract.
+
+A normalizer maps x to ``y = γ·(x - μ)/sqrt(σ² + ε) + β`` (or a variant of
+it) where μ and σ² are statistics of groups of values of x. The class
+shares what all of them have (PyTorch's ``_NormBase``): the arguments
+``num_features``, ``eps``, ``momentum``, ``affine``, ``track_running_stats``,
+the parameters ``weight`` (γ) and ``bias`` (β), the running-statistics
+buffers, ``reset_parameters``/``reset_running_stats``, input validation and
+the repr. A subclass declares what makes it itself:
+
+* which inputs it accepts (``input_ranks``, ``channel_axis``, or its own
+  ``check_input``);
+* its statistics view (``statistics_view``): which values share a mean and
+  a variance;
+* its train/eval behaviour (``forward``; ``uses_batch_statistics`` says
+  whether the current mode normalizes with statistics of the input or with
+  running statistics);
+* how it folds into an affine map for inference, when it can
+  (``inference_affine``);
+* example constructor arguments and input shapes for the shared test suite
+  (``examples``), and a plain NumPy reference of its forward
+  (``reference``), which has a default built from the statistics view.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._ext._engine import TensorBase
+from ..nn.module import Module, Parameter
+from ..tensor import ones, tensor, zeros
+
+__all__ = ["Normalizer", "Example"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """Constructor arguments and inputs of a normalizer, for the shared test suite.
+
+    ``shapes`` are valid batched input shapes (axis 0 is the batch);
+    ``unbatched`` valid shapes without a batch axis (a single sample, where
+    the normalizer accepts one); ``bad_shapes`` shapes whose rank or
+    channel count ``check_input`` must reject with a ValueError. The
+    parametrized tests in ``tests/norm/test_contract.py`` build
+    ``cls(*args, **kwargs)`` and run the API, gradient and reference checks
+    on every shape.
+    """
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    shapes: tuple = ()
+    unbatched: tuple = ()
+    bad_shapes: tuple = ()
+
+
+class Normalizer(Module):
+    """Base class of all normalizers (built-in and plugins).
+
+    ``Normalizer(num_features, eps=1e-5, momentum=0.1, affine=True,
+    track_running_stats=True, *, param_shape=None, device=None, dtype=None)``
+    creates ``weight`` (ones) and ``bias`` (zeros) of shape ``param_shape``
+    (default ``(num_features,)``) when ``affine``, and the buffers
+    ``running_mean`` (zeros), ``running_var`` (ones) of shape
+    ``(num_features,)`` and ``num_batches_tracked`` (int64 0) when
+    ``track_running_stats``; absent ones are None. ``momentum=None`` means
+    a cumulative average of all batches.
+
+    Subclasses set the class attributes ``input_ranks`` (accepted ranks)
+    and ``channel_axis`` (the axis whose length must be ``num_features``,
+    or None), and implement ``forward``; they override
+    ``statistics_view``, ``inference_affine``, ``examples`` and
+    ``reference`` where the defaults (per-channel statistics, no folding)
+    do not describe them. Register the class with ``@register("Name")``.
+
+    Example (a composed plugin; autograd derives its backward)::
+
+        @register("RMSNorm")
+        class RMSNorm(Normalizer):
+            input_ranks = (2, 3, 4)
+            channel_axis = -1
+            standardizes = False
+
+            def __init__(self, num_features, eps=1e-6, *, device=None, dtype=None):
+                super().__init__(num_features, eps, momentum=None, affine=True,
+                                 track_running_stats=False, device=device, dtype=dtype)
+                self.bias = None
+
+            def forward(self, x):
+                self.check_input(x)
+                rms = ((x * x).mean(axis=-1, keepdims=True) + self.eps).sqrt()
+                return x / rms * self.weight
+
+    (the complete version, with ``statistics_view``, ``reference`` and
+    ``examples``, is examples/rmsnorm_plugin).
+    """
+
+    #: Ranks of the inputs ``check_input`` accepts.
+    input_ranks: tuple = ()
+    #: Axis whose length must equal ``num_features`` (None: not checked).
+    channel_axis: int | None = 1
+    #: True if, in training mode with γ = 1 and β = 0, each statistics
+    #: group of the output has mean 0 and (biased) variance 1 up to ε.
+    standardizes: bool = True
+    #: Set by ``@register``: the name the class is registered under.
+    registry_name: str | None = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
+                 param_shape=None, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(num_features, numbers.Integral) or isinstance(num_features, bool) or num_features <= 0:
+            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0 or not math.isfinite(eps):
+            raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
+        if momentum is not None and (
+            not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum <= 1.0
+        ):
+            raise ValueError(f"{name}: momentum must be in [0, 1] (or None for a cumulative average), got {momentum!r}")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        shape = (self.num_features,) if param_shape is None else tuple(param_shape)
+        if self.affine:
+            self.weight = Parameter(ones(*shape, device=device, dtype=dtype))
+            self.bias = Parameter(zeros(*shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", zeros(self.num_features, device=device, dtype=dtype))
+            self.register_buffer("running_var", ones(self.num_features, device=device, dtype=dtype))
+            self.register_buffer("num_batches_tracked", tensor(0, dtype="int64", device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------- state
+    def reset_running_stats(self) -> None:
+        """Running mean to 0, running variance to 1, batch count to 0."""
+        if self.track_running_stats:
+            self.running_mean.array[...] = 0
+            self.running_var.array[...] = 1
+            self.num_batches_tracked.array[...] = 0
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, γ to 1 and β to 0."""
+        self.reset_running_stats()
+        if self.weight is not None:
+            self.weight.array[...] = 1
+        if self.bias is not None:
+            self.bias.array[...] = 0
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+    # -------------------------------------------------------- validation
+    def check_input(self, x) -> None:
+        """Validate ``x``: a floating Tensor of an accepted rank, the right channel
+        count, and the dtype of the module's parameters/buffers.
+
+        Raises TypeError (not a Tensor, integer/bool dtype, dtype mismatch)
+        or ValueError (rank, channel count) naming what was expected.
+        """
+        self._check_rank(x)
+        axis = self.channel_axis
+        if axis is not None and x.shape[axis] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
+                f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}"
+            )
+        self._check_dtype(x)
+
+    def _check_rank(self, x) -> None:
+        if not isinstance(x, TensorBase):
+            raise TypeError(f"{type(self).__name__}: expected a minigrad Tensor, got {type(x).__name__}")
+        if x.ndim not in self.input_ranks:
+            raise ValueError(f"{type(self).__name__}: expected {_ranks_text(self.input_ranks)} input "
+                             f"(got {x.ndim}D input of shape {tuple(x.shape)})")
+
+    def _check_dtype(self, x) -> None:
+        dt = x.dtype
+        if dt.kind != "f":
+            raise TypeError(f"{type(self).__name__}: expected a floating point input (float32 or float64), "
+                            f"got dtype {dt}")
+        ref = self._parameter_dtype()
+        if ref is not None and dt != ref:
+            raise TypeError(
+                f"{type(self).__name__}: input dtype {dt} does not match the module's dtype {ref}; convert the "
+                f"input with .to({ref.name!r}) or the module with .to(dtype={dt.name!r})"
+            )
+
+    def _parameter_dtype(self):
+        for t in (self._parameters.get("weight"), self._buffers.get("running_mean")):
+            if t is not None:
+                return t.dtype
+        return None
+
+    # ------------------------------------------------------ the contract
+    @property
+    def uses_batch_statistics(self) -> bool:
+        """True when forward normalizes with statistics of its input (training,
+        or no running statistics), False when it uses the running statistics."""
+        return self.training or not self.track_running_stats
+
+    def statistics_view(self, shape):
+        """Which values share statistics: ``(view_shape, axes)``.
+
+        ``x.reshape(view_shape)`` reduced over ``axes`` gives the groups.
+        The default is per channel: ``(N, C, S)`` over ``(0, 2)`` (Batch
+        Normalization). A per-sample normalizer returns e.g. ``(R, K)``
+        over ``(1,)``.
+        """
+        n, c = shape[0], shape[1]
+        return (n, c, math.prod(shape[2:])), (0, 2)
+
+    def inference_affine(self):
+        """The normalizer as a per-channel affine map ``y = x·scale[c] + shift[c]``, if it is one.
+
+        Returns ``(scale, shift)`` (float64 backend arrays of shape
+        ``(num_features,)``, channels on axis 1) in eval mode when the map
+        does not depend on the input; None when the normalizer cannot be
+        folded (the default). ``minigrad.norm.fold`` folds such maps into
+        the preceding Linear/Conv2d. Raise ``FoldError`` when a normalizer
+        that should fold cannot in its current state.
+        """
+        return None
+
+    def _running_affine(self):
+        """``(scale, shift)`` from the running statistics: scale = γ/sqrt(var + ε), shift = β - mean·scale."""
+        xp = self.running_mean.backend.xp
+        scale = 1.0 / xp.sqrt(self.running_var.array.astype(xp.float64) + self.eps)
+        shift = -self.running_mean.array.astype(xp.float64) * scale
+        if self.affine:
+            w = self.weight.array.astype(xp.float64).reshape(-1)
+            scale = scale * w
+            shift = shift * w + self.bias.array.astype(xp.float64).reshape(-1)
+        return scale, shift
+
+    def _running_stats_factor(self) -> float:
+        """Count one more training batch and return its weight in the running averages.
+
+        ``momentum``, or ``1/num_batches_tracked`` (a cumulative average)
+        when ``momentum`` is None; 0 when no statistics are tracked.
+        """
+        if not (self.training and self.track_running_stats):
+            return 0.0
+        count = self.num_batches_tracked.array
+        count += 1
+        if self.momentum is None:
+            return 1.0 / float(count)
+        return self.momentum
+
+    @classmethod
+    def examples(cls) -> list:
+        """Constructor arguments and input shapes for the shared test suite (a list of ``Example``)."""
+        return []
+
+    def _affine_shape(self, ndim):
+        """Shape γ and β are reshaped to so they broadcast against an input of rank ``ndim``."""
+        shape = [1] * ndim
+        shape[self.channel_axis if self.channel_axis is not None else 1] = -1
+        return tuple(shape)
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """Plain-NumPy float64 forward of the current mode (running statistics are not updated).
+
+        The default standardizes over ``statistics_view`` (or with the
+        running statistics when ``uses_batch_statistics`` is False) and
+        applies γ and β along ``_affine_shape``. Override it when the
+        normalizer computes something else (RMSNorm does).
+        """
+        x64 = np.asarray(x, dtype=np.float64)
+        if self.uses_batch_statistics:
+            view, axes = self.statistics_view(x64.shape)
+            v = x64.reshape(view)
+            mean = v.mean(axis=axes, keepdims=True)
+            var = ((v - mean) ** 2).mean(axis=axes, keepdims=True)
+            xhat = ((v - mean) / np.sqrt(var + self.eps)).reshape(x64.shape)
+        else:
+            shape = self._affine_shape(x64.ndim)
+            rm = self.running_mean.detach().numpy().astype(np.float64).reshape(shape)
+            rv = self.running_var.detach().numpy().astype(np.float64).reshape(shape)
+            xhat = (x64 - rm) / np.sqrt(rv + self.eps)
+        shape = self._affine_shape(x64.ndim)
+        if self.weight is not None:
+            xhat = xhat * self.weight.detach().numpy().astype(np.float64).reshape(shape)
+        if self.bias is not None:
+            xhat = xhat + self.bias.detach().numpy().astype(np.float64).reshape(shape)
+        return xhat
+
+
+def _ranks_text(ranks) -> str:
+    if isinstance(ranks, range) and len(ranks) > 3:
+        return f"{ranks.start}D or higher-dimensional"
+    parts = [f"{r}D" for r in ranks]
+    if len(parts) <= 1:
+        return parts[0] if parts else "no"
+    return ", ".join(parts[:-1]) + " or " + parts[-1]

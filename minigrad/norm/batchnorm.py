@@ -1,0 +1,106 @@
+"""Batch Normalization (Ioffe & Szegedy, 2015): ``BatchNorm1d`` and ``BatchNorm2d``.
+
+Each channel is standardized with statistics over the batch (and the
+spatial positions), then scaled and shifted by learned γ and β:
+
+    y = γ·(x - μ_B)/sqrt(σ²_B + ε) + β
+
+In training the batch statistics are used (biased variance) and the
+running averages are updated; in eval the running averages are used, and
+the layer is one per-channel multiply-add (``inference_affine``), which
+``minigrad.norm.fold`` folds into a preceding Linear or Conv2d.
+"""
+
+from __future__ import annotations
+
+from .base import Example, Normalizer
+from .fold import FoldError
+from .functional import _batch_norm, _values_per_channel_error
+from .registry import register
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Normalizer):
+    """What BatchNorm1d and BatchNorm2d share; they differ only in ``input_ranks``."""
+
+    def forward(self, x):
+        self.check_input(x)
+        shape = x.shape
+        values = x.array.size // shape[1]  # values per channel (N·∏spatial)
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats and values == 1:  # one value per channel has no variance
+            raise _values_per_channel_error(shape)
+        # An empty batch has no statistics: it neither updates nor counts.
+        factor = self._running_stats_factor() if values else 0.0
+        track = self.track_running_stats and (factor or not self.training)
+        return _batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
+                           self.weight, self.bias, batch_stats, factor, self.eps)
+
+    def inference_affine(self):
+        if self.training:
+            return None
+        if not self.track_running_stats:
+            raise FoldError(
+                f"{type(self).__name__} has no running statistics (track_running_stats=False): it normalizes with "
+                f"the statistics of each batch even in eval mode, so it is not an affine map and cannot be folded"
+            )
+        return self._running_affine()
+
+
+@register("BatchNorm1d")
+class BatchNorm1d(_BatchNorm):
+    """Batch Normalization of (N, C) or (N, C, L) inputs, per channel C.
+
+    ``BatchNorm1d(num_features, eps=1e-5, momentum=0.1, affine=True,
+    track_running_stats=True, *, device=None, dtype=None)``.
+    Statistics of channel c over the N (or N·L) values:
+    ``y = γ·(x - μ_B)/sqrt(σ²_B + ε) + β``. Parameters ``weight`` (γ, ones)
+    and ``bias`` (β, zeros) of shape (C,) when ``affine``; buffers
+    ``running_mean``, ``running_var``, ``num_batches_tracked`` when
+    ``track_running_stats``, updated in training as
+    ``running = (1 - momentum)·running + momentum·batch`` (unbiased
+    variance; ``momentum=None`` averages all batches).
+
+    Example::
+
+        bn = minigrad.nn.BatchNorm1d(100)
+        y = bn(minigrad.randn(32, 100))   # training mode: batch statistics
+        bn.eval(); y = bn(x)              # running statistics
+    """
+
+    input_ranks = (2, 3)
+
+    @classmethod
+    def examples(cls):
+        return [
+            Example(args=(3,), shapes=((4, 3), (2, 3, 5)), bad_shapes=((3,), (2, 3, 4, 4), (4, 2))),
+            Example(args=(2,), kwargs=dict(affine=False, momentum=None), shapes=((5, 2), (3, 2, 2))),
+            Example(args=(2,), kwargs=dict(track_running_stats=False), shapes=((3, 2),)),
+        ]
+
+
+@register("BatchNorm2d")
+class BatchNorm2d(_BatchNorm):
+    """Batch Normalization of (N, C, H, W) inputs, per channel over N·H·W values.
+
+    ``BatchNorm2d(num_features, eps=1e-5, momentum=0.1, affine=True,
+    track_running_stats=True, *, device=None, dtype=None)``; see
+    ``BatchNorm1d`` for the parameters, buffers and update rule.
+    ``y = γ·(x - μ_B)/sqrt(σ²_B + ε) + β`` with μ_B, σ²_B over (N, H, W).
+
+    Example::
+
+        bn = minigrad.nn.BatchNorm2d(64)
+        y = bn(minigrad.randn(8, 64, 14, 14))
+    """
+
+    input_ranks = (4,)
+
+    @classmethod
+    def examples(cls):
+        return [
+            Example(args=(3,), shapes=((2, 3, 2, 3), (1, 3, 2, 2)), bad_shapes=((2, 3), (2, 3, 4), (2, 4, 2, 2))),
+            Example(args=(2,), kwargs=dict(affine=False, eps=1e-3), shapes=((3, 2, 1, 2),)),
+            Example(args=(2,), kwargs=dict(track_running_stats=False, momentum=None), shapes=((2, 2, 2, 1),)),
+        ]

@@ -1,0 +1,116 @@
+"""Instance Normalization (Ulyanov et al., 2016): statistics per sample and channel."""
+
+from __future__ import annotations
+
+import math
+
+from .base import Example, Normalizer
+from .functional import _instance_norm
+from .registry import register
+
+__all__ = ["InstanceNorm1d", "InstanceNorm2d"]
+
+
+class _InstanceNorm(Normalizer):
+    """What InstanceNorm1d and InstanceNorm2d share (PyTorch's defaults: no affine, no running statistics)."""
+
+    #: Rank of a batched input; one less is an unbatched input (a single sample).
+    batched_rank = 3
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False, *,
+                 device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.input_ranks = (self.batched_rank - 1, self.batched_rank)
+
+    def check_input(self, x) -> None:
+        self._check_rank(x)
+        axis = 1 if x.ndim == self.batched_rank else 0  # unbatched inputs have channels first
+        if x.shape[axis] != self.num_features:
+            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
+                             f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
+        self._check_dtype(x)
+
+    def forward(self, x):
+        self.check_input(x)
+        unbatched = x.ndim == self.batched_rank - 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        use_input_stats = self.training or not self.track_running_stats
+        if use_input_stats and math.prod(x.shape[2:]) == 1:
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
+        # PyTorch's rule for InstanceNorm: num_batches_tracked is not counted,
+        # and momentum=None leaves the running statistics as they are.
+        factor = (self.momentum or 0.0) if self.training and x.shape[0] else 0.0
+        track = self.track_running_stats and (factor or not self.training)
+        y = _instance_norm(x, self.running_mean if track else None, self.running_var if track else None,
+                           self.weight, self.bias, use_input_stats, factor, self.eps)
+        return y.squeeze(0) if unbatched else y
+
+    def statistics_view(self, shape):
+        if len(shape) == self.batched_rank - 1:
+            shape = (1,) + tuple(shape)
+        return (shape[0] * shape[1], math.prod(shape[2:])), (1,)
+
+    def _affine_shape(self, ndim):
+        shape = [1] * ndim
+        shape[1 if ndim == self.batched_rank else 0] = -1
+        return tuple(shape)
+
+    def inference_affine(self):
+        if self.training or not self.track_running_stats:
+            return None  # per-instance statistics: not an affine map
+        return self._running_affine()
+
+
+@register("InstanceNorm1d")
+class InstanceNorm1d(_InstanceNorm):
+    """Instance Normalization of (N, C, L) inputs (or unbatched (C, L)).
+
+    ``InstanceNorm1d(num_features, eps=1e-5, momentum=0.1, affine=False,
+    track_running_stats=False, *, device=None, dtype=None)``. Each (sample,
+    channel) is standardized over its L values:
+    ``y = γ_c·(x - μ_nc)/sqrt(σ²_nc + ε) + β_c``. With
+    ``track_running_stats`` the batch averages of the instance statistics
+    are tracked in training and used in eval (then it is a per-channel
+    affine map, like BatchNorm in eval); as in PyTorch,
+    ``num_batches_tracked`` stays 0 and ``momentum=None`` leaves the running
+    statistics unchanged.
+
+    Example::
+
+        y = minigrad.nn.InstanceNorm1d(3)(minigrad.randn(2, 3, 10))
+    """
+
+    batched_rank = 3
+
+    @classmethod
+    def examples(cls):
+        return [
+            Example(args=(3,), shapes=((2, 3, 4),), unbatched=((3, 5),), bad_shapes=((2, 3, 4, 4), (2, 4, 3), (3,))),
+            Example(args=(2,), kwargs=dict(affine=True, track_running_stats=True), shapes=((3, 2, 3),)),
+            Example(args=(2,), kwargs=dict(affine=True, momentum=None, track_running_stats=True),
+                    shapes=((2, 2, 4),)),
+        ]
+
+
+@register("InstanceNorm2d")
+class InstanceNorm2d(_InstanceNorm):
+    """Instance Normalization of (N, C, H, W) inputs (or unbatched (C, H, W)).
+
+    ``InstanceNorm2d(num_features, eps=1e-5, momentum=0.1, affine=False,
+    track_running_stats=False, *, device=None, dtype=None)``; each (sample,
+    channel) is standardized over its H·W values. See ``InstanceNorm1d``.
+
+    Example::
+
+        y = minigrad.nn.InstanceNorm2d(3, affine=True)(minigrad.randn(2, 3, 8, 8))
+    """
+
+    batched_rank = 4
+
+    @classmethod
+    def examples(cls):
+        return [
+            Example(args=(3,), shapes=((2, 3, 2, 3),), unbatched=((3, 2, 2),), bad_shapes=((2, 3, 4), (2, 4, 2, 2))),
+            Example(args=(2,), kwargs=dict(affine=True, track_running_stats=True, eps=1e-3), shapes=((2, 2, 3, 1),)),
+        ]

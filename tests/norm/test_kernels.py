@@ -1,0 +1,210 @@
+"""The normalization kernels of every backend (and both CPU builds) against the reference in base.py.
+
+Random inputs, float32 and float64, with and without γ/β, S = 1 and S > 1,
+contiguous and non-contiguous views, serial and multithreaded paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minigrad.backends import Backend, get_backend
+from minigrad.backends import cpu as cpu_backend
+
+REFERENCE = Backend("cpu")  # the NumPy reference implementation itself
+
+
+def _norm_builds():
+    from minigrad._ext import _norm
+
+    builds = [pytest.param(_norm, id="baseline")]
+    try:
+        from minigrad._ext import _norm_avx2
+    except ImportError:
+        return builds
+    if _norm.cpu_has_avx2_fma():
+        builds.append(pytest.param(_norm_avx2, id="avx2"))
+    return builds
+
+
+@pytest.fixture(params=["serial", "parallel", "streaming"])
+def threading_mode(request):
+    """The serial path, the OpenMP path forced on even for small inputs, and streaming stores forced on."""
+    kernels = [p.values[0] for p in _norm_builds()]
+    old = [(k.parallel_min_size(), k.stream_min_bytes()) for k in kernels]
+    for k in kernels:
+        k.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
+        k.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
+    yield request.param
+    for k, (n, b) in zip(kernels, old):
+        k.set_parallel_min_size(n)
+        k.set_stream_min_bytes(b)
+
+
+@pytest.fixture(params=_norm_builds())
+def cpu_build(request, monkeypatch):
+    """Route the CPU backend to one compiled build of the kernels."""
+    monkeypatch.setattr(cpu_backend, "_NORM_MODULE", request.param)
+    return request.param
+
+
+def _views(rng, shape, dtype):
+    """The array itself and non-contiguous views of the same shape."""
+    n, c, s = shape
+    yield "contiguous", rng.standard_normal(shape).astype(dtype) * 2 + 0.5
+    yield "channel_slice", (rng.standard_normal((n, 2 * c, s)).astype(dtype) * 2)[:, 1::2]
+    yield "batch_stride", (rng.standard_normal((2 * n, c, s)).astype(dtype) - 1)[::2]
+    yield "channels_last", np.ascontiguousarray(rng.standard_normal((n, s, c)).astype(dtype)).transpose(0, 2, 1)
+    yield "strided_inner", (rng.standard_normal((n, c, 2 * s)).astype(dtype))[:, :, ::2]
+
+
+SHAPES = [(4, 3, 1), (7, 5, 1), (3, 300, 1), (2, 3, 17), (5, 4, 64), (1, 2, 9)]
+
+
+def _tol(dtype):
+    return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_batch_norm_forward_train(shape, dtype, affine, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(1)
+    backend = get_backend(device)
+    c = shape[1]
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    for name, x in _views(rng, shape, dtype):
+        ey, em, ev = REFERENCE.batch_norm_forward_train(x, w, b, 1e-3)
+        y, m, v = (backend.to_numpy(a) for a in backend.batch_norm_forward_train(
+            backend.from_numpy(x), *(None if a is None else backend.from_numpy(a) for a in (w, b)), 1e-3))
+        assert y.shape == x.shape and y.dtype == dtype and m.dtype == dtype and v.dtype == dtype, name
+        np.testing.assert_allclose(y, ey, **_tol(dtype), err_msg=name)
+        np.testing.assert_allclose(m, em, **_tol(dtype), err_msg=name)
+        np.testing.assert_allclose(v, ev, **_tol(dtype), err_msg=name)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_batch_norm_backward(shape, dtype, affine, training, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(2)
+    backend = get_backend(device)
+    c = shape[1]
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    xs, gs = list(_views(rng, shape, dtype)), list(_views(rng, shape, dtype))
+    for (name, x), (gname, g) in zip(xs, gs[1:] + gs[:1]):  # every layout of x and of grad, paired off
+        mean = (x.astype(np.float64).mean(axis=(0, 2)) + rng.uniform(-0.1, 0.1, c)).astype(dtype)
+        invstd = rng.uniform(0.5, 2.0, c).astype(dtype)
+        expected = REFERENCE.batch_norm_backward(g, x, mean, invstd, w, training)
+        got = backend.batch_norm_backward(*(backend.from_numpy(a) for a in (g, x, mean, invstd)),
+                                          None if w is None else backend.from_numpy(w), training)
+        for label, a, e in zip(("dx", "dweight", "dbias"), got, expected):
+            a = backend.to_numpy(a)
+            assert a.shape == e.shape and a.dtype == dtype
+            scale = max(1.0, float(np.abs(e).max()))
+            np.testing.assert_allclose(a, e, rtol=_tol(dtype)["rtol"], atol=_tol(dtype)["atol"] * scale,
+                                       err_msg=f"{label}: x {name}, grad {gname}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_channel_affine(shape, dtype, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(3)
+    backend = get_backend(device)
+    scale = rng.standard_normal(shape[1]).astype(dtype)
+    shift = rng.standard_normal(shape[1]).astype(dtype)
+    for name, x in _views(rng, shape, dtype):
+        expected = REFERENCE.channel_affine(x, scale, shift)
+        got = backend.to_numpy(backend.channel_affine(*(backend.from_numpy(a) for a in (x, scale, shift))))
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, **_tol(dtype), err_msg=name)
+
+
+ROWS = [(1, 5), (3, 1), (4, 7), (16, 33), (2, 1000)]
+
+
+def _row_views(rng, shape, dtype):
+    r, k = shape
+    yield "contiguous", rng.standard_normal(shape).astype(dtype) * 3 - 1
+    yield "row_stride", rng.standard_normal((2 * r, k)).astype(dtype)[::2]
+    yield "column_slice", rng.standard_normal((r, k + 3)).astype(dtype)[:, 2:-1]
+    yield "transposed", np.ascontiguousarray(rng.standard_normal((k, r)).astype(dtype)).T
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", ROWS)
+def test_row_norm_forward(shape, dtype, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(4)
+    backend = get_backend(device)
+    for name, x in _row_views(rng, shape, dtype):
+        expected = REFERENCE.row_norm_forward(x, 1e-5)
+        got = [backend.to_numpy(a) for a in backend.row_norm_forward(backend.from_numpy(x), 1e-5)]
+        for label, a, e in zip(("xhat", "mean", "invstd"), got, expected):
+            assert a.shape == e.shape and a.dtype == dtype
+            rel = 2e-4 if (dtype == np.float32 and label == "invstd" and shape[1] == 1) else _tol(dtype)["rtol"]
+            np.testing.assert_allclose(a, e, rtol=rel, atol=_tol(dtype)["atol"] * max(1.0, np.abs(e).max()),
+                                       err_msg=f"{label} ({name})")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", ROWS)
+def test_row_norm_backward(shape, dtype, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(5)
+    backend = get_backend(device)
+    invstd = rng.uniform(0.5, 2, shape[0]).astype(dtype)
+    gs, hs = list(_row_views(rng, shape, dtype)), list(_row_views(rng, shape, dtype))
+    for (name, g), (hname, xhat) in zip(gs, hs[1:] + hs[:1]):
+        expected = REFERENCE.row_norm_backward(g, xhat, invstd)
+        got = backend.to_numpy(backend.row_norm_backward(*(backend.from_numpy(a) for a in (g, xhat, invstd))))
+        assert got.shape == expected.shape and got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=_tol(dtype)["rtol"],
+                                   atol=_tol(dtype)["atol"] * max(1.0, np.abs(expected).max()),
+                                   err_msg=f"grad {name}, xhat {hname}")
+
+
+def test_statistics_are_two_pass_accurate(cpu_build):
+    """float32 data with mean 1e4 and std 1: the kernel's variance is within 1e-3 (relative)."""
+    rng = np.random.default_rng(6)
+    for shape in [(256, 3, 1), (16, 3, 50)]:
+        x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
+        _, mean, var = get_backend("cpu").batch_norm_forward_train(x, None, None, 0.0)
+        x64 = x.astype(np.float64)
+        np.testing.assert_allclose(var, x64.var(axis=(0, 2)), rtol=1e-3)
+        np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-7)
+    x = (rng.standard_normal((8, 40)) * 1e-2 + 1e4).astype(np.float32)
+    _, mean, invstd = get_backend("cpu").row_norm_forward(x, 0.0)
+    var = 1.0 / invstd.astype(np.float64) ** 2
+    np.testing.assert_allclose(var, x.astype(np.float64).var(axis=1), rtol=1e-3)
+
+
+def test_float16_falls_back_to_the_reference():
+    x = np.random.default_rng(7).standard_normal((4, 3, 2)).astype(np.float16)
+    y, mean, var = get_backend("cpu").batch_norm_forward_train(x, None, None, 1e-5)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 2)), rtol=1e-2, atol=1e-3)
+
+
+def test_kernels_reject_mismatched_vectors():
+    x = np.zeros((2, 3, 4), dtype=np.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        get_backend("cpu").batch_norm_forward_train(x, np.ones(3), None, 1e-5)
+
+
+def test_signatures_match_the_reference():
+    """Backends are interchangeable: each override keeps the base signature."""
+    import inspect
+
+    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_backward", "row_norm_forward",
+                 "row_norm_backward"):
+        assert inspect.signature(getattr(cpu_backend.CPUBackend, name)) == inspect.signature(getattr(Backend, name))
+
+
+def test_simd_builds_report_themselves():
+    from minigrad._ext import _norm
+
+    assert _norm.simd() == "baseline"
+    for p in _norm_builds():
+        assert p.values[0].simd() in ("baseline", "avx2")

@@ -129,6 +129,7 @@ def fold_and_compare(model, x_test, device, repeats):
     """Fold BN away and compare the folded copy with the original, in eval mode."""
     from minigrad.norm import fold
 
+    model.eval()  # fold is for inference: it folds the running statistics of eval-mode BN
     folded = fold(model)
     kinds = [type(m).__name__ for m in folded.modules()]
     if "BatchNorm1d" in kinds or "BatchNorm2d" in kinds:

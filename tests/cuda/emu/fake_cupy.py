@@ -69,7 +69,10 @@ def _cache_dir() -> Path:
     return path
 
 
-CXXFLAGS = ["-std=c++20", "-O1", "-fPIC", "-shared", "-w"]
+# -fno-gnu-unique: two emulation libraries loaded in one process (a mutated and
+# the real kernel source) must not share their static objects, e.g. the kernel
+# registry, through GNU_UNIQUE symbols.
+CXXFLAGS = ["-std=c++20", "-O1", "-fPIC", "-shared", "-w", "-fno-gnu-unique"]
 
 
 def build(code: str, names: list[str]) -> ctypes.CDLL:

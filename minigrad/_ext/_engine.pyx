@@ -438,8 +438,10 @@ cdef object _as_grad_array(TensorBase root, object grad):
         )
     if arr.dtype != root._array.dtype:
         raise TypeError(f"grad has dtype {arr.dtype}, expected {root._array.dtype}")
-    # Copy so that accumulated .grad never aliases the caller's array.
-    return arr.copy()
+    # Not copied: backward functions never write to their grad argument, and
+    # the caller marks this array as handed out, so a leaf that would receive
+    # it unchanged gets a copy (its .grad never aliases the caller's array).
+    return arr
 
 
 cdef void _accumulate_leaf(TensorBase leaf, object g, set handed):
@@ -487,6 +489,8 @@ def run_backward(TensorBase root, grad=None, bint retain_graph=False):
             "from any tensor with requires_grad=True (or it was computed under no_grad)"
         )
     g_root = _as_grad_array(root, grad)
+    if grad is not None:
+        handed.add(id(g_root))
     if root._node is None:
         _accumulate_leaf(root, g_root, handed)
         return

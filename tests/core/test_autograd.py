@@ -44,7 +44,17 @@ def test_leaf_gradients_do_not_alias_each_other(device):
 def test_backward_grad_argument_is_not_aliased(device):
     x = mg.ones(3, device=device, requires_grad=True)
     g = mg.tensor([1.0, 2.0, 3.0], device=device)
-    x.reshape(3).backward(g)
+    x.reshape(3).backward(g)  # the gradient reaches x as a view of g
+    with mg.no_grad():
+        x.grad.mul_(0)
+    np.testing.assert_allclose(g.cpu().numpy(), [1, 2, 3])
+    x.grad = None
+    (x + 0).backward(g)  # ... and here as g itself
+    with mg.no_grad():
+        x.grad.mul_(0)
+    np.testing.assert_allclose(g.cpu().numpy(), [1, 2, 3])
+    x.grad = None
+    x.backward(g)  # x is the root
     with mg.no_grad():
         x.grad.mul_(0)
     np.testing.assert_allclose(g.cpu().numpy(), [1, 2, 3])

@@ -206,17 +206,9 @@ def rownorm_case(kind, shape, dtype, repeat, warmup, min_time):
                  measure(f_np, repeat, warmup, min_time), t_t)]
 
 
-def mlp_step_case(batch, repeat, warmup, min_time):
-    """One SGD training step of the paper's MLP: 784-100-100-100-10, sigmoid, BatchNorm."""
-    rng = np.random.default_rng(2)
-    x_np = rng.standard_normal((batch, 784)).astype(np.float32)
-    y_np = rng.integers(0, 10, batch)
-
-    layers, d = [], 784
-    for _ in range(3):
-        layers += [nn.Linear(d, 100), nn.BatchNorm1d(100), nn.Sigmoid()]
-        d = 100
-    model = nn.Sequential(*layers, nn.Linear(100, 10))
+def train_step_case(name, build_mg, build_torch, x_np, y_np, repeat, warmup, min_time):
+    """One SGD step (forward, cross-entropy, backward, update) of the same model in minigrad and PyTorch."""
+    model = build_mg(nn)
     opt = optim.SGD(model.parameters(), lr=0.1)
     x, y = mg.tensor(x_np), mg.tensor(y_np)
 
@@ -228,11 +220,7 @@ def mlp_step_case(batch, repeat, warmup, min_time):
 
     t_t = (None, None)
     if torch is not None:
-        tlayers, d = [], 784
-        for _ in range(3):
-            tlayers += [torch.nn.Linear(d, 100), torch.nn.BatchNorm1d(100), torch.nn.Sigmoid()]
-            d = 100
-        tmodel = torch.nn.Sequential(*tlayers, torch.nn.Linear(100, 10))
+        tmodel = build_torch(torch.nn)
         topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
         tx, ty = torch.from_numpy(x_np), torch.from_numpy(y_np)
 
@@ -243,41 +231,38 @@ def mlp_step_case(batch, repeat, warmup, min_time):
             topt.step()
 
         t_t = measure(f_t, repeat, warmup, min_time)
-    return [_row(f"MLP step 784-100x3-10 BN batch {batch}", measure(f_mg, repeat, warmup, min_time), (None, None), t_t)]
+    return [_row(name, measure(f_mg, repeat, warmup, min_time), (None, None), t_t)]
+
+
+def paper_mlp(lib):
+    """The paper's MLP with BN before each sigmoid, built from ``lib`` (minigrad.nn or torch.nn)."""
+    layers, d = [], 784
+    for _ in range(3):
+        layers += [lib.Linear(d, 100), lib.BatchNorm1d(100), lib.Sigmoid()]
+        d = 100
+    return lib.Sequential(*layers, lib.Linear(100, 10))
+
+
+def seed_cnn(lib):
+    """The seed's CNN, built from ``lib`` (minigrad.nn or torch.nn)."""
+    return lib.Sequential(lib.Conv2d(1, 32, 3), lib.BatchNorm2d(32), lib.ReLU(), lib.MaxPool2d(2), lib.Flatten(),
+                          lib.Linear(32 * 13 * 13, 64), lib.BatchNorm1d(64), lib.ReLU(), lib.Linear(64, 10))
+
+
+def mlp_step_case(batch, repeat, warmup, min_time):
+    """One SGD training step of the paper's MLP: 784-100-100-100-10, sigmoid, BatchNorm."""
+    rng = np.random.default_rng(2)
+    x_np = rng.standard_normal((batch, 784)).astype(np.float32)
+    return train_step_case(f"MLP step 784-100x3-10 BN batch {batch}", paper_mlp, paper_mlp, x_np,
+                           rng.integers(0, 10, batch), repeat, warmup, min_time)
 
 
 def cnn_step_case(batch, repeat, warmup, min_time):
     """One SGD training step of the seed CNN on (batch, 1, 28, 28)."""
     rng = np.random.default_rng(3)
     x_np = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
-    y_np = rng.integers(0, 10, batch)
-    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(32 * 13 * 13, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    x, y = mg.tensor(x_np), mg.tensor(y_np)
-
-    def f_mg():
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    t_t = (None, None)
-    if torch is not None:
-        T = torch.nn
-        tmodel = T.Sequential(T.Conv2d(1, 32, 3), T.BatchNorm2d(32), T.ReLU(), T.MaxPool2d(2), T.Flatten(),
-                              T.Linear(32 * 13 * 13, 64), T.BatchNorm1d(64), T.ReLU(), T.Linear(64, 10))
-        topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
-        tx, ty = torch.from_numpy(x_np), torch.from_numpy(y_np)
-
-        def f_t():
-            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
-            topt.zero_grad()
-            loss.backward()
-            topt.step()
-
-        t_t = measure(f_t, repeat, warmup, min_time)
-    return [_row(f"CNN step batch {batch}", measure(f_mg, repeat, warmup, min_time), (None, None), t_t)]
+    return train_step_case(f"CNN step batch {batch}", seed_cnn, seed_cnn, x_np, rng.integers(0, 10, batch),
+                           repeat, warmup, min_time)
 
 
 def _row(name, t_mg, t_np, t_torch, **extra):

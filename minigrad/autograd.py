@@ -12,7 +12,7 @@ from ._ext._engine import Function, is_grad_enabled, run_backward, unbroadcast
 from ._ext._engine import _reset_grad_enabled, _set_grad_enabled
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "backward",
-           "unbroadcast", "grad"]
+           "unbroadcast", "grad", "zero_grads"]
 
 
 class _GradMode:
@@ -104,3 +104,14 @@ def grad(output, inputs, grad_output=None, retain_graph=False):
         for t, g in zip(inputs, saved):
             t.grad = g
     return result[0] if single else result
+
+
+def zero_grads(tensors, set_to_none=True):
+    """Reset the ``.grad`` of each tensor: to None (the default, which frees it) or to zeros in place."""
+    for t in tensors:
+        if t.grad is None:
+            continue
+        if set_to_none:
+            t.grad = None
+        else:
+            t.grad.array[...] = 0

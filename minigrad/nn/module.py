@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from .._ext._engine import TensorBase
+from ..autograd import zero_grads
 from ..backends import get_backend
 from ..tensor import Tensor, _check_dtype
 
@@ -232,13 +233,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of all parameters (to None, or to zeros)."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.array[...] = 0
+        zero_grads(self.parameters(), set_to_none)
 
     # ------------------------------------------------ device and dtypes
     def _apply_to_tensors(self, fn) -> "Module":

@@ -197,6 +197,23 @@ def _check_momentum(fname, momentum):
         raise ValueError(f"{fname}: momentum must be a number in [0, 1], got {momentum!r}")
 
 
+def _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, batch_stats, momentum, eps,
+                             eval_spelling):
+    """The checks shared by the per-channel normalizers (batch and instance norm)."""
+    c = input.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        _check_vector(fname, name, t, input, (c,))
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fname}: pass both running_mean and running_var, or neither")
+    if not batch_stats and running_mean is None:
+        raise ValueError(f"{fname}: {eval_spelling} normalizes with the running statistics, so running_mean and "
+                         f"running_var are required")
+    _check_eps(fname, eps)
+    if batch_stats and running_mean is not None:
+        _check_momentum(fname, momentum)
+
+
 def _values_per_channel_error(shape):
     return ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(shape)}")
 
@@ -225,17 +242,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     fname = "batch_norm"
     _check_input(fname, input, 2)
     c = input.shape[1]
-    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        _check_vector(fname, name, t, input, (c,))
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{fname}: pass both running_mean and running_var, or neither")
-    if not training and running_mean is None:
-        raise ValueError(f"{fname}: training=False normalizes with the running statistics, so running_mean and "
-                         f"running_var are required")
-    _check_eps(fname, eps)
-    if training and running_mean is not None:
-        _check_momentum(fname, momentum)
+    _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, training, momentum, eps,
+                             "training=False")
     if training and input.numel() == c and c > 0:
         raise _values_per_channel_error(input.shape)
     return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
@@ -363,18 +371,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     """
     fname = "instance_norm"
     _check_input(fname, input, 3)
-    c = input.shape[1]
-    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        _check_vector(fname, name, t, input, (c,))
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{fname}: pass both running_mean and running_var, or neither")
-    if not use_input_stats and running_mean is None:
-        raise ValueError(f"{fname}: use_input_stats=False normalizes with the running statistics, so "
-                         f"running_mean and running_var are required")
-    _check_eps(fname, eps)
-    if use_input_stats and running_mean is not None:
-        _check_momentum(fname, momentum)
+    _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, use_input_stats, momentum,
+                             eps, "use_input_stats=False")
     if use_input_stats and math.prod(input.shape[2:]) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(input.shape)}")
     return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)

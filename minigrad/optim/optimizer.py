@@ -12,6 +12,7 @@ import copy
 import numpy as np
 
 from .._ext._engine import TensorBase
+from ..autograd import zero_grads
 
 __all__ = ["Optimizer"]
 
@@ -62,14 +63,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of all optimized parameters."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.array[...] = 0
+        zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self):
         """Update the parameters from their ``.grad`` (override)."""

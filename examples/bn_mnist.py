@@ -278,6 +278,7 @@ def plot(out, hist, pct, unit, title):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = np.asarray(hist["step"])
     lo = min(pct["plain"][:, :, unit].min(), pct["bn"][:, :, unit].min())
@@ -292,6 +293,8 @@ def plot(out, hist, pct, unit, title):
         ax.set_ylabel("test accuracy")
         if logx:
             ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # step labels like 12500 overlap
         # Show the climb from 0.8 (or lower, if an accuracy falls there later in training).
         late = hist["acc_plain"][len(steps) // 20:] + hist["acc_bn"][len(steps) // 20:]
         ax.set_ylim(max(0.0, min([0.8] + late) - 0.02), 1.0)
@@ -304,6 +307,7 @@ def plot(out, hist, pct, unit, title):
             ax.annotate(f"{q}%", (steps[-1], pct[key][-1, j, unit]), fontsize=7, xytext=(2, 0),
                         textcoords="offset points", va="center")
         ax.set_ylim(lo - pad, hi + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         ax.set_xlabel("training steps")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

@@ -418,6 +418,7 @@ class Tensor(TensorBase):
         ):
             self._check_inplace_operand(other)
             getattr(self.array, method)(other.array if isinstance(other, TensorBase) else other)
+            self._bump_version()
             return self
         if self.grad_fn is None:
             raise RuntimeError(
@@ -433,15 +434,17 @@ class Tensor(TensorBase):
             if other.dtype != self.dtype and other.dtype.kind == "f" and self.dtype.kind == "f":
                 raise TypeError(f"in-place operation would mix {self.dtype} and {other.dtype}")
 
-    def _check_mutable(self, name):
+    def _begin_inplace(self, name):
+        """Refuse an in-place change the graph would not see; else count it (see ``_version``)."""
         if _engine.is_grad_enabled() and self.requires_grad:
             raise RuntimeError(
                 f"{name}: in-place modification of a tensor that requires grad; use `with minigrad.no_grad():`"
             )
+        self._bump_version()
 
     def add_(self, other, alpha=1):
         """In place: ``self += alpha·other``."""
-        self._check_mutable("add_")
+        self._begin_inplace("add_")
         self._check_inplace_operand(other)
         val = other.array if isinstance(other, TensorBase) else other
         self.array.__iadd__(val * alpha if alpha != 1 else val)
@@ -453,14 +456,14 @@ class Tensor(TensorBase):
 
     def mul_(self, other):
         """In place: ``self *= other``."""
-        self._check_mutable("mul_")
+        self._begin_inplace("mul_")
         self._check_inplace_operand(other)
         self.array.__imul__(other.array if isinstance(other, TensorBase) else other)
         return self
 
     def div_(self, other):
         """In place: ``self /= other``."""
-        self._check_mutable("div_")
+        self._begin_inplace("div_")
         self._check_inplace_operand(other)
         self.array.__itruediv__(other.array if isinstance(other, TensorBase) else other)
         return self
@@ -471,13 +474,13 @@ class Tensor(TensorBase):
 
     def fill_(self, value):
         """Fill with ``value`` in place."""
-        self._check_mutable("fill_")
+        self._begin_inplace("fill_")
         self.array.fill(value)
         return self
 
     def copy_(self, src):
         """Copy the values of ``src`` (broadcast to this shape) into this tensor in place."""
-        self._check_mutable("copy_")
+        self._begin_inplace("copy_")
         src_t = src if isinstance(src, TensorBase) else tensor(src, dtype=self.dtype, device=self.device)
         arr = src_t.array
         if src_t.backend is not self.backend:
@@ -487,19 +490,19 @@ class Tensor(TensorBase):
 
     def uniform_(self, low=0.0, high=1.0):
         """Fill in place with samples from U[low, high)."""
-        self._check_mutable("uniform_")
+        self._begin_inplace("uniform_")
         self.array[...] = self.backend.uniform(self.shape, low, high, self.dtype)
         return self
 
     def normal_(self, mean=0.0, std=1.0):
         """Fill in place with samples from N(mean, std²)."""
-        self._check_mutable("normal_")
+        self._begin_inplace("normal_")
         sample = self.backend.standard_normal(self.shape, self.dtype)
         self.array[...] = sample * std + mean
         return self
 
     def __setitem__(self, index, value):
-        self._check_mutable("__setitem__")
+        self._begin_inplace("__setitem__")
         from .ops.shape import _index_to_device, _raw_index
 
         raw, advanced = _raw_index(index)

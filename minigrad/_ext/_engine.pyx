@@ -88,6 +88,9 @@ cdef class TensorBase:
     cdef bint _requires_grad
     cdef Function _node
     cdef object _backend
+    # Bumped by every in-place modification; a recorded operation remembers
+    # the versions of its inputs, so backward can refuse stale saved values.
+    cdef unsigned long long _version
     cdef object __weakref__
 
     # ----------------------------------------------------------- storage
@@ -199,6 +202,15 @@ cdef class TensorBase:
         """True for tensors not created by a recorded operation."""
         return self._node is None
 
+    @property
+    def _version(self):
+        """How many times this tensor has been modified in place."""
+        return self._version
+
+    def _bump_version(self):
+        """Record an in-place modification (called by every in-place method)."""
+        self._version += 1
+
     def retain_grad(self):
         """Keep ``.grad`` for this non-leaf tensor after backward (like PyTorch)."""
         if self._node is None:
@@ -287,6 +299,7 @@ cdef class Function:
     # Set by forward when the output lives on another backend (device copies).
     cdef public object output_backend
     cdef tuple _parents
+    cdef tuple _versions
     cdef object _out_shape
     cdef object _out_dtype
     cdef object _retained
@@ -330,6 +343,7 @@ cdef class Function:
         # Drop everything saved for backward; keep the structure so a second
         # walk can report the error instead of silently producing zeros.
         self.saved_tensors = None
+        self._versions = ()
         attrs = getattr(self, "__dict__", None)  # Python subclasses keep state there
         if attrs:
             attrs.clear()
@@ -386,13 +400,17 @@ cdef object _apply(type cls, tuple args, dict kwargs):
     if record:
         parents = [None] * n
         needs = [False] * n
+        versions = []
         for i in range(n):
             a = args[i]
-            if isinstance(a, TensorBase) and (<TensorBase>a)._requires_grad:
+            if isinstance(a, TensorBase):
                 t = <TensorBase>a
-                needs[i] = True
-                parents[i] = t._node if t._node is not None else t
+                versions.append((t, t._version))
+                if t._requires_grad:
+                    needs[i] = True
+                    parents[i] = t._node if t._node is not None else t
         fn.needs_input_grad = tuple(needs)
+        fn._versions = tuple(versions)
     else:
         fn.needs_input_grad = (False,) * n
 
@@ -472,6 +490,19 @@ cdef object _check_grad(Function node, Py_ssize_t i, object g, object shape, obj
     return g
 
 
+cdef void _check_versions(Function node) except *:
+    cdef TensorBase t
+    for pair in node._versions:
+        t = <TensorBase>pair[0]
+        if t._version != <unsigned long long>pair[1]:
+            raise RuntimeError(
+                f"one of the tensors needed for the gradient of {type(node).__name__} (shape "
+                f"{tuple(t._array.shape)}) has been modified by an in-place operation since it was "
+                f"used (version {pair[1]}, now {t._version}); compute the backward before changing it, "
+                f"or change a copy (clone()) instead"
+            )
+
+
 def run_backward(TensorBase root, grad=None, bint retain_graph=False):
     """Backpropagate from ``root``; see ``Tensor.backward``."""
     global _walk_counter
@@ -531,6 +562,7 @@ def run_backward(TensorBase root, grad=None, bint retain_graph=False):
                 f"backward. Pass retain_graph=True to the first backward() if you "
                 f"need to backpropagate twice"
             )
+        _check_versions(node)
         g = node._gacc
         node._gacc = None
         if node._retained is not None:

@@ -344,6 +344,7 @@ class Module:
                 raise TypeError(f"dtype mismatch for {key!r}: checkpoint {src.dtype}, model {target.dtype}")
             staged.append((target, src))
         for target, src in staged:
+            target._bump_version()
             target.array[...] = target.backend.from_numpy(np.ascontiguousarray(src.astype(target.dtype, copy=False)))
         return missing, unexpected
 

@@ -35,6 +35,7 @@ class Adam(Optimizer):
             for p in g["params"]:
                 if p.grad is None:
                     continue
+                p._bump_version()
                 st = self._param_state(p)
                 if not st:
                     xp = p.backend.xp

@@ -42,6 +42,7 @@ class SGD(Optimizer):
                 grad = p.grad
                 if grad is None:
                     continue
+                p._bump_version()
                 if mom:
                     st = self._param_state(p)
                     st["momentum_buffer"] = p.backend.sgd_update(

@@ -200,3 +200,32 @@ def test_outputs_without_grad_are_constants(device):
     x = mg.ones(3, device=device, requires_grad=True)
     assert not (x > 0).requires_grad
     assert not x.argmax().requires_grad
+
+
+def test_in_place_change_of_a_saved_input_is_refused(device):
+    w = mg.ones(3, device=device, requires_grad=True)
+    x = mg.tensor([1.0, 2.0, 3.0], device=device)
+    y = (w * x).sum()
+    with mg.no_grad():
+        x.mul_(2)  # x is saved for w's gradient
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        y.backward()
+
+
+def test_optimizer_step_between_forward_and_backward_is_refused(device):
+    lin = mg.nn.Linear(3, 2).to(device)
+    opt = mg.optim.SGD(lin.parameters(), lr=0.1)
+    lin(mg.ones(1, 3, device=device)).sum().backward()
+    loss = lin(mg.ones(1, 3, device=device)).sum()
+    opt.step()  # updates the weight the pending graph used
+    with pytest.raises(RuntimeError, match="in-place"):
+        loss.backward()
+
+
+def test_in_place_change_after_backward_is_fine(device):
+    w = mg.ones(3, device=device, requires_grad=True)
+    (w * 2).sum().backward()
+    with mg.no_grad():
+        w -= 0.1 * w.grad
+    (w * 2).sum().backward()
+    assert w._version == 1

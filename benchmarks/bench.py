@@ -315,6 +315,11 @@ def machine_info():
         "numpy": np.__version__,
         "minigrad": mg.__version__,
         "minigrad_openmp": mg.threads.have_openmp(),
+        # minigrad loads the OpenMP runtime (shared with a PyTorch imported after it) with short spins
+        # unless told otherwise, and keeps freed memory for reuse (glibc, process-wide).
+        "omp_wait": os.environ.get("OMP_WAIT_POLICY") or "GOMP_SPINCOUNT="
+        + os.environ.get("GOMP_SPINCOUNT", os.environ.get("MINIGRAD_GOMP_SPINCOUNT", "10000")),
+        "malloc_tuned": getattr(__import__("minigrad.backends.cpu", fromlist=["MALLOC_TUNED"]), "MALLOC_TUNED", None),
         "torch": torch.__version__ if torch is not None else None,
     }
 
@@ -332,7 +337,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     info = machine_info()
     print(f"minigrad {info['minigrad']} | numpy {info['numpy']} | torch {info['torch'] or 'not installed'} | "
-          f"threads {args.threads} | {info['cpu']}")
+          f"threads {args.threads} | OpenMP wait {info['omp_wait']} | malloc tuned {info['malloc_tuned']} | "
+          f"{info['cpu']}")
 
     if args.quick:
         repeat, warmup, min_time = args.repeat or 3, 1, 0.0

@@ -206,6 +206,31 @@ def rownorm_case(kind, shape, dtype, repeat, warmup, min_time):
                  measure(f_np, repeat, warmup, min_time), t_t)]
 
 
+def overhead_case(chain, repeat, warmup, min_time):
+    """The engine's per-operation overhead: ``chain`` multiply-adds on a one-element tensor, forward and
+    backward, so that the arithmetic is negligible and recording, dispatch and the backward walk are all
+    that is timed. Reported per operation (two nodes per step of the chain)."""
+
+    def run(lib_tensor):
+        def f():
+            x = lib_tensor()
+            y = x
+            for _ in range(chain):
+                y = y * 1.0001 + 0.5
+            y.sum().backward()
+        return f
+
+    mg_x = lambda: mg.tensor([1.0], requires_grad=True)  # noqa: E731
+    per = 2 * chain + 1
+    t_mg = measure(run(mg_x), repeat, warmup, min_time)
+    t_t = (None, None)
+    if torch is not None:
+        t_x = lambda: torch.tensor([1.0], requires_grad=True)  # noqa: E731
+        t_t = measure(run(t_x), repeat, warmup, min_time)
+        t_t = (t_t[0] / per, t_t[1] / per)
+    return [_row("engine overhead per op (fwd+bwd, 1 element)", (t_mg[0] / per, t_mg[1] / per), (None, None), t_t)]
+
+
 def train_step_case(name, build_mg, build_torch, x_np, y_np, repeat, warmup, min_time):
     """One SGD step (forward, cross-entropy, backward, update) of the same model in minigrad and PyTorch."""
     model = build_mg(nn)
@@ -357,6 +382,7 @@ def main(argv=None):
         rows += bn_cases(shape, dtype, repeat, warmup, min_time)
     for kind, shape in rows_shapes:
         rows += rownorm_case(kind, shape, np.float32, repeat, warmup, min_time)
+    rows += overhead_case(10 if args.quick else 200, repeat, warmup, min_time)
     rows += mlp_step_case(mlp_batch, repeat, warmup, min_time)
     rows += cnn_step_case(cnn_batch, repeat, warmup, min_time)
     print_table(rows)

@@ -11,7 +11,9 @@ __all__ = ["gradcheck", "GradcheckError", "numerical_vjp", "strategies"]
 
 def __getattr__(name):
     if name == "strategies":
-        from . import strategies
+        # import_module, not "from . import": the latter looks the attribute up
+        # first, which would call this function again.
+        import importlib
 
-        return strategies
+        return importlib.import_module(f"{__name__}.strategies")
     raise AttributeError(f"module 'minigrad.testing' has no attribute {name!r}")

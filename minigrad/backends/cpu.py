@@ -239,23 +239,33 @@ _NORM_MODULE = None
 
 
 def _norm_kernels():
-    """The compiled kernel module: the AVX2+FMA build where the CPU has it.
+    """The compiled kernel module: the widest build the CPU can run.
 
-    ``MINIGRAD_NORM_SIMD=baseline`` forces the portable build (for tests
-    and comparisons).
+    AVX-512 (``_norm_avx512``) where the processor and OS support it, else
+    AVX2+FMA (``_norm_avx2``), else the portable baseline (``_norm``).
+    ``MINIGRAD_NORM_SIMD=baseline`` (or ``avx2``) caps the choice, for
+    tests and comparisons.
     """
     global _NORM_MODULE
     if _NORM_MODULE is None:
-        import os
+        import importlib
 
         from .._ext import _norm
 
+        cap = os.environ.get("MINIGRAD_NORM_SIMD", "").strip().lower()
+        order = [("_norm_avx512", _norm.cpu_has_avx512), ("_norm_avx2", _norm.cpu_has_avx2_fma)]
+        if cap == "baseline":
+            order = []
+        elif cap == "avx2":
+            order = order[1:]
         module = _norm
-        if os.environ.get("MINIGRAD_NORM_SIMD", "").lower() != "baseline" and _norm.cpu_has_avx2_fma():
-            try:
-                from .._ext import _norm_avx2 as module
-            except ImportError:  # a build without the AVX2 variant
-                module = _norm
+        for name, supported in order:
+            if supported():
+                try:
+                    module = importlib.import_module(f".._ext.{name}", __package__)
+                except ImportError:  # a build without this variant
+                    continue
+                break
         _NORM_MODULE = module
     return _NORM_MODULE
 

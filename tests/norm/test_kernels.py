@@ -6,6 +6,8 @@ contiguous and non-contiguous views, serial and multithreaded paths.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -19,12 +21,13 @@ def _norm_builds():
     from minigrad._ext import _norm
 
     builds = [pytest.param(_norm, id="baseline")]
-    try:
-        from minigrad._ext import _norm_avx2
-    except ImportError:
-        return builds
-    if _norm.cpu_has_avx2_fma():
-        builds.append(pytest.param(_norm_avx2, id="avx2"))
+    for name, supported in (("avx2", _norm.cpu_has_avx2_fma), ("avx512", _norm.cpu_has_avx512)):
+        try:
+            module = importlib.import_module(f"minigrad._ext._norm_{name}")
+        except ImportError:
+            continue
+        if supported():
+            builds.append(pytest.param(module, id=name))
     return builds
 
 
@@ -206,5 +209,8 @@ def test_simd_builds_report_themselves():
     from minigrad._ext import _norm
 
     assert _norm.simd() == "baseline"
+    widths = {"baseline": (0, 16), "avx2": (32,), "avx512": (64,)}
     for p in _norm_builds():
-        assert p.values[0].simd() in ("baseline", "avx2")
+        module = p.values[0]
+        assert module.simd() == p.id
+        assert module.vector_bytes() in widths[p.id], (p.id, module.vector_bytes())

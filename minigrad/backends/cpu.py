@@ -204,6 +204,31 @@ class CPUBackend(Backend):
                                             bool(training), dx, dweight, dbias)
         return dx, dweight, dbias
 
+    def group_norm_forward(self, x, weight, bias, groups, eps):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().group_norm_forward(x, weight, bias, groups, eps)
+        x = _per_channel_layout(x)
+        n, c, s = x.shape
+        y = np.empty((n, c, s), dtype=x.dtype)
+        mean = np.empty((n, groups), dtype=x.dtype)
+        invstd = np.empty((n, groups), dtype=x.dtype)
+        _norm_kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
+                                           mean, invstd)
+        return y, mean, invstd
+
+    def group_norm_backward(self, grad, x, mean, invstd, weight, groups):
+        if x.dtype not in _KERNEL_DTYPES or grad.dtype != x.dtype:
+            return super().group_norm_backward(grad, x, mean, invstd, weight, groups)
+        x = _per_channel_layout(x)
+        grad = _per_channel_layout(grad)
+        c = x.shape[1]
+        dx = np.empty(x.shape, dtype=x.dtype)
+        dweight = np.empty(c, dtype=x.dtype)
+        dbias = np.empty(c, dtype=x.dtype)
+        _norm_kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+                                            int(groups), dx, dweight, dbias)
+        return dx, dweight, dbias
+
     def row_norm_forward(self, x, eps):
         if x.dtype not in _KERNEL_DTYPES:
             return super().row_norm_forward(x, eps)
@@ -291,7 +316,8 @@ def _per_channel_layout(x):
 
 
 def _vector(v, like):
-    """A per-channel vector as the kernels take it (None stays None): 1-D, contiguous, x's dtype."""
+    """A per-channel vector (or (N, G) statistics) as the kernels take it (None stays None):
+    C-contiguous, x's dtype."""
     if v is None:
         return None
     if v.dtype != like.dtype:

@@ -126,6 +126,73 @@ def test_channel_affine(shape, dtype, device, cpu_build, threading_mode):
         np.testing.assert_allclose(got, expected, **_tol(dtype), err_msg=name)
 
 
+# (N, C, S, groups): element mode (S = 1: LayerNorm's (R, K, 1) view, GroupNorm on (N, C)), one group,
+# instance norm (groups = C), rows longer than a pipeline block, odd sizes that leave vector tails.
+GROUP_CASES = [(3, 8, 1, 1), (5, 6, 1, 3), (2, 1100, 1, 1), (4, 6, 5, 2), (2, 4, 17, 4), (3, 4, 9, 1),
+               (2, 6, 700, 3), (1, 3, 1, 3), (6, 2, 64, 2)]
+
+
+def _group_params(rng, c, dtype, which):
+    w = rng.uniform(0.5, 1.5, c).astype(dtype) if which in ("both", "weight") else None
+    b = rng.standard_normal(c).astype(dtype) if which in ("both", "bias") else None
+    return w, b
+
+
+@pytest.mark.parametrize("which", ["both", "none", "weight", "bias"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_group_norm_forward(case, dtype, which, device, cpu_build, threading_mode):
+    n, c, s, groups = case
+    rng = np.random.default_rng(8)
+    backend = get_backend(device)
+    w, b = _group_params(rng, c, dtype, which)
+    for name, x in _views(rng, (n, c, s), dtype):
+        expected = REFERENCE.group_norm_forward(x, w, b, groups, 1e-5)
+        got = backend.group_norm_forward(*(None if a is None else backend.from_numpy(a) for a in (x, w, b)),
+                                         groups, 1e-5)
+        for label, a, e in zip(("y", "mean", "invstd"), got, expected):
+            a = backend.to_numpy(a)
+            assert a.shape == e.shape and a.dtype == dtype, (label, a.shape, e.shape)
+            np.testing.assert_allclose(a, e, rtol=_tol(dtype)["rtol"] * 10,
+                                       atol=_tol(dtype)["atol"] * max(1.0, float(np.abs(e).max())),
+                                       err_msg=f"{label} ({name})")
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_group_norm_backward(case, dtype, affine, device, cpu_build, threading_mode):
+    n, c, s, groups = case
+    rng = np.random.default_rng(9)
+    backend = get_backend(device)
+    w = rng.uniform(-1.5, 1.5, c).astype(dtype) if affine else None
+    xs, gs = list(_views(rng, (n, c, s), dtype)), list(_views(rng, (n, c, s), dtype))
+    for (name, x), (gname, g) in zip(xs, gs[1:] + gs[:1]):  # every layout of x and of grad, paired off
+        rows = x.astype(np.float64).reshape(n, groups, -1)
+        mean = (rows.mean(axis=2) + rng.uniform(-0.1, 0.1, (n, groups))).astype(dtype)
+        invstd = rng.uniform(0.5, 2.0, (n, groups)).astype(dtype)
+        expected = REFERENCE.group_norm_backward(g, x, mean, invstd, w, groups)
+        got = backend.group_norm_backward(*(backend.from_numpy(a) for a in (g, x, mean, invstd)),
+                                          None if w is None else backend.from_numpy(w), groups)
+        for label, a, e in zip(("dx", "dweight", "dbias"), got, expected):
+            a = backend.to_numpy(a)
+            assert a.shape == e.shape and a.dtype == dtype
+            scale = max(1.0, float(np.abs(e).max()))
+            np.testing.assert_allclose(a, e, rtol=_tol(dtype)["rtol"] * 10, atol=_tol(dtype)["atol"] * scale,
+                                       err_msg=f"{label}: x {name}, grad {gname}")
+
+
+def test_group_norm_rejects_bad_groups_and_strides(cpu_build):
+    x = np.zeros((2, 6, 4), dtype=np.float32)
+    y, m = np.empty_like(x), np.empty((2, 4), np.float32)
+    with pytest.raises(ValueError, match="divisor"):
+        cpu_build.group_norm_forward(x, None, None, 4, 1e-5, y, m, m.copy())
+    xt = np.zeros((6, 2, 1), dtype=np.float32).transpose(1, 0, 2)  # S = 1, channels strided
+    with pytest.raises(ValueError, match="unit stride"):
+        cpu_build.group_norm_forward(xt, None, None, 1, 1e-5, np.empty((2, 6, 1), np.float32),
+                                     np.empty((2, 1), np.float32), np.empty((2, 1), np.float32))
+
+
 ROWS = [(1, 5), (3, 1), (4, 7), (16, 33), (2, 1000)]
 
 
@@ -181,6 +248,13 @@ def test_statistics_are_two_pass_accurate(cpu_build):
     _, mean, invstd = get_backend("cpu").row_norm_forward(x, 0.0)
     var = 1.0 / invstd.astype(np.float64) ** 2
     np.testing.assert_allclose(var, x.astype(np.float64).var(axis=1), rtol=1e-3)
+    # Group statistics, per-channel runs (S > 1) and element mode (S = 1), several L1 blocks per row.
+    for shape, groups in [((4, 6, 700), 3), ((4, 3000, 1), 1)]:
+        x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
+        _, mean, invstd = get_backend("cpu").group_norm_forward(x, None, None, groups, 0.0)
+        rows = x.astype(np.float64).reshape(shape[0], groups, -1)
+        np.testing.assert_allclose(1.0 / invstd.astype(np.float64) ** 2, rows.var(axis=2), rtol=1e-3)
+        np.testing.assert_allclose(mean, rows.mean(axis=2), rtol=1e-7)
 
 
 def test_float16_falls_back_to_the_reference():
@@ -200,8 +274,8 @@ def test_signatures_match_the_reference():
     """Backends are interchangeable: each override keeps the base signature."""
     import inspect
 
-    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_backward", "row_norm_forward",
-                 "row_norm_backward"):
+    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_backward", "group_norm_forward",
+                 "group_norm_backward", "row_norm_forward", "row_norm_backward"):
         assert inspect.signature(getattr(cpu_backend.CPUBackend, name)) == inspect.signature(getattr(Backend, name))
 
 

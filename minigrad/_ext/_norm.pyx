@@ -52,11 +52,11 @@ caller's job), and the last axis of every array must have unit stride
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt, NAN
 from libc.stdlib cimport calloc, free
 
-from minigrad._ext._omp_compat cimport omp_get_max_threads
+from minigrad._ext._omp_compat cimport minigrad_omp_barrier, omp_get_max_threads, omp_get_num_threads, omp_get_thread_num
 
 cdef extern from *:
     """
@@ -96,6 +96,7 @@ cdef extern from "_norm_simd.h" nogil:
         double m2
     void mg_store_fence()
     void mg_prefetch(const void* p, Py_ssize_t nbytes)
+    void mg_stats_merge(mg_stats* s, double n, double mean, double m2)
     double mg_sum_f32(const float* p, Py_ssize_t n)
     double mg_sum_f64(const double* p, Py_ssize_t n)
     void mg_stats_f32(const float* p, Py_ssize_t n, mg_stats* st)
@@ -133,6 +134,19 @@ cdef Py_ssize_t PARALLEL_MIN_SIZE = 1 << 16
 # Outputs of at least this many bytes are written with streaming stores
 # (larger than a typical last-level cache share: the data is not reused soon).
 cdef Py_ssize_t STREAM_MIN_BYTES = 16 << 20
+# Per-channel kernels (S > 1) split the work in one of two ways: each thread
+# its own range of channels, or every channel by the whole team (each
+# thread a slice of it, the sums meeting after a barrier per channel). The
+# team split keeps every thread busy when there are few channels, and it
+# halves what each core must hold in L2 between the two passes over a
+# channel: a BatchNorm2d (32, 64, 56, 56) backward re-reads 800 KB of grad
+# and x per channel, which with the next channel streaming in no longer
+# fits a 1 MB L2. TEAM_MODE: -1 choose (below), 0 never, 1 always.
+cdef int TEAM_MODE = -1
+# In automatic mode the team split is used when a channel's streams (x; or
+# grad and x) hold at least this many bytes, or there are fewer than four
+# channels per thread.
+cdef Py_ssize_t TEAM_MIN_CHANNEL_BYTES = 512 * 1024
 cdef enum:
     # Channels processed together by the S = 1 kernels (stack buffers of this
     # many doubles; a block of 256 float32 channels × 256 rows is 256 KB).
@@ -188,6 +202,26 @@ def set_stream_min_bytes(Py_ssize_t n):
     if n < 0:
         raise ValueError(f"the threshold must be >= 0, got {n}")
     STREAM_MIN_BYTES = n
+
+
+def set_team_mode(int mode):
+    """How the per-channel kernels share channels among threads: -1 automatic, 0 a range of channels
+    per thread, 1 every channel by the whole team (for benchmarks and tests)."""
+    global TEAM_MODE
+    if mode not in (-1, 0, 1):
+        raise ValueError(f"the team mode must be -1, 0 or 1, got {mode}")
+    TEAM_MODE = mode
+
+
+def team_mode():
+    """The current team mode (see ``set_team_mode``)."""
+    return TEAM_MODE
+
+
+cdef bint _use_team(Py_ssize_t C, Py_ssize_t channel_bytes, int threads) noexcept nogil:
+    if threads < 2 or TEAM_MODE == 0:
+        return False
+    return TEAM_MODE == 1 or C < 4 * threads or channel_bytes >= TEAM_MIN_CHANNEL_BYTES
 
 
 def set_parallel_min_size(Py_ssize_t n):
@@ -424,6 +458,182 @@ cdef void _bn_backward_channels(const floating* g, const floating* x, floating* 
         mg_store_fence()
 
 
+# --------------------------- per-channel kernels, S > 1, whole team per channel
+# Called by every thread of a parallel region. The walk over a channel's N
+# rows in blocks of ``bl`` (``nb`` per row, B = N·nb blocks) is split into
+# one contiguous range of blocks per thread; the per-thread sums of a
+# channel go to ``part`` (two buffers, alternating by channel, so a fast
+# thread writing the next channel's sums never overwrites sums a slow one
+# is still reading), and after a barrier every thread merges them in the
+# same order, so all threads (and every run) get identical statistics.
+cdef inline void _block_pos(Py_ssize_t blk, Py_ssize_t nb, Py_ssize_t bl, Py_ssize_t* n,
+                            Py_ssize_t* s0) noexcept nogil:
+    n[0] = blk // nb
+    s0[0] = (blk - n[0] * nb) * bl
+
+
+cdef void _bn_train_team(const floating* x, floating* y, Py_ssize_t C, Py_ssize_t N, Py_ssize_t S,
+                         Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1, const floating* w,
+                         const floating* b, double eps, floating* mean_out, floating* var_out, bint stream,
+                         double* part) noexcept nogil:
+    cdef int t = omp_get_thread_num(), T = omp_get_num_threads(), i
+    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
+    cdef Py_ssize_t nb = (S + bl - 1) // bl
+    cdef Py_ssize_t B = N * nb, b0 = t * B // T, b1 = (t + 1) * B // T
+    cdef Py_ssize_t ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (bl * <Py_ssize_t>sizeof(floating)))
+    cdef Py_ssize_t c, blk, n, s0, ns
+    cdef double mean, var, a, beta
+    cdef const floating* xc
+    cdef const floating* xn
+    cdef floating* yc
+    cdef floating mhi, mlo
+    cdef double* mine
+    cdef mg_stats st, nx
+    st.n = 0
+    st.mean = 0
+    st.m2 = 0
+    for blk in range(b0, min(b1, b0 + ahead)):
+        _prefetch_block(x, xs0, N, S, bl, nb, blk)
+    for blk in range(b0, b1):
+        _block_pos(blk, nb, bl, &n, &s0)
+        if blk + ahead < b1:
+            _prefetch_block(x, xs0, N, S, bl, nb, blk + ahead)
+        _stats(x + n * xs0 + s0, min(bl, S - s0), &st)
+    for c in range(C):
+        # publish this thread's statistics of channel c, then merge everyone's
+        mine = part + 3 * ((c % 2) * T + t)
+        mine[0] = st.n
+        mine[1] = st.mean
+        mine[2] = st.m2
+        minigrad_omp_barrier()
+        st.n = 0
+        st.mean = 0
+        st.m2 = 0
+        for i in range(T):
+            mine = part + 3 * ((c % 2) * T + i)
+            mg_stats_merge(&st, mine[0], mine[1], mine[2])
+        mean = st.mean
+        var = st.m2 / st.n
+        a = 1.0 / sqrt(var + eps)
+        if w != NULL:
+            a = a * w[c]
+        beta = b[c] if b != NULL else 0.0
+        _split(mean, &mhi, &mlo)
+        if t == 0:
+            mean_out[c] = <floating>mean
+            var_out[c] = <floating>var
+        xc = x + c * xs1
+        yc = y + c * ys1
+        nx.n = 0
+        nx.mean = 0
+        nx.m2 = 0
+        if c + 1 < C:
+            xn = xc + xs1
+            for blk in range(b0, min(b1, b0 + ahead)):
+                _prefetch_block(xn, xs0, N, S, bl, nb, blk)
+            for blk in range(b0, b1):
+                _block_pos(blk, nb, bl, &n, &s0)
+                ns = min(bl, S - s0)
+                _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, <floating>a, <floating>beta, stream)
+                if blk + ahead < b1:
+                    _prefetch_block(xn, xs0, N, S, bl, nb, blk + ahead)
+                _stats(xn + n * xs0 + s0, ns, &nx)
+        else:
+            for blk in range(b0, b1):
+                _block_pos(blk, nb, bl, &n, &s0)
+                _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, min(bl, S - s0), mhi, mlo, <floating>a,
+                        <floating>beta, stream)
+        st = nx
+    if stream:
+        mg_store_fence()
+
+
+cdef void _bn_backward_team(const floating* g, const floating* x, floating* dx, Py_ssize_t C, Py_ssize_t N,
+                            Py_ssize_t S, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t xs0, Py_ssize_t xs1,
+                            Py_ssize_t ds0, Py_ssize_t ds1, const floating* mean, const floating* invstd,
+                            const floating* w, bint training, floating* dw_out, floating* db_out, bint stream,
+                            double* part) noexcept nogil:
+    cdef int t = omp_get_thread_num(), T = omp_get_num_threads(), i
+    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
+    cdef Py_ssize_t nb = (S + bl - 1) // bl
+    cdef Py_ssize_t B = N * nb, b0 = t * B // T, b1 = (t + 1) * B // T
+    cdef Py_ssize_t ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (bl * <Py_ssize_t>sizeof(floating)))
+    cdef Py_ssize_t c, blk, n, s0, ns
+    cdef double m = <double>(N * S)
+    cdef double sg = 0, sgx = 0, nsg, nsgx, k, inv, dweight
+    cdef floating mhi, mlo, ka, kb, kc
+    cdef const floating* gc
+    cdef const floating* xc
+    cdef floating* dc
+    cdef const floating* gn
+    cdef const floating* xn
+    cdef double* mine
+    for blk in range(b0, min(b1, b0 + ahead)):
+        _prefetch_block(g, gs0, N, S, bl, nb, blk)
+        _prefetch_block(x, xs0, N, S, bl, nb, blk)
+    for blk in range(b0, b1):
+        _block_pos(blk, nb, bl, &n, &s0)
+        if blk + ahead < b1:
+            _prefetch_block(g, gs0, N, S, bl, nb, blk + ahead)
+            _prefetch_block(x, xs0, N, S, bl, nb, blk + ahead)
+        _sum2(g + n * gs0 + s0, x + n * xs0 + s0, min(bl, S - s0), <double>mean[0], &sg, &sgx)
+    for c in range(C):
+        mine = part + 2 * ((c % 2) * T + t)
+        mine[0] = sg
+        mine[1] = sgx
+        minigrad_omp_barrier()
+        sg = 0
+        sgx = 0
+        for i in range(T):
+            mine = part + 2 * ((c % 2) * T + i)
+            sg += mine[0]
+            sgx += mine[1]
+        gc = g + c * gs1
+        xc = x + c * xs1
+        dc = dx + c * ds1
+        inv = invstd[c]
+        dweight = sgx * inv  # Σ g·x̂
+        k = inv * (w[c] if w != NULL else 1.0)
+        ka = <floating>k
+        kb = <floating>(-k * sg / m)
+        kc = <floating>(k * inv * dweight / m)
+        _split(<double>mean[c], &mhi, &mlo)
+        if t == 0:
+            dw_out[c] = <floating>dweight
+            db_out[c] = <floating>sg
+        nsg = 0
+        nsgx = 0
+        if c + 1 < C:
+            gn = gc + gs1
+            xn = xc + xs1
+            for blk in range(b0, min(b1, b0 + ahead)):
+                _prefetch_block(gn, gs0, N, S, bl, nb, blk)
+                _prefetch_block(xn, xs0, N, S, bl, nb, blk)
+            for blk in range(b0, b1):
+                _block_pos(blk, nb, bl, &n, &s0)
+                ns = min(bl, S - s0)
+                if training:
+                    _dx(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi, mlo, stream)
+                else:
+                    _madd(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0, stream)
+                if blk + ahead < b1:
+                    _prefetch_block(gn, gs0, N, S, bl, nb, blk + ahead)
+                    _prefetch_block(xn, xs0, N, S, bl, nb, blk + ahead)
+                _sum2(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, <double>mean[c + 1], &nsg, &nsgx)
+        else:
+            for blk in range(b0, b1):
+                _block_pos(blk, nb, bl, &n, &s0)
+                ns = min(bl, S - s0)
+                if training:
+                    _dx(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi, mlo, stream)
+                else:
+                    _madd(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0, stream)
+        sg, sgx = nsg, nsgx
+    if stream:
+        mg_store_fence()
+
+
+
 # ------------------------------------------- per-channel kernels, S == 1
 cdef void _bn_train_block(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t nb, Py_ssize_t ldx,
                           Py_ssize_t ldy, const floating* w, const floating* b, double eps, floating* mean_out,
@@ -638,8 +848,18 @@ def batch_norm_forward_train(const floating[:, :, :] x, const floating[::1] weig
                 _bn_train_block(xp + c0, yp + c0, N, nb, xs0, ys0, wp + c0 if has_w else NULL,
                                 bp + c0 if has_b else NULL, eps, &mean[c0], &var[c0])
         return
-    cdef Py_ssize_t nchunks = min(C, omp_get_max_threads()) if par else 1
+    cdef int threads = omp_get_max_threads() if par else 1
+    cdef Py_ssize_t nchunks = min(C, threads)
     cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    cdef double* part
+    if _use_team(C, N * S * <Py_ssize_t>sizeof(floating), threads):
+        part = <double*>calloc(2 * 3 * threads, sizeof(double))
+        if part == NULL:
+            raise MemoryError()
+        with nogil, parallel(num_threads=threads):
+            _bn_train_team(xp, yp, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream, part)
+        free(part)
+        return
     with nogil:
         for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
             _bn_train_channels(xp, yp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, xs0, xs1, ys0, ys1,
@@ -683,8 +903,19 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
                 _bn_backward_block(gp + c0, xp + c0, dp + c0, N, nb, gs0, xs0, ds0, &mean[c0], &invstd[c0],
                                    wp + c0 if has_w else NULL, training, &dweight[c0], &dbias[c0])
         return
-    cdef Py_ssize_t nchunks = min(C, omp_get_max_threads()) if par else 1
+    cdef int threads = omp_get_max_threads() if par else 1
+    cdef Py_ssize_t nchunks = min(C, threads)
     cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    cdef double* part
+    if _use_team(C, 2 * N * S * <Py_ssize_t>sizeof(floating), threads):
+        part = <double*>calloc(2 * 2 * threads, sizeof(double))
+        if part == NULL:
+            raise MemoryError()
+        with nogil, parallel(num_threads=threads):
+            _bn_backward_team(gp, xp, dp, C, N, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0], &invstd[0], wp,
+                              training, &dweight[0], &dbias[0], stream, part)
+        free(part)
+        return
     with nogil:
         for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
             _bn_backward_channels(gp, xp, dp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, gs0, gs1, xs0,

@@ -31,18 +31,22 @@ def _norm_builds():
     return builds
 
 
-@pytest.fixture(params=["serial", "parallel", "streaming"])
+@pytest.fixture(params=["serial", "parallel", "team", "streaming"])
 def threading_mode(request):
-    """The serial path, the OpenMP path forced on even for small inputs, and streaming stores forced on."""
+    """The serial path; the OpenMP path forced on even for small inputs, with a range of channels per
+    thread ("parallel") or every channel split over the whole team ("team"); streaming stores forced on
+    (automatic split)."""
     kernels = [p.values[0] for p in _norm_builds()]
-    old = [(k.parallel_min_size(), k.stream_min_bytes()) for k in kernels]
+    old = [(k.parallel_min_size(), k.stream_min_bytes(), k.team_mode()) for k in kernels]
     for k in kernels:
         k.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
         k.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
+        k.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
     yield request.param
-    for k, (n, b) in zip(kernels, old):
+    for k, (n, b, t) in zip(kernels, old):
         k.set_parallel_min_size(n)
         k.set_stream_min_bytes(b)
+        k.set_team_mode(t)
 
 
 @pytest.fixture(params=_norm_builds())

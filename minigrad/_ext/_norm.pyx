@@ -54,7 +54,7 @@ caller's job), and the last axis of every array must have unit stride
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport sqrt, NAN
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 
 from minigrad._ext._omp_compat cimport minigrad_omp_barrier, omp_get_max_threads, omp_get_num_threads, omp_get_thread_num
 
@@ -841,8 +841,15 @@ def batch_norm_forward_train(const floating[:, :, :] x, const floating[::1] weig
     cdef Py_ssize_t ys0 = y.strides[0] // sizeof(floating), ys1 = y.strides[1] // sizeof(floating)
     if S == 1 and xs1 == 1 and ys1 == 1:
         nblocks = (C + BLOCK - 1) // BLOCK
+        if not (par and nblocks > 1):  # no parallel region at all: even an inactive one costs ~0.5 µs
+            with nogil:
+                for blk in range(nblocks):
+                    c0 = blk * BLOCK
+                    _bn_train_block(xp + c0, yp + c0, N, min(BLOCK, C - c0), xs0, ys0, wp + c0 if has_w else NULL,
+                                    bp + c0 if has_b else NULL, eps, &mean[c0], &var[c0])
+            return
         with nogil:
-            for blk in prange(nblocks, schedule="static", use_threads_if=par and nblocks > 1):
+            for blk in prange(nblocks, schedule="static"):
                 c0 = blk * BLOCK
                 nb = min(BLOCK, C - c0)
                 _bn_train_block(xp + c0, yp + c0, N, nb, xs0, ys0, wp + c0 if has_w else NULL,
@@ -860,8 +867,12 @@ def batch_norm_forward_train(const floating[:, :, :] x, const floating[::1] weig
             _bn_train_team(xp, yp, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream, part)
         free(part)
         return
+    if nchunks == 1:
+        with nogil:
+            _bn_train_channels(xp, yp, 0, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream)
+        return
     with nogil:
-        for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
+        for blk in prange(nchunks, schedule="static"):
             _bn_train_channels(xp, yp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, xs0, xs1, ys0, ys1,
                                wp, bp, eps, &mean[0], &var[0], stream)
 
@@ -896,8 +907,15 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
     cdef Py_ssize_t ds0 = dx.strides[0] // sizeof(floating), ds1 = dx.strides[1] // sizeof(floating)
     if S == 1 and gs1 == 1 and xs1 == 1 and ds1 == 1:
         nblocks = (C + BLOCK - 1) // BLOCK
+        if not (par and nblocks > 1):
+            with nogil:
+                for blk in range(nblocks):
+                    c0 = blk * BLOCK
+                    _bn_backward_block(gp + c0, xp + c0, dp + c0, N, min(BLOCK, C - c0), gs0, xs0, ds0, &mean[c0],
+                                       &invstd[c0], wp + c0 if has_w else NULL, training, &dweight[c0], &dbias[c0])
+            return
         with nogil:
-            for blk in prange(nblocks, schedule="static", use_threads_if=par and nblocks > 1):
+            for blk in prange(nblocks, schedule="static"):
                 c0 = blk * BLOCK
                 nb = min(BLOCK, C - c0)
                 _bn_backward_block(gp + c0, xp + c0, dp + c0, N, nb, gs0, xs0, ds0, &mean[c0], &invstd[c0],
@@ -916,8 +934,13 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
                               training, &dweight[0], &dbias[0], stream, part)
         free(part)
         return
+    if nchunks == 1:
+        with nogil:
+            _bn_backward_channels(gp, xp, dp, 0, C, N, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0], &invstd[0], wp,
+                                  training, &dweight[0], &dbias[0], stream)
+        return
     with nogil:
-        for blk in prange(nchunks, schedule="static", use_threads_if=nchunks > 1):
+        for blk in prange(nchunks, schedule="static"):
             _bn_backward_channels(gp, xp, dp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, gs0, gs1, xs0,
                                   xs1, ds0, ds1, &mean[0], &invstd[0], wp, training, &dweight[0], &dbias[0],
                                   stream)
@@ -925,58 +948,103 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
 
 def channel_affine(const floating[:, :, :] x, const floating[::1] scale, const floating[::1] shift,
                    floating[:, :, :] y):
-    """``y[n, c, s] = x[n, c, s]·scale[c] + shift[c]`` (inference batch norm).
-
-    Contiguous x and y (the usual case) are walked as one flat array split
-    into equal parts per thread, whatever S is: a short S (196) then costs
-    no per-row fork, fence or unaligned streaming store.
-    """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t r, n, c, j, t, nparts, lo, hi, total = N * C * S
-    cdef bint par = total >= PARALLEL_MIN_SIZE
-    cdef bint stream = total * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
-    if total == 0:
+    """``y[n, c, s] = x[n, c, s]·scale[c] + shift[c]`` (inference batch norm)."""
+    if x.shape[0] * x.shape[1] * x.shape[2] == 0:
         return
     _check_strides(x.shape, x.strides, x.ndim, sizeof(floating), "x")
     _check_strides(y.shape, y.strides, y.ndim, sizeof(floating), "y")
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
-    cdef const floating* sc = &scale[0]
-    cdef const floating* sh = &shift[0]
-    cdef Py_ssize_t xs0 = x.strides[0] // sizeof(floating), xs1 = x.strides[1] // sizeof(floating)
-    cdef Py_ssize_t ys0 = y.strides[0] // sizeof(floating), ys1 = y.strides[1] // sizeof(floating)
+    _channel_affine(&x[0, 0, 0], &y[0, 0, 0], x.shape[0], x.shape[1], x.shape[2], x.strides[0] // sizeof(floating),
+                    x.strides[1] // sizeof(floating), y.strides[0] // sizeof(floating),
+                    y.strides[1] // sizeof(floating), &scale[0], &shift[0])
+
+
+def batch_norm_forward_eval(const floating[:, :, :] x, const floating[::1] mean, const floating[::1] var,
+                            const floating[::1] weight, const floating[::1] bias, double eps, floating[:, :, :] y):
+    """Inference batch norm of an (N, C, S) view into ``y``, with fixed statistics.
+
+    ``y = x·scale[c] + shift[c]`` with ``scale = weight/sqrt(var + eps)`` and
+    ``shift = bias - mean·scale`` computed here per channel in double
+    (``weight``/``bias`` may be None): one multiply-add per value, and no
+    temporaries for the caller to build.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    cdef floating small[2 * 256]
+    cdef floating* sc = small
+    cdef double a
+    if N * C * S == 0:
+        return
+    _check_strides(x.shape, x.strides, x.ndim, sizeof(floating), "x")
+    _check_strides(y.shape, y.strides, y.ndim, sizeof(floating), "y")
+    if C > 256:
+        sc = <floating*>malloc(2 * C * sizeof(floating))
+        if sc == NULL:
+            raise MemoryError()
+    for c in range(C):
+        a = 1.0 / sqrt(<double>var[c] + eps)
+        if weight is not None:
+            a *= weight[c]
+        sc[c] = <floating>a
+        sc[C + c] = <floating>((bias[c] if bias is not None else 0.0) - mean[c] * a)
+    try:
+        _channel_affine(&x[0, 0, 0], &y[0, 0, 0], N, C, S, x.strides[0] // sizeof(floating),
+                        x.strides[1] // sizeof(floating), y.strides[0] // sizeof(floating),
+                        y.strides[1] // sizeof(floating), sc, sc + C)
+    finally:
+        if sc != small:
+            free(sc)
+
+
+cdef int _channel_affine(const floating* xp, floating* yp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                         Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1, const floating* sc,
+                         const floating* sh) except -1:
+    """y[n, c, s] = x[n, c, s]·sc[c] + sh[c] (strides in items; the last axis contiguous)."""
+    cdef Py_ssize_t t, total = N * C * S
+    cdef int nparts = omp_get_max_threads() if total >= PARALLEL_MIN_SIZE else 1
+    cdef bint stream = total * <Py_ssize_t>sizeof(floating) >= STREAM_MIN_BYTES
+    if nparts == 1:
+        with nogil:
+            _channel_affine_part(xp, yp, N, C, S, xs0, xs1, ys0, ys1, sc, sh, 0, 1, stream)
+        return 0
+    with nogil:
+        for t in prange(nparts, schedule="static"):
+            _channel_affine_part(xp, yp, N, C, S, xs0, xs1, ys0, ys1, sc, sh, t, nparts, stream)
+    return 0
+
+
+cdef void _channel_affine_part(const floating* xp, floating* yp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                               Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1, const floating* sc,
+                               const floating* sh, Py_ssize_t t, Py_ssize_t nparts, bint stream) noexcept nogil:
+    """Part t of ``nparts`` of ``_channel_affine``.
+
+    Contiguous x and y (the usual case) are walked as one flat array split
+    into equal parts, whatever S is: a short S (196) then costs no per-row
+    fence or unaligned streaming store. With S = 1 the parts are ranges of
+    rows of C channels (vectors along C); otherwise ranges of (n, c) runs.
+    """
+    cdef Py_ssize_t r, n, c, j, lo, hi, total = N * C * S
     cdef const floating* xr
     cdef floating* yr
     if S == 1 and xs1 == 1 and ys1 == 1:
-        with nogil:
-            for n in prange(N, schedule="static", use_threads_if=par and N > 1):
-                xr = xp + n * xs0
-                yr = yp + n * ys0
-                for j in range(C):
-                    yr[j] = xr[j] * sc[j] + sh[j]
+        for n in range(t * N // nparts, (t + 1) * N // nparts):
+            xr = xp + n * xs0
+            yr = yp + n * ys0
+            for j in range(C):
+                yr[j] = xr[j] * sc[j] + sh[j]
         return
     if (xs1 == S or C == 1) and (ys1 == S or C == 1) and xs0 == C * S and ys0 == C * S:
-        nparts = omp_get_max_threads() if par else 1
-        with nogil:
-            for t in prange(nparts, schedule="static", use_threads_if=nparts > 1):
-                lo = _part_bound(yp, t, nparts, total)
-                hi = _part_bound(yp, t + 1, nparts, total)
-                if floating is float:
-                    mg_channel_affine_flat_f32(xp, yp, lo, hi, S, C, sc, sh, stream)
-                else:
-                    mg_channel_affine_flat_f64(xp, yp, lo, hi, S, C, sc, sh, stream)
-                if stream:
-                    mg_store_fence()
-        return
-    nparts = min(N * C, omp_get_max_threads()) if par else 1
-    with nogil:
-        for t in prange(nparts, schedule="static", use_threads_if=nparts > 1):
-            for r in range(t * (N * C) // nparts, (t + 1) * (N * C) // nparts):
-                n = r // C
-                c = r - n * C
-                _madd(xp + n * xs0 + c * xs1, yp + n * ys0 + c * ys1, S, sc[c], sh[c], stream)
-            if stream:
-                mg_store_fence()
+        lo = _part_bound(yp, t, nparts, total)
+        hi = _part_bound(yp, t + 1, nparts, total)
+        if floating is float:
+            mg_channel_affine_flat_f32(xp, yp, lo, hi, S, C, sc, sh, stream)
+        else:
+            mg_channel_affine_flat_f64(xp, yp, lo, hi, S, C, sc, sh, stream)
+    else:
+        for r in range(t * (N * C) // nparts, (t + 1) * (N * C) // nparts):
+            n = r // C
+            c = r - n * C
+            _madd(xp + n * xs0 + c * xs1, yp + n * ys0 + c * ys1, S, sc[c], sh[c], stream)
+    if stream:
+        mg_store_fence()
 
 
 # ------------------------------------------------------- per-group kernels
@@ -1229,10 +1297,15 @@ def group_norm_forward(const floating[:, :, :] x, const floating[::1] weight, co
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y[0, 0, 0]
     nparts = min(R, omp_get_max_threads()) if par else 1
-    with nogil:
-        for t in prange(nparts, schedule="static", use_threads_if=nparts > 1):
-            _gn_forward_rows(xp, yp, t * R // nparts, (t + 1) * R // nparts, G, C // G, S, xs0, xs1, ys0, ys1,
-                             wp, bp, eps, &mean[0, 0], &invstd[0, 0], stream)
+    if nparts == 1:
+        with nogil:
+            _gn_forward_rows(xp, yp, 0, R, G, C // G, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0, 0],
+                             &invstd[0, 0], stream)
+    else:
+        with nogil:
+            for t in prange(nparts, schedule="static"):
+                _gn_forward_rows(xp, yp, t * R // nparts, (t + 1) * R // nparts, G, C // G, S, xs0, xs1, ys0, ys1,
+                                 wp, bp, eps, &mean[0, 0], &invstd[0, 0], stream)
     free(fill)
 
 
@@ -1283,10 +1356,14 @@ def group_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* dp = &dx[0, 0, 0]
     with nogil:
-        for t in prange(nparts, schedule="static", use_threads_if=nparts > 1):
-            _gn_backward_rows(gp, xp, dp, t * R // nparts, (t + 1) * R // nparts, G, C // G, S, gs0, gs1, xs0, xs1,
-                              ds0, ds1, &mean[0, 0], &invstd[0, 0], wp, part + 2 * C * t, part + 2 * C * t + C,
-                              stream)
+        if nparts == 1:
+            _gn_backward_rows(gp, xp, dp, 0, R, G, C // G, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0, 0],
+                              &invstd[0, 0], wp, part, part + C, stream)
+        else:
+            for t in prange(nparts, schedule="static"):
+                _gn_backward_rows(gp, xp, dp, t * R // nparts, (t + 1) * R // nparts, G, C // G, S, gs0, gs1, xs0,
+                                  xs1, ds0, ds1, &mean[0, 0], &invstd[0, 0], wp, part + 2 * C * t,
+                                  part + 2 * C * t + C, stream)
         for c in range(C):
             sw = 0
             sb = 0
@@ -1341,8 +1418,13 @@ def row_norm_forward(const floating[:, :] x, double eps, floating[:, :] xhat, fl
     cdef const floating* xp = &x[0, 0]
     cdef floating* hp = &xhat[0, 0]
     cdef Py_ssize_t xs0 = x.strides[0] // sizeof(floating), hs0 = xhat.strides[0] // sizeof(floating)
+    if not (par and R > 1):
+        with nogil:
+            for r in range(R):
+                _row_forward(xp + r * xs0, hp + r * hs0, K, eps, &mean[r], &invstd[r])
+        return
     with nogil:
-        for r in prange(R, schedule="static", use_threads_if=par and R > 1):
+        for r in prange(R, schedule="static"):
             _row_forward(xp + r * xs0, hp + r * hs0, K, eps, &mean[r], &invstd[r])
 
 
@@ -1361,6 +1443,11 @@ def row_norm_backward(const floating[:, :] grad, const floating[:, :] xhat, cons
     cdef floating* dp = &dx[0, 0]
     cdef Py_ssize_t gs0 = grad.strides[0] // sizeof(floating), hs0 = xhat.strides[0] // sizeof(floating)
     cdef Py_ssize_t ds0 = dx.strides[0] // sizeof(floating)
+    if not (par and R > 1):
+        with nogil:
+            for r in range(R):
+                _row_backward(gp + r * gs0, hp + r * hs0, dp + r * ds0, K, invstd[r])
+        return
     with nogil:
-        for r in prange(R, schedule="static", use_threads_if=par and R > 1):
+        for r in prange(R, schedule="static"):
             _row_backward(gp + r * gs0, hp + r * hs0, dp + r * ds0, K, invstd[r])

@@ -148,6 +148,23 @@ class Backend:
         """``y = x·scale[c] + shift[c]`` on an ``(N, C, S)`` view (inference BN)."""
         return x * scale[None, :, None] + shift[None, :, None]
 
+    def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
+        """Inference batch norm on an ``(N, C, S)`` view with fixed statistics (the running ones).
+
+        ``y = x·scale[c] + shift[c]`` with ``scale = weight/sqrt(var + eps)`` and
+        ``shift = bias - mean·scale`` (``weight``/``bias`` may be None): one
+        multiply-add per value. Returns ``y`` in ``x.dtype``.
+        """
+        xp = self.xp
+        scale = 1.0 / xp.sqrt(var.astype(xp.float64) + eps)
+        if weight is not None:
+            scale = scale * weight
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias
+        y = x * scale.astype(x.dtype)[None, :, None] + shift.astype(x.dtype)[None, :, None]
+        return y.astype(x.dtype, copy=False)
+
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         """Gradients of batch norm on an ``(N, C, S)`` view.
 

@@ -191,6 +191,15 @@ class CPUBackend(Backend):
         _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
         return y
 
+    def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
+        x = _per_channel_layout(x)
+        y = np.empty(x.shape, dtype=x.dtype)
+        _norm_kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
+                                                _vector(bias, x), float(eps), y)
+        return y
+
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         if x.dtype not in _KERNEL_DTYPES or grad.dtype != x.dtype:
             return super().batch_norm_backward(grad, x, mean, invstd, weight, training)

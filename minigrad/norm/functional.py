@@ -5,7 +5,8 @@ pair of backend kernels with the affine part fused in:
 
 * ``BatchNormFunction``: per-channel statistics on the ``(N, C, S)`` view,
   normalize and affine in one pass (``batch_norm_forward_train`` /
-  ``batch_norm_backward``; eval is ``channel_affine``, one multiply-add);
+  ``batch_norm_backward``; eval is ``batch_norm_forward_eval``, one
+  multiply-add);
 * ``GroupNormFunction``: statistics per (sample, group of channels) on the
   ``(N, C, S)`` view with a per-channel affine (``group_norm_forward`` /
   ``group_norm_backward``): GroupNorm, InstanceNorm (one channel per
@@ -75,12 +76,11 @@ class BatchNormFunction(Function):
                     m = n * s
                     _update_running(running_mean, running_var, mean, var, momentum, m / (m - 1))
         else:
+            y = self.backend.batch_norm_forward_eval(v, running_mean, running_var, weight, bias, eps)
+            if True not in self.needs_input_grad:  # not recorded (no_grad, or nothing requires grad)
+                return y.reshape(shape)
             mean = running_mean
             invstd = 1.0 / xp.sqrt(running_var + eps)
-            scale = invstd * weight if weight is not None else invstd
-            shift = running_mean * scale
-            shift = bias - shift if bias is not None else -shift
-            y = self.backend.channel_affine(v, scale, shift)
         self.save_for_backward(v, mean, invstd, weight)
         return y.reshape(shape)
 

@@ -147,6 +147,21 @@ def test_channel_affine(be, ref, shape, dtype):
     close(host(be, y), ref.channel_affine(x, scale, shift), dtype, rtol=1e-6 if dtype == F32 else 1e-15)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64), (10, 4, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_forward_eval(be, ref, shape, dtype, affine):
+    rng = np.random.default_rng(17)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    mean, var = rng.standard_normal(c).astype(dtype), rng.uniform(0.2, 3.0, c).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    y = be.batch_norm_forward_eval(*(None if a is None else dev(be, a) for a in (x, mean, var, w, b)), 1e-3)
+    assert all(name.startswith("channel_affine") for name in launched(be)), launched(be)  # one multiply-add pass
+    close(host(be, y), ref.batch_norm_forward_eval(x, mean, var, w, b, 1e-3), dtype)
+
+
 @given(n=st.integers(1, 9), c=st.integers(1, 9), s=st.sampled_from([1, 2, 3, 5, 31, 32, 33, 67]),
        dtype=st.sampled_from([F32, F64]))
 def test_batch_norm_property(_emu_session, ref, n, c, s, dtype):

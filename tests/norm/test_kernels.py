@@ -197,6 +197,25 @@ def test_group_norm_rejects_bad_groups_and_strides(cpu_build):
                                      np.empty((2, 1), np.float32), np.empty((2, 1), np.float32))
 
 
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 300, 2), (2, 3, 196)])
+def test_batch_norm_forward_eval(shape, dtype, affine, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(10)
+    backend = get_backend(device)
+    c = shape[1]
+    mean = rng.standard_normal(c).astype(dtype)
+    var = rng.uniform(0.2, 3.0, c).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    for name, x in _views(rng, shape, dtype):
+        expected = REFERENCE.batch_norm_forward_eval(x, mean, var, w, b, 1e-3)
+        got = backend.to_numpy(backend.batch_norm_forward_eval(
+            *(None if a is None else backend.from_numpy(a) for a in (x, mean, var, w, b)), 1e-3))
+        assert got.shape == x.shape and got.dtype == dtype
+        np.testing.assert_allclose(got, expected, **_tol(dtype), err_msg=name)
+
+
 ROWS = [(1, 5), (3, 1), (4, 7), (16, 33), (2, 1000)]
 
 
@@ -278,7 +297,8 @@ def test_signatures_match_the_reference():
     """Backends are interchangeable: each override keeps the base signature."""
     import inspect
 
-    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_backward", "group_norm_forward",
+    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_forward_eval", "batch_norm_backward",
+                 "group_norm_forward",
                  "group_norm_backward", "row_norm_forward", "row_norm_backward"):
         assert inspect.signature(getattr(cpu_backend.CPUBackend, name)) == inspect.signature(getattr(Backend, name))
 

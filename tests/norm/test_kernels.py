@@ -261,7 +261,9 @@ def test_row_norm_backward(shape, dtype, device, cpu_build, threading_mode):
 def test_statistics_are_two_pass_accurate(cpu_build):
     """float32 data with mean 1e4 and std 1: the kernel's variance is within 1e-3 (relative)."""
     rng = np.random.default_rng(6)
-    for shape in [(256, 3, 1), (16, 3, 50)]:
+    # S = 1 rows, a short S, and S = 2000 with 16 samples (L1 blocks merged with Chan's formula, and
+    # with C = 3 channels on several threads the whole-team split, sums merged across threads).
+    for shape in [(256, 3, 1), (16, 3, 50), (16, 3, 2000)]:
         x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
         _, mean, var = get_backend("cpu").batch_norm_forward_train(x, None, None, 0.0)
         x64 = x.astype(np.float64)

@@ -159,6 +159,8 @@ cdef enum:
     # Rows up to this many bytes are prefetched whole while the previous row
     # is written (per-group kernels); longer rows would only evict each other.
     ROW_PREFETCH_MAX = 256 * 1024
+    # The same for the backward's two input streams (bytes of one row of one stream).
+    ROW_PREFETCH_MAX_BACKWARD = 16 * 1024
 
 
 def simd():
@@ -1065,9 +1067,11 @@ cdef void _gn_forward_rows(const floating* x, floating* y, Py_ssize_t r0, Py_ssi
                            floating* invstd_out, bint stream) noexcept nogil:
     """Rows [r0, r1) (row r = sample r // G, group r % G): statistics, then the affine output.
 
-    The statistics pass reads the row once (prefetching ahead); the output
-    pass finds it in cache and prefetches the same place of the next row,
-    so the next statistics pass starts warm.
+    The statistics pass reads the row once; the output pass finds it in
+    cache and prefetches the same place of the next row, so the next
+    statistics pass starts warm (only the first row, or rows too long to
+    hold, are prefetched ahead within the row by the statistics pass: a
+    second request for every line measured slower with warm data).
     """
     cdef bint elementwise = S == 1
     cdef Py_ssize_t K = Cg * S
@@ -1081,6 +1085,7 @@ cdef void _gn_forward_rows(const floating* x, floating* y, Py_ssize_t r0, Py_ssi
     cdef floating* yr
     cdef mg_stats st
     cdef bint warm_next = K * <Py_ssize_t>sizeof(floating) <= ROW_PREFETCH_MAX
+    cdef bint ahead
     for r in range(r0, r1):
         n = r // G
         grp = r - n * G
@@ -1092,11 +1097,13 @@ cdef void _gn_forward_rows(const floating* x, floating* y, Py_ssize_t r0, Py_ssi
         st.n = 0
         st.mean = 0
         st.m2 = 0
+        ahead = r == r0 or not warm_next  # else the previous row's output pass prefetched this row
         if one_run:
             i0 = 0
             while i0 < K:
                 ni = min(<Py_ssize_t>PIPE_BLOCK, K - i0)
-                _prefetch_run(xr, i0, K)
+                if ahead:
+                    _prefetch_run(xr, i0, K)
                 _stats(xr + i0, ni, &st)
                 i0 += ni
         else:
@@ -1105,7 +1112,8 @@ cdef void _gn_forward_rows(const floating* x, floating* y, Py_ssize_t r0, Py_ssi
                 s0 = 0
                 while s0 < S:
                     ni = min(<Py_ssize_t>PIPE_BLOCK, S - s0)
-                    _prefetch_run(xs, s0, S)
+                    if ahead:
+                        _prefetch_run(xs, s0, S)
                     _stats(xs + s0, ni, &st)
                     s0 += ni
         mean = st.mean
@@ -1169,7 +1177,12 @@ cdef void _gn_backward_rows(const floating* g, const floating* x, floating* dx, 
     cdef const floating* gnext
     cdef const floating* xnext
     cdef floating* dr
-    cdef bint warm_next = 2 * K * <Py_ssize_t>sizeof(floating) <= ROW_PREFETCH_MAX
+    # Short rows (LayerNorm's few KiB) are prefetched whole while the previous row is written: the
+    # hardware prefetchers restart at every row and page. Long rows (GroupNorm's 25 KB) measured
+    # faster with only the within-row prefetch of pass 1: two input streams plus the output keep
+    # the hardware prefetchers busy enough, and more requests only competed with them.
+    cdef bint warm_next = K * <Py_ssize_t>sizeof(floating) <= ROW_PREFETCH_MAX_BACKWARD
+    cdef bint ahead
     for r in range(r0, r1):
         n = r // G
         grp = r - n * G
@@ -1186,12 +1199,14 @@ cdef void _gn_backward_rows(const floating* g, const floating* x, floating* dx, 
         inv = invstd[r]
         A = 0
         B = 0
+        ahead = r == r0 or not warm_next
         if elementwise:
             i0 = 0
             while i0 < K:
                 ni = min(<Py_ssize_t>PIPE_BLOCK, K - i0)
-                _prefetch_run(gr, i0, K)
-                _prefetch_run(xr, i0, K)
+                if ahead:
+                    _prefetch_run(gr, i0, K)
+                    _prefetch_run(xr, i0, K)
                 if floating is float:
                     mg_sum2_vec_f32(gr + i0, xr + i0, w + off + i0, ni, m, inv, &A, &B, dw_part + off + i0,
                                     db_part + off + i0)
@@ -1207,8 +1222,9 @@ cdef void _gn_backward_rows(const floating* g, const floating* x, floating* dx, 
                 s0 = 0
                 while s0 < S:
                     ni = min(<Py_ssize_t>PIPE_BLOCK, S - s0)
-                    _prefetch_run(gr + j * gs1, s0, S)
-                    _prefetch_run(xr + j * xs1, s0, S)
+                    if ahead:
+                        _prefetch_run(gr + j * gs1, s0, S)
+                        _prefetch_run(xr + j * xs1, s0, S)
                     _sum2(gr + j * gs1 + s0, xr + j * xs1 + s0, ni, m, &sg, &sgd)
                     s0 += ni
                 wc = w[c] if w != NULL else 1.0

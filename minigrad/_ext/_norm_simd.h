@@ -194,18 +194,25 @@ static inline double mg_hsum(mg_vd v) {
     }
 #  define MG_BODY_SUM2_VEC(SUF)                                                               \
     {                                                                                         \
-        mg_vd s0 = {0}, p0 = {0}, gd, c, wg;                                                  \
-        for (; i + MG_WD <= n; i += MG_WD) {                                                  \
-            gd = mg_ldd_##SUF(g + i);                                                         \
-            c = mg_ldd_##SUF(x + i) - m;                                                      \
-            wg = mg_ldd_##SUF(w + i) * gd;                                                    \
-            s0 += wg;                                                                         \
-            p0 += wg * c;                                                                     \
-            mg_st_f64(dw + i, mg_ld_f64(dw + i) + gd * c * inv);                              \
-            mg_st_f64(db + i, mg_ld_f64(db + i) + gd);                                        \
+        mg_vd s0 = {0}, s1 = {0}, p0 = {0}, p1 = {0}, g0, g1, c0, c1, w0, w1;                 \
+        for (; i + 2 * MG_WD <= n; i += 2 * MG_WD) {                                          \
+            g0 = mg_ldd_##SUF(g + i);                                                         \
+            g1 = mg_ldd_##SUF(g + i + MG_WD);                                                 \
+            c0 = mg_ldd_##SUF(x + i) - m;                                                     \
+            c1 = mg_ldd_##SUF(x + i + MG_WD) - m;                                             \
+            w0 = mg_ldd_##SUF(w + i) * g0;                                                    \
+            w1 = mg_ldd_##SUF(w + i + MG_WD) * g1;                                            \
+            s0 += w0;                                                                         \
+            s1 += w1;                                                                         \
+            p0 += w0 * c0;                                                                    \
+            p1 += w1 * c1;                                                                    \
+            mg_st_f64(dw + i, mg_ld_f64(dw + i) + g0 * c0 * inv);                             \
+            mg_st_f64(dw + i + MG_WD, mg_ld_f64(dw + i + MG_WD) + g1 * c1 * inv);             \
+            mg_st_f64(db + i, mg_ld_f64(db + i) + g0);                                        \
+            mg_st_f64(db + i + MG_WD, mg_ld_f64(db + i + MG_WD) + g1);                        \
         }                                                                                     \
-        a = mg_hsum(s0);                                                                      \
-        b = mg_hsum(p0);                                                                      \
+        a = mg_hsum(s0 + s1);                                                                 \
+        b = mg_hsum(p0 + p1);                                                                 \
     }
 /* Output loops: E(k, v) is the value of the vector at offset k, STORE the store. */
 #  define MG_PEEL(out, scalar)                                                                \

@@ -331,14 +331,17 @@ static inline void mg_dx_vec_##SUF(const T* g, const T* x, const T* w, T* d, Py_
 }                                                                                               \
 /* y[i] = x[i]*scale[ch] + shift[ch] over the flat elements [lo, hi) of a contiguous            \
    (N, C, S) array, ch = (i / S) % C. With nt, each run of MG_STAGE outputs is first            \
-   computed row piece by row piece into an aligned L1 buffer, then streamed out whole: rows     \
-   of any length (S = 196: 784 bytes) then never mix streaming and ordinary stores in a line. */\
+   computed row piece by row piece into an aligned L1 buffer, then streamed out whole: short    \
+   rows (S = 196: 784 bytes) then cost no per-row peel and no line written by two kinds of      \
+   store. Rows of MG_STAGE_ROW_BYTES and more, or whole aligned vectors long, are streamed      \
+   directly (their few scalar head and tail elements cost less than the copy through L1). */   \
 static inline void mg_channel_affine_flat_##SUF(const T* x, T* y, Py_ssize_t lo, Py_ssize_t hi, \
                                                 Py_ssize_t S, Py_ssize_t C, const T* scale,     \
                                                 const T* shift, int nt) {                       \
     Py_ssize_t i = lo;                                                                          \
-    if (nt && MG_NT_BYTES) {                                                                    \
-        T buf[MG_STAGE] MG_ALIGNED(64);                                           \
+    if (nt && MG_NT_BYTES && S * (Py_ssize_t)sizeof(T) < MG_STAGE_ROW_BYTES                     \
+        && ((uintptr_t)y % MG_VBYTES || (S * (Py_ssize_t)sizeof(T)) % MG_VBYTES)) {               \
+        T buf[MG_STAGE] MG_ALIGNED(64);                                                         \
         for (; i < hi && ((uintptr_t)(y + i) % MG_VBYTES); i++) {                               \
             Py_ssize_t ch = (i / S) % C;                                                        \
             y[i] = x[i] * scale[ch] + shift[ch];                                                \
@@ -357,13 +360,15 @@ static inline void mg_channel_affine_flat_##SUF(const T* x, T* y, Py_ssize_t lo,
     }                                                                                           \
     while (i < hi) {                                                                            \
         Py_ssize_t r = i / S, end = (r + 1) * S < hi ? (r + 1) * S : hi, ch = r % C;            \
-        mg_madd_##SUF(x + i, y + i, end - i, scale[ch], shift[ch], 0);                          \
+        mg_madd_##SUF(x + i, y + i, end - i, scale[ch], shift[ch], nt);                         \
         i = end;                                                                                \
     }                                                                                           \
 }
 
-/* Elements staged per streamed run of mg_channel_affine_flat (4 KiB of float). */
+/* Elements staged per streamed run of mg_channel_affine_flat (4 KiB of float), and the row
+   length from which rows are streamed directly instead. */
 #define MG_STAGE 1024
+#define MG_STAGE_ROW_BYTES 4096
 
 #if MG_VEC
 /* d[0:n] = s[0:n] with streaming stores; d is vector-aligned, n a multiple of the width. */

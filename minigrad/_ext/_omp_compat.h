@@ -10,5 +10,14 @@
 static inline int omp_get_max_threads(void) { return 1; }
 static inline void omp_set_num_threads(int n) { (void)n; }
 static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
 #endif
+/* A barrier of the innermost enclosing parallel region (an orphaned
+   directive, so Cython code in a parallel() block can call it); nothing
+   without OpenMP. */
+static inline void minigrad_omp_barrier(void) {
+#ifdef _OPENMP
+    _Pragma("omp barrier")
+#endif
+}
 #endif

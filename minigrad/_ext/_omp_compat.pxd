@@ -5,3 +5,5 @@ cdef extern from "_omp_compat.h" nogil:
     int omp_get_max_threads()
     void omp_set_num_threads(int n)
     int omp_get_thread_num()
+    int omp_get_num_threads()
+    void minigrad_omp_barrier()

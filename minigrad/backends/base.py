@@ -148,6 +148,23 @@ class Backend:
         """``y = x·scale[c] + shift[c]`` on an ``(N, C, S)`` view (inference BN)."""
         return x * scale[None, :, None] + shift[None, :, None]
 
+    def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
+        """Inference batch norm on an ``(N, C, S)`` view with fixed statistics (the running ones).
+
+        ``y = x·scale[c] + shift[c]`` with ``scale = weight/sqrt(var + eps)`` and
+        ``shift = bias - mean·scale`` (``weight``/``bias`` may be None): one
+        multiply-add per value. Returns ``y`` in ``x.dtype``.
+        """
+        xp = self.xp
+        scale = 1.0 / xp.sqrt(var.astype(xp.float64) + eps)
+        if weight is not None:
+            scale = scale * weight
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias
+        y = x * scale.astype(x.dtype)[None, :, None] + shift.astype(x.dtype)[None, :, None]
+        return y.astype(x.dtype, copy=False)
+
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         """Gradients of batch norm on an ``(N, C, S)`` view.
 
@@ -174,13 +191,62 @@ class Backend:
         dt = x.dtype
         return dx.astype(dt, copy=False), dweight.astype(dt), dbias.astype(dt)
 
+    # --------------------------------------------- per-group normalization
+    def group_norm_forward(self, x, weight, bias, groups, eps):
+        """Group normalization with its per-channel affine on an ``(N, C, S)`` view.
+
+        The C channels form ``groups`` runs of C/groups consecutive channels;
+        each (sample, group) row of (C/groups)·S values gets its own mean and
+        biased variance, and ``y = weight[c]·(x - mean)/sqrt(var + eps) + bias[c]``
+        (``weight``/``bias`` of shape (C,), or None). Returns
+        ``(y, mean, invstd)``, the statistics of shape ``(N, groups)``.
+        GroupNorm is this view; LayerNorm is ``(R, K, 1)`` with ``groups=1``
+        (its affine per element), InstanceNorm ``(N, C, S)`` with ``groups=C``.
+        """
+        xp = self.xp
+        n, c, s = x.shape
+        xd = x.astype(xp.float64, copy=False).reshape(n, groups, (c // groups) * s)
+        mean = xd.mean(axis=2)
+        centered = xd - mean[..., None]
+        var = (centered * centered).mean(axis=2)  # two passes: no E[x²]-E[x]²
+        invstd = 1.0 / xp.sqrt(var + eps)
+        y = (centered * invstd[..., None]).reshape(n, c, s)
+        if weight is not None:
+            y = y * weight[None, :, None]
+        if bias is not None:
+            y = y + bias[None, :, None]
+        return y.astype(x.dtype, copy=False), mean.astype(x.dtype), invstd.astype(x.dtype)
+
+    def group_norm_backward(self, grad, x, mean, invstd, weight, groups):
+        """Gradients of ``group_norm_forward`` on an ``(N, C, S)`` view.
+
+        With ``x̂ = (x - mean)·invstd`` per row and ``dx̂ = weight[c]·grad``:
+        ``dbias = Σ grad``, ``dweight = Σ grad·x̂`` (per channel, over samples
+        and S) and ``dx = invstd·(dx̂ - mean(dx̂) - x̂·mean(dx̂·x̂))`` with the
+        means over each row. ``weight`` may be None (γ = 1). Returns
+        ``(dx, dweight, dbias)`` in ``x.dtype``.
+        """
+        xp = self.xp
+        n, c, s = x.shape
+        rows = (n, groups, (c // groups) * s)
+        gd = grad.astype(xp.float64, copy=False).reshape(n, c, s)
+        inv = invstd.astype(xp.float64)[..., None]
+        xhat = (x.astype(xp.float64).reshape(rows) - mean.astype(xp.float64)[..., None]) * inv
+        dbias = gd.sum(axis=(0, 2))
+        dweight = (gd * xhat.reshape(n, c, s)).sum(axis=(0, 2))
+        dxhat = (gd * weight[None, :, None] if weight is not None else gd).reshape(rows)
+        dx = (dxhat - dxhat.mean(axis=2, keepdims=True) - xhat * (dxhat * xhat).mean(axis=2, keepdims=True)) * inv
+        dt = x.dtype
+        return dx.reshape(n, c, s).astype(dt, copy=False), dweight.astype(dt), dbias.astype(dt)
+
     # ----------------------------------------------- per-row normalization
     def row_norm_forward(self, x, eps):
         """Normalize each row of an ``(R, K)`` view: ``x̂ = (x - mean)/sqrt(var + eps)``.
 
         ``var`` is biased. Returns ``(xhat, mean, invstd)``; the statistics
-        have shape ``(R,)``. Used by LayerNorm (R=N), InstanceNorm (R=N·C)
-        and GroupNorm (R=N·G); their affine parts are separate.
+        have shape ``(R,)``. The building block for normalizers that apply
+        their own affine part (plugins); the built-in LayerNorm, GroupNorm
+        and InstanceNorm use ``group_norm_forward``, affine included.
         """
         xp = self.xp
         xd = x.astype(xp.float64, copy=False)

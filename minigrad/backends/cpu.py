@@ -191,6 +191,15 @@ class CPUBackend(Backend):
         _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
         return y
 
+    def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
+        x = _per_channel_layout(x)
+        y = np.empty(x.shape, dtype=x.dtype)
+        _norm_kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
+                                                _vector(bias, x), float(eps), y)
+        return y
+
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         if x.dtype not in _KERNEL_DTYPES or grad.dtype != x.dtype:
             return super().batch_norm_backward(grad, x, mean, invstd, weight, training)
@@ -202,6 +211,31 @@ class CPUBackend(Backend):
         dbias = np.empty(c, dtype=x.dtype)
         _norm_kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             bool(training), dx, dweight, dbias)
+        return dx, dweight, dbias
+
+    def group_norm_forward(self, x, weight, bias, groups, eps):
+        if x.dtype not in _KERNEL_DTYPES:
+            return super().group_norm_forward(x, weight, bias, groups, eps)
+        x = _per_channel_layout(x)
+        n, c, s = x.shape
+        y = np.empty((n, c, s), dtype=x.dtype)
+        mean = np.empty((n, groups), dtype=x.dtype)
+        invstd = np.empty((n, groups), dtype=x.dtype)
+        _norm_kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
+                                           mean, invstd)
+        return y, mean, invstd
+
+    def group_norm_backward(self, grad, x, mean, invstd, weight, groups):
+        if x.dtype not in _KERNEL_DTYPES or grad.dtype != x.dtype:
+            return super().group_norm_backward(grad, x, mean, invstd, weight, groups)
+        x = _per_channel_layout(x)
+        grad = _per_channel_layout(grad)
+        c = x.shape[1]
+        dx = np.empty(x.shape, dtype=x.dtype)
+        dweight = np.empty(c, dtype=x.dtype)
+        dbias = np.empty(c, dtype=x.dtype)
+        _norm_kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+                                            int(groups), dx, dweight, dbias)
         return dx, dweight, dbias
 
     def row_norm_forward(self, x, eps):
@@ -239,23 +273,33 @@ _NORM_MODULE = None
 
 
 def _norm_kernels():
-    """The compiled kernel module: the AVX2+FMA build where the CPU has it.
+    """The compiled kernel module: the widest build the CPU can run.
 
-    ``MINIGRAD_NORM_SIMD=baseline`` forces the portable build (for tests
-    and comparisons).
+    AVX-512 (``_norm_avx512``) where the processor and OS support it, else
+    AVX2+FMA (``_norm_avx2``), else the portable baseline (``_norm``).
+    ``MINIGRAD_NORM_SIMD=baseline`` (or ``avx2``) caps the choice, for
+    tests and comparisons.
     """
     global _NORM_MODULE
     if _NORM_MODULE is None:
-        import os
+        import importlib
 
         from .._ext import _norm
 
+        cap = os.environ.get("MINIGRAD_NORM_SIMD", "").strip().lower()
+        order = [("_norm_avx512", _norm.cpu_has_avx512), ("_norm_avx2", _norm.cpu_has_avx2_fma)]
+        if cap == "baseline":
+            order = []
+        elif cap == "avx2":
+            order = order[1:]
         module = _norm
-        if os.environ.get("MINIGRAD_NORM_SIMD", "").lower() != "baseline" and _norm.cpu_has_avx2_fma():
-            try:
-                from .._ext import _norm_avx2 as module
-            except ImportError:  # a build without the AVX2 variant
-                module = _norm
+        for name, supported in order:
+            if supported():
+                try:
+                    module = importlib.import_module(f".._ext.{name}", __package__)
+                except ImportError:  # a build without this variant
+                    continue
+                break
         _NORM_MODULE = module
     return _NORM_MODULE
 
@@ -281,7 +325,8 @@ def _per_channel_layout(x):
 
 
 def _vector(v, like):
-    """A per-channel vector as the kernels take it (None stays None): 1-D, contiguous, x's dtype."""
+    """A per-channel vector (or (N, G) statistics) as the kernels take it (None stays None):
+    C-contiguous, x's dtype."""
     if v is None:
         return None
     if v.dtype != like.dtype:

@@ -1,7 +1,7 @@
 """The CUDA backend: CuPy arrays, with minigrad's CUDA kernels where they pay off.
 
 Generic math goes through CuPy's NumPy-compatible namespace (``xp = cupy``);
-the fused kernels of ``Backend`` (batch/row normalization, im2col/col2im,
+the fused kernels of ``Backend`` (batch/group/row normalization, im2col/col2im,
 pooling, sigmoid, SGD/Adam steps) are overridden by the CUDA C++ templates
 in ``kernels/*.cu``, compiled with NVRTC through ``cupy.RawModule`` on first
 use (one module per file, ``name_expressions`` for ``<float>`` and
@@ -46,6 +46,7 @@ KERNEL_FILES: dict[str, tuple[str, ...]] = {
         "bn_stats_spatial", "bn_stats_columns", "bn_stats_finalize", "channel_affine",
         "bn_backward_reduce_spatial", "bn_backward_reduce_columns", "bn_backward_finalize", "bn_backward_dx",
     ),
+    "groupnorm.cu": ("group_norm_forward", "group_norm_backward", "group_norm_backward_params"),
     "rownorm.cu": ("row_norm_forward", "row_norm_backward"),
     "conv.cu": ("im2col", "col2im"),
     "pool.cu": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"),
@@ -401,6 +402,28 @@ class CUDABackend(Backend):
         self._affine(self._c(x), y, self._c(scale), self._c(shift), None, None, dtype)
         return y
 
+    def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
+        dtype = self._kernel_dtype(x, mean, var, weight, bias)
+        if dtype is None:
+            return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
+        where = "batch_norm_forward_eval"
+        self._check_ndim(where, "x", x, 3, "(N, C, S)")
+        C = x.shape[1]
+        for what, a in (("mean", mean), ("var", var), ("weight", weight), ("bias", bias)):
+            self._check_shape(where, what, a, (C,))
+        # C values: the per-channel scale and shift are a few element-wise ops (in float64), the
+        # N·C·S multiply-adds one channel_affine launch.
+        xp = self.xp
+        scale = 1.0 / xp.sqrt(var.astype(np.float64) + eps)
+        if weight is not None:
+            scale = scale * weight
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias
+        y = xp.empty(x.shape, dtype=dtype)
+        self._affine(self._c(x), y, scale.astype(dtype), shift.astype(dtype), None, None, dtype)
+        return y
+
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         dtype = self._kernel_dtype(grad, x, mean, invstd, weight)
         if dtype is None:
@@ -428,6 +451,71 @@ class CUDABackend(Backend):
         self._launch("bn_backward_dx", dtype, self._grid_1d(units), (self.threads,),
                      (grad, x, mean, coef[0], coef[1], coef[2], dx, _i32(bool(training)),
                       _i64(total), _i64(C), _i64(S)))
+        return dx, dweight, dbias
+
+    # ------------------------------------------------- per-group normalization
+    @staticmethod
+    def _check_groups(where, C, groups):
+        if int(groups) != groups or groups < 1 or C % groups:
+            raise ValueError(f"{where}: groups must be a positive divisor of the {C} channels, got {groups!r}")
+
+    def group_norm_forward(self, x, weight, bias, groups, eps):
+        dtype = self._kernel_dtype(x, weight, bias)
+        if dtype is None:
+            return super().group_norm_forward(x, weight, bias, groups, eps)
+        where = "group_norm_forward"
+        self._check_ndim(where, "x", x, 3, "(N, C, S)")
+        N, C, S = x.shape
+        self._check_groups(where, C, groups)
+        self._check_shape(where, "weight", weight, (C,))
+        self._check_shape(where, "bias", bias, (C,))
+        G = int(groups)
+        K = (C // G) * S
+        if K == 0 and N > 0:
+            raise ValueError(f"{where}: rows must not be empty, got shape {tuple(x.shape)} with {G} group(s)")
+        xp = self.xp
+        y = xp.empty(x.shape, dtype=dtype)
+        mean = xp.empty((N, G), dtype=dtype)
+        invstd = xp.empty((N, G), dtype=dtype)
+        if N == 0:
+            return y, mean, invstd
+        block = self._row_block(K, dtype)
+        grid = (max(1, min(_cdiv(N * G, block[1]), self._target_blocks())),)
+        self._launch("group_norm_forward", dtype, grid, block,
+                     (self._c(x), self._c(weight), self._c(bias), y, mean, invstd, _i64(N), _i64(C), _i64(S), _i64(G),
+                      _f64(eps)))
+        return y, mean, invstd
+
+    def group_norm_backward(self, grad, x, mean, invstd, weight, groups):
+        dtype = self._kernel_dtype(grad, x, mean, invstd, weight)
+        if dtype is None:
+            return super().group_norm_backward(grad, x, mean, invstd, weight, groups)
+        where = "group_norm_backward"
+        self._check_ndim(where, "x", x, 3, "(N, C, S)")
+        N, C, S = x.shape
+        self._check_groups(where, C, groups)
+        G = int(groups)
+        self._check_shape(where, "grad", grad, x.shape)
+        self._check_shape(where, "mean", mean, (N, G))
+        self._check_shape(where, "invstd", invstd, (N, G))
+        self._check_shape(where, "weight", weight, (C,))
+        xp = self.xp
+        dx = xp.empty(x.shape, dtype=dtype)
+        if N * S == 0 or C == 0:  # empty sums
+            return dx, xp.zeros((C,), dtype=dtype), xp.zeros((C,), dtype=dtype)
+        grad, x, mean, invstd, weight = (self._c(a) for a in (grad, x, mean, invstd, weight))
+        K = (C // G) * S
+        block = self._row_block(K, dtype)
+        grid = (max(1, min(_cdiv(N * G, block[1]), self._target_blocks())),)
+        self._launch("group_norm_backward", dtype, grid, block,
+                     (grad, x, mean, invstd, weight, dx, _i64(N), _i64(C), _i64(S), _i64(G)))
+        dweight = xp.empty((C,), dtype=dtype)
+        dbias = xp.empty((C,), dtype=dtype)
+        spatial = S >= self.spatial_min
+        pblock = (32, max(1, min(8, self.threads // 32)))
+        pgrid = (max(1, min(C if spatial else _cdiv(C, 32), self._target_blocks())),)
+        self._launch("group_norm_backward_params", dtype, pgrid, pblock,
+                     (grad, x, mean, invstd, dweight, dbias, _i64(N), _i64(C), _i64(S), _i64(G), _i32(spatial)))
         return dx, dweight, dbias
 
     # --------------------------------------------------- per-row reductions

@@ -1,13 +1,20 @@
 """Functional normalization: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``.
 
-Two graph nodes do the numeric work, each a pair of backend kernels:
+Two graph nodes do the numeric work of the built-in normalizers, each a
+pair of backend kernels with the affine part fused in:
 
 * ``BatchNormFunction``: per-channel statistics on the ``(N, C, S)`` view,
   normalize and affine in one pass (``batch_norm_forward_train`` /
-  ``batch_norm_backward``; eval is ``channel_affine``, one multiply-add);
-* ``RowNormFunction``: ``x̂`` per row of an ``(R, K)`` view
-  (``row_norm_forward`` / ``row_norm_backward``); LayerNorm, GroupNorm and
-  InstanceNorm apply their affine part with ordinary differentiable ops.
+  ``batch_norm_backward``; eval is ``batch_norm_forward_eval``, one
+  multiply-add);
+* ``GroupNormFunction``: statistics per (sample, group of channels) on the
+  ``(N, C, S)`` view with a per-channel affine (``group_norm_forward`` /
+  ``group_norm_backward``): GroupNorm, InstanceNorm (one channel per
+  group) and LayerNorm (the ``(R, K, 1)`` view, one group, so its affine
+  is per element). The backward gives dx, dγ and dβ from one node.
+
+``RowNormFunction`` (``x̂`` per row of an ``(R, K)`` view, no affine) is
+the building block for plugins that apply their own affine part.
 
 The public functions validate their arguments on the host, in one place,
 then call the Functions. ``minigrad.nn.functional`` re-exports them with
@@ -23,8 +30,8 @@ import warnings
 
 from .._ext._engine import Function, TensorBase
 
-__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "BatchNormFunction", "RowNormFunction",
-           "ChannelAffineFunction"]
+__all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "BatchNormFunction", "GroupNormFunction",
+           "RowNormFunction", "ChannelAffineFunction"]
 
 
 # ----------------------------------------------------------------- Functions
@@ -69,12 +76,11 @@ class BatchNormFunction(Function):
                     m = n * s
                     _update_running(running_mean, running_var, mean, var, momentum, m / (m - 1))
         else:
+            y = self.backend.batch_norm_forward_eval(v, running_mean, running_var, weight, bias, eps)
+            if True not in self.needs_input_grad:  # not recorded (no_grad, or nothing requires grad)
+                return y.reshape(shape)
             mean = running_mean
             invstd = 1.0 / xp.sqrt(running_var + eps)
-            scale = invstd * weight if weight is not None else invstd
-            shift = running_mean * scale
-            shift = bias - shift if bias is not None else -shift
-            y = self.backend.channel_affine(v, scale, shift)
         self.save_for_backward(v, mean, invstd, weight)
         return y.reshape(shape)
 
@@ -88,8 +94,56 @@ class BatchNormFunction(Function):
                 dbias if need[2] else None)
 
 
+class GroupNormFunction(Function):
+    """Group normalization with its affine part, on an ``(N, C, S)`` view of x (one graph node).
+
+    ``apply(x, weight, bias, view=(N, C, S), groups=1, eps=1e-5, stats=None)``:
+    x is read as ``x.reshape(view)``; each sample's C channels form
+    ``groups`` runs of C/groups consecutive channels, and each (sample,
+    group) has its own mean μ and biased variance σ²:
+    ``y = γ_c·(x - μ)/sqrt(σ² + ε) + β_c``. ``weight`` (γ) and ``bias``
+    (β) are Tensors of C elements in any shape (LayerNorm's
+    normalized_shape), or None. If ``stats`` is a list, ``(mean, invstd)``
+    (arrays of shape (N, groups)) is appended to it.
+
+    * GroupNorm: view (N, C, ∏spatial), groups G;
+    * InstanceNorm: view (N, C, ∏spatial), groups C;
+    * LayerNorm: view (R, K, 1) with K = ∏normalized_shape and groups 1, so
+      "channels" are the K positions and γ, β act per element.
+
+    Backward (``dx̂ = γ_c·dy``, means over each row):
+    ``dx = (dx̂ - mean(dx̂) - x̂·mean(dx̂·x̂))/σ``, ``dγ = Σdy·x̂``, ``dβ = Σdy``.
+    """
+
+    def forward(self, x, weight=None, bias=None, view=None, groups=1, eps=1e-5, stats=None):
+        self.shape = x.shape
+        v = x.reshape(view)
+        self.groups = groups
+        self.param_shapes = (None if weight is None else weight.shape, None if bias is None else bias.shape)
+        w = None if weight is None else weight.reshape(-1)
+        b = None if bias is None else bias.reshape(-1)
+        y, mean, invstd = self.backend.group_norm_forward(v, w, b, groups, eps)
+        if stats is not None:
+            stats.append((mean, invstd))
+        self.save_for_backward(v, mean, invstd, w)
+        return y.reshape(self.shape)
+
+    def backward(self, grad):
+        v, mean, invstd, w = self.saved_tensors
+        dx, dweight, dbias = self.backend.group_norm_backward(grad.reshape(v.shape), v, mean, invstd, w,
+                                                              self.groups)
+        need = self.needs_input_grad
+        wshape, bshape = self.param_shapes
+        return (_reshape_owned(dx, self.shape) if need[0] else None,
+                dweight.reshape(wshape) if need[1] else None,
+                dbias.reshape(bshape) if need[2] else None)
+
+
 class RowNormFunction(Function):
     """``x̂ = (x - μ)/sqrt(σ² + ε)`` per row of the ``(R, K)`` view of x (one graph node).
+
+    For normalizers that apply their own affine part (plugins); the
+    built-in ones use ``GroupNormFunction``, which fuses it.
 
     ``apply(x, rows=R, eps=1e-5, stats=None)``: statistics of each of the
     R rows of K = x.size/R consecutive values (biased variance). If
@@ -298,13 +352,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def _layer_norm(input, shape, weight, bias, eps):
-    rows = input.numel() // math.prod(shape)
-    y = RowNormFunction.apply(input, rows=rows, eps=eps)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
+    k = math.prod(shape)
+    # The (R, K, 1) view: K "channels" of one value each, one group per row, so γ and β act per element.
+    return GroupNormFunction.apply(input, weight, bias, view=(input.numel() // k, k, 1), groups=1, eps=eps)
 
 
 # ------------------------------------------------------------ group norm
@@ -333,21 +383,13 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return _group_norm(input, int(num_groups), weight, bias, eps)
 
 
-def _channel_affine_ops(y, weight, bias):
-    """γ and β of shape (C,) applied along axis 1 with differentiable ops."""
-    if weight is None and bias is None:
-        return y
-    shape = (1, -1) + (1,) * (y.ndim - 2)
-    if weight is not None:
-        y = y * weight.reshape(shape)
-    if bias is not None:
-        y = y + bias.reshape(shape)
-    return y
+def _channel_view(input):
+    """The (N, C, S) view of an (N, C, *) input."""
+    return (input.shape[0], input.shape[1], math.prod(input.shape[2:]))
 
 
 def _group_norm(input, num_groups, weight, bias, eps):
-    y = RowNormFunction.apply(input, rows=input.shape[0] * num_groups, eps=eps)
-    return _channel_affine_ops(y, weight, bias)
+    return GroupNormFunction.apply(input, weight, bias, view=_channel_view(input), groups=num_groups, eps=eps)
 
 
 # --------------------------------------------------------- instance norm
@@ -383,10 +425,10 @@ def _instance_norm(input, running_mean, running_var, weight, bias, use_input_sta
         return _batch_norm(input, running_mean, running_var, weight, bias, False, 0.0, eps)
     n, c = input.shape[0], input.shape[1]
     stats = [] if running_mean is not None and momentum else None
-    y = RowNormFunction.apply(input, rows=n * c, eps=eps, stats=stats)
+    y = GroupNormFunction.apply(input, weight, bias, view=_channel_view(input), groups=c, eps=eps, stats=stats)
     if stats and n > 0:
         _update_instance_running(input, stats[0], running_mean.array, running_var.array, momentum, eps)
-    return _channel_affine_ops(y, weight, bias)
+    return y
 
 
 def _update_instance_running(input, stats, running_mean, running_var, momentum, eps):

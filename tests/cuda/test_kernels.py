@@ -147,6 +147,21 @@ def test_channel_affine(be, ref, shape, dtype):
     close(host(be, y), ref.channel_affine(x, scale, shift), dtype, rtol=1e-6 if dtype == F32 else 1e-15)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64), (10, 4, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_forward_eval(be, ref, shape, dtype, affine):
+    rng = np.random.default_rng(17)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    mean, var = rng.standard_normal(c).astype(dtype), rng.uniform(0.2, 3.0, c).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    y = be.batch_norm_forward_eval(*(None if a is None else dev(be, a) for a in (x, mean, var, w, b)), 1e-3)
+    assert all(name.startswith("channel_affine") for name in launched(be)), launched(be)  # one multiply-add pass
+    close(host(be, y), ref.batch_norm_forward_eval(x, mean, var, w, b, 1e-3), dtype)
+
+
 @given(n=st.integers(1, 9), c=st.integers(1, 9), s=st.sampled_from([1, 2, 3, 5, 31, 32, 33, 67]),
        dtype=st.sampled_from([F32, F64]))
 def test_batch_norm_property(_emu_session, ref, n, c, s, dtype):
@@ -163,6 +178,102 @@ def test_batch_norm_property(_emu_session, ref, n, c, s, dtype):
     dxr, dwr, dbr = ref.batch_norm_backward(g, x, mr, invstd, None, True)
     close(host(be, dx), dxr, dtype, atol=1e-4 if dtype == F32 else 1e-9)
     close(host(be, db), dbr, dtype, atol=1e-4 if dtype == F32 else 1e-9)
+
+
+# ---------------------------------------------------------- group norm
+# (N, C, S, groups): LayerNorm's (R, K, 1) view, GroupNorm on (N, C), odd planes and vector tails,
+# instance norm (groups = C), the params layout switch at S = 32, rows longer than a block's sweep.
+GN_CASES = [(3, 7, 1, 1), (4, 6, 1, 3), (2, 6, 5, 2), (3, 4, 31, 4), (2, 4, 32, 2), (2, 3, 50, 1),
+            (5, 2, 33, 2), (1, 1, 1, 1), (2, 3, 300, 3)]
+
+
+@pytest.mark.parametrize("case", GN_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", ["both", "none", "weight"])
+def test_group_norm_forward(be, ref, case, dtype, affine):
+    n, c, s, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    # A large common offset: a float32 E[x²]-E[x]² or a float32 centring would fail the tolerance.
+    x = (rng.standard_normal((n, c, s)) * 2.0 + 30.0).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if affine != "none" else None
+    b = rng.standard_normal(c).astype(dtype) if affine == "both" else None
+    out = be.group_norm_forward(dev(be, x), None if w is None else dev(be, w), None if b is None else dev(be, b),
+                                groups, 1e-5)
+    for a, r in zip(out, ref.group_norm_forward(x, w, b, groups, 1e-5)):
+        close(host(be, a), r, dtype)
+
+
+@pytest.mark.parametrize("case", GN_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_backward(be, ref, case, dtype, affine):
+    n, c, s, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32 + 3)
+    x = (rng.standard_normal((n, c, s)) + 3.0).astype(dtype)
+    g = rng.standard_normal((n, c, s)).astype(dtype)
+    rows = x.astype(np.float64).reshape(n, groups, -1)
+    mean = rows.mean(axis=2).astype(dtype)
+    invstd = (1.0 / np.sqrt(rows.var(axis=2) + 1e-5)).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    got = be.group_norm_backward(dev(be, g), dev(be, x), dev(be, mean), dev(be, invstd),
+                                 None if w is None else dev(be, w), groups)
+    expected = ref.group_norm_backward(g, x, mean, invstd, w, groups)
+    for label, a, r in zip(("dx", "dweight", "dbias"), got, expected):
+        scale = max(1.0, float(np.abs(r).max()))
+        close(host(be, a), r, dtype, atol=tol(dtype)["atol"] * scale * (1 if label == "dx" else np.sqrt(x.size)))
+
+
+def test_group_norm_params_layouts(emu, ref):
+    """dweight/dbias: one channel per block from S = 32 on, 32 channels per block below it."""
+    emu.threads = 64
+    rng = np.random.default_rng(15)
+    for shape, spatial in [((3, 4, 40), 1), ((3, 40, 2), 0)]:
+        emu.xp.launches.clear()
+        x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+        _, mean, invstd = ref.group_norm_forward(x, None, None, 2, 1e-5)
+        _, dw, db = emu.group_norm_backward(dev(emu, g), dev(emu, x), dev(emu, mean), dev(emu, invstd), None, 2)
+        (name, grid, block), = [l for l in emu.xp.launches if l[0].startswith("group_norm_backward_params")]
+        assert grid[0] == (shape[1] if spatial else 2) and block[0] == 32, (grid, block)  # 40 channels: 2 tiles
+        _, dwr, dbr = ref.group_norm_backward(g, x, mean, invstd, None, 2)
+        close(host(emu, dw), dwr, F64)
+        close(host(emu, db), dbr, F64)
+
+
+def test_group_norm_variance_is_not_sum_of_squares(be):
+    """Mean 1e4, std 1e-2 in float64: E[x²]-E[x]² would lose about 8 digits."""
+    rng = np.random.default_rng(16)
+    x = 1e4 + 1e-2 * rng.standard_normal((3, 4, 40))
+    _, _, invstd = be.group_norm_forward(dev(be, x), None, None, 2, 0.0)
+    expected = x.reshape(3, 2, -1).var(axis=2)
+    np.testing.assert_allclose(1.0 / host(be, invstd) ** 2, expected, rtol=1e-9)
+
+
+def test_group_norm_checks_before_launch(be):
+    x = dev(be, np.ones((2, 6, 4)))
+    with pytest.raises(ValueError, match="divisor"):
+        be.group_norm_forward(x, None, None, 4, 1e-5)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        be.group_norm_forward(x, dev(be, np.ones(4)), None, 2, 1e-5)
+    with pytest.raises(ValueError, match="mean must have shape"):
+        be.group_norm_backward(x, x, dev(be, np.ones(2)), dev(be, np.ones((2, 2))), None, 2)
+
+
+@given(n=st.integers(1, 5), cg=st.integers(1, 4), groups=st.integers(1, 3), s=st.sampled_from([1, 2, 7, 31, 32, 45]),
+       dtype=st.sampled_from([F32, F64]))
+def test_group_norm_property(_emu_session, ref, n, cg, groups, s, dtype):
+    """Random (N, C, S, groups): forward and backward agree with the reference (emulated GPU)."""
+    be = _emu_session
+    c = cg * groups
+    rng = np.random.default_rng(n * 1000 + c * 100 + s)
+    x = rng.standard_normal((n, c, s)).astype(dtype)
+    g = rng.standard_normal((n, c, s)).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    y, mean, invstd = be.group_norm_forward(dev(be, x), dev(be, w), dev(be, b), groups, 1e-3)
+    yr, mr, ir = ref.group_norm_forward(x, w, b, groups, 1e-3)
+    close(host(be, y), yr, dtype, atol=1e-4 if dtype == F32 else 1e-10)
+    got = be.group_norm_backward(dev(be, g), dev(be, x), dev(be, mr), dev(be, ir), dev(be, w), groups)
+    for a, r in zip(got, ref.group_norm_backward(g, x, mr, ir, w, groups)):
+        close(host(be, a), r, dtype, atol=1e-4 if dtype == F32 else 1e-9)
 
 
 # ------------------------------------------------------------ row norm
@@ -397,6 +508,15 @@ def test_kernels_under_other_thread_schedules(emu_factory, ref, order):
         close(host(be, dx), ref.batch_norm_backward(g, x, mr, invstd, None, True)[0], F64)
     r = rng.standard_normal((6, 300))
     close(host(be, be.row_norm_forward(dev(be, r), 1e-5)[0]), ref.row_norm_forward(r, 1e-5)[0], F64)
+    for shape in [(3, 4, 70), (5, 40, 1)]:
+        x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+        w = rng.standard_normal(shape[1])
+        y, mean, invstd = be.group_norm_forward(dev(be, x), dev(be, w), None, 2, 1e-5)
+        yr, mr, ir = ref.group_norm_forward(x, w, None, 2, 1e-5)
+        close(host(be, y), yr, F64)
+        for a, r in zip(be.group_norm_backward(dev(be, g), dev(be, x), mean, invstd, dev(be, w), 2),
+                        ref.group_norm_backward(g, x, mr, ir, w, 2)):
+            close(host(be, a), r, F64)
 
 
 def test_every_kernel_instantiation_is_exercised(emu_factory):
@@ -413,6 +533,10 @@ def test_every_kernel_instantiation_is_exercised(emu_factory):
             _, mean, _ = be.batch_norm_forward_train(x3, one, one, 1e-5)
             be.batch_norm_backward(x3, x3, mean, one, one, True)
             be.channel_affine(x3, one, one)
+        for x3 in (x3s, x31):  # params kernel: one channel per block (S = 40), 32 per block (S = 1)
+            w = dev(be, np.ones(x3.shape[1], dtype))
+            _, mean, invstd = be.group_norm_forward(x3, w, w, 1, 1e-5)
+            be.group_norm_backward(x3, x3, mean, invstd, w, 1)
         x2 = dev(be, r.standard_normal((3, 5)).astype(dtype))
         xhat, _, invstd = be.row_norm_forward(x2, 1e-5)
         be.row_norm_backward(x2, xhat, invstd)

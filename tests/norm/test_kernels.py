@@ -6,6 +6,8 @@ contiguous and non-contiguous views, serial and multithreaded paths.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -19,27 +21,32 @@ def _norm_builds():
     from minigrad._ext import _norm
 
     builds = [pytest.param(_norm, id="baseline")]
-    try:
-        from minigrad._ext import _norm_avx2
-    except ImportError:
-        return builds
-    if _norm.cpu_has_avx2_fma():
-        builds.append(pytest.param(_norm_avx2, id="avx2"))
+    for name, supported in (("avx2", _norm.cpu_has_avx2_fma), ("avx512", _norm.cpu_has_avx512)):
+        try:
+            module = importlib.import_module(f"minigrad._ext._norm_{name}")
+        except ImportError:
+            continue
+        if supported():
+            builds.append(pytest.param(module, id=name))
     return builds
 
 
-@pytest.fixture(params=["serial", "parallel", "streaming"])
+@pytest.fixture(params=["serial", "parallel", "team", "streaming"])
 def threading_mode(request):
-    """The serial path, the OpenMP path forced on even for small inputs, and streaming stores forced on."""
+    """The serial path; the OpenMP path forced on even for small inputs, with a range of channels per
+    thread ("parallel") or every channel split over the whole team ("team"); streaming stores forced on
+    (automatic split)."""
     kernels = [p.values[0] for p in _norm_builds()]
-    old = [(k.parallel_min_size(), k.stream_min_bytes()) for k in kernels]
+    old = [(k.parallel_min_size(), k.stream_min_bytes(), k.team_mode()) for k in kernels]
     for k in kernels:
         k.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
         k.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
+        k.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
     yield request.param
-    for k, (n, b) in zip(kernels, old):
+    for k, (n, b, t) in zip(kernels, old):
         k.set_parallel_min_size(n)
         k.set_stream_min_bytes(b)
+        k.set_team_mode(t)
 
 
 @pytest.fixture(params=_norm_builds())
@@ -123,6 +130,92 @@ def test_channel_affine(shape, dtype, device, cpu_build, threading_mode):
         np.testing.assert_allclose(got, expected, **_tol(dtype), err_msg=name)
 
 
+# (N, C, S, groups): element mode (S = 1: LayerNorm's (R, K, 1) view, GroupNorm on (N, C)), one group,
+# instance norm (groups = C), rows longer than a pipeline block, odd sizes that leave vector tails.
+GROUP_CASES = [(3, 8, 1, 1), (5, 6, 1, 3), (2, 1100, 1, 1), (4, 6, 5, 2), (2, 4, 17, 4), (3, 4, 9, 1),
+               (2, 6, 700, 3), (1, 3, 1, 3), (6, 2, 64, 2)]
+
+
+def _group_params(rng, c, dtype, which):
+    w = rng.uniform(0.5, 1.5, c).astype(dtype) if which in ("both", "weight") else None
+    b = rng.standard_normal(c).astype(dtype) if which in ("both", "bias") else None
+    return w, b
+
+
+@pytest.mark.parametrize("which", ["both", "none", "weight", "bias"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_group_norm_forward(case, dtype, which, device, cpu_build, threading_mode):
+    n, c, s, groups = case
+    rng = np.random.default_rng(8)
+    backend = get_backend(device)
+    w, b = _group_params(rng, c, dtype, which)
+    for name, x in _views(rng, (n, c, s), dtype):
+        expected = REFERENCE.group_norm_forward(x, w, b, groups, 1e-5)
+        got = backend.group_norm_forward(*(None if a is None else backend.from_numpy(a) for a in (x, w, b)),
+                                         groups, 1e-5)
+        for label, a, e in zip(("y", "mean", "invstd"), got, expected):
+            a = backend.to_numpy(a)
+            assert a.shape == e.shape and a.dtype == dtype, (label, a.shape, e.shape)
+            np.testing.assert_allclose(a, e, rtol=_tol(dtype)["rtol"] * 10,
+                                       atol=_tol(dtype)["atol"] * max(1.0, float(np.abs(e).max())),
+                                       err_msg=f"{label} ({name})")
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_group_norm_backward(case, dtype, affine, device, cpu_build, threading_mode):
+    n, c, s, groups = case
+    rng = np.random.default_rng(9)
+    backend = get_backend(device)
+    w = rng.uniform(-1.5, 1.5, c).astype(dtype) if affine else None
+    xs, gs = list(_views(rng, (n, c, s), dtype)), list(_views(rng, (n, c, s), dtype))
+    for (name, x), (gname, g) in zip(xs, gs[1:] + gs[:1]):  # every layout of x and of grad, paired off
+        rows = x.astype(np.float64).reshape(n, groups, -1)
+        mean = (rows.mean(axis=2) + rng.uniform(-0.1, 0.1, (n, groups))).astype(dtype)
+        invstd = rng.uniform(0.5, 2.0, (n, groups)).astype(dtype)
+        expected = REFERENCE.group_norm_backward(g, x, mean, invstd, w, groups)
+        got = backend.group_norm_backward(*(backend.from_numpy(a) for a in (g, x, mean, invstd)),
+                                          None if w is None else backend.from_numpy(w), groups)
+        for label, a, e in zip(("dx", "dweight", "dbias"), got, expected):
+            a = backend.to_numpy(a)
+            assert a.shape == e.shape and a.dtype == dtype
+            scale = max(1.0, float(np.abs(e).max()))
+            np.testing.assert_allclose(a, e, rtol=_tol(dtype)["rtol"] * 10, atol=_tol(dtype)["atol"] * scale,
+                                       err_msg=f"{label}: x {name}, grad {gname}")
+
+
+def test_group_norm_rejects_bad_groups_and_strides(cpu_build):
+    x = np.zeros((2, 6, 4), dtype=np.float32)
+    y, m = np.empty_like(x), np.empty((2, 4), np.float32)
+    with pytest.raises(ValueError, match="divisor"):
+        cpu_build.group_norm_forward(x, None, None, 4, 1e-5, y, m, m.copy())
+    xt = np.zeros((6, 2, 1), dtype=np.float32).transpose(1, 0, 2)  # S = 1, channels strided
+    with pytest.raises(ValueError, match="unit stride"):
+        cpu_build.group_norm_forward(xt, None, None, 1, 1e-5, np.empty((2, 6, 1), np.float32),
+                                     np.empty((2, 1), np.float32), np.empty((2, 1), np.float32))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 300, 2), (2, 3, 196)])
+def test_batch_norm_forward_eval(shape, dtype, affine, device, cpu_build, threading_mode):
+    rng = np.random.default_rng(10)
+    backend = get_backend(device)
+    c = shape[1]
+    mean = rng.standard_normal(c).astype(dtype)
+    var = rng.uniform(0.2, 3.0, c).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    for name, x in _views(rng, shape, dtype):
+        expected = REFERENCE.batch_norm_forward_eval(x, mean, var, w, b, 1e-3)
+        got = backend.to_numpy(backend.batch_norm_forward_eval(
+            *(None if a is None else backend.from_numpy(a) for a in (x, mean, var, w, b)), 1e-3))
+        assert got.shape == x.shape and got.dtype == dtype
+        np.testing.assert_allclose(got, expected, **_tol(dtype), err_msg=name)
+
+
 ROWS = [(1, 5), (3, 1), (4, 7), (16, 33), (2, 1000)]
 
 
@@ -168,7 +261,9 @@ def test_row_norm_backward(shape, dtype, device, cpu_build, threading_mode):
 def test_statistics_are_two_pass_accurate(cpu_build):
     """float32 data with mean 1e4 and std 1: the kernel's variance is within 1e-3 (relative)."""
     rng = np.random.default_rng(6)
-    for shape in [(256, 3, 1), (16, 3, 50)]:
+    # S = 1 rows, a short S, and S = 2000 with 16 samples (L1 blocks merged with Chan's formula, and
+    # with C = 3 channels on several threads the whole-team split, sums merged across threads).
+    for shape in [(256, 3, 1), (16, 3, 50), (16, 3, 2000)]:
         x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
         _, mean, var = get_backend("cpu").batch_norm_forward_train(x, None, None, 0.0)
         x64 = x.astype(np.float64)
@@ -178,6 +273,13 @@ def test_statistics_are_two_pass_accurate(cpu_build):
     _, mean, invstd = get_backend("cpu").row_norm_forward(x, 0.0)
     var = 1.0 / invstd.astype(np.float64) ** 2
     np.testing.assert_allclose(var, x.astype(np.float64).var(axis=1), rtol=1e-3)
+    # Group statistics, per-channel runs (S > 1) and element mode (S = 1), several L1 blocks per row.
+    for shape, groups in [((4, 6, 700), 3), ((4, 3000, 1), 1)]:
+        x = (rng.standard_normal(shape) + 1e4).astype(np.float32)
+        _, mean, invstd = get_backend("cpu").group_norm_forward(x, None, None, groups, 0.0)
+        rows = x.astype(np.float64).reshape(shape[0], groups, -1)
+        np.testing.assert_allclose(1.0 / invstd.astype(np.float64) ** 2, rows.var(axis=2), rtol=1e-3)
+        np.testing.assert_allclose(mean, rows.mean(axis=2), rtol=1e-7)
 
 
 def test_float16_falls_back_to_the_reference():
@@ -197,8 +299,9 @@ def test_signatures_match_the_reference():
     """Backends are interchangeable: each override keeps the base signature."""
     import inspect
 
-    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_backward", "row_norm_forward",
-                 "row_norm_backward"):
+    for name in ("batch_norm_forward_train", "channel_affine", "batch_norm_forward_eval", "batch_norm_backward",
+                 "group_norm_forward",
+                 "group_norm_backward", "row_norm_forward", "row_norm_backward"):
         assert inspect.signature(getattr(cpu_backend.CPUBackend, name)) == inspect.signature(getattr(Backend, name))
 
 
@@ -206,5 +309,8 @@ def test_simd_builds_report_themselves():
     from minigrad._ext import _norm
 
     assert _norm.simd() == "baseline"
+    widths = {"baseline": (0, 16), "avx2": (32,), "avx512": (64,)}
     for p in _norm_builds():
-        assert p.values[0].simd() in ("baseline", "avx2")
+        module = p.values[0]
+        assert module.simd() == p.id
+        assert module.vector_bytes() in widths[p.id], (p.id, module.vector_bytes())

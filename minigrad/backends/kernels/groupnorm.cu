@@ -1,0 +1,240 @@
+// Group normalization with its per-channel affine on a C-contiguous (N, C, S)
+// array: row r = (sample n, group g) is the contiguous run of K = (C/G)·S
+// values starting at r·K, and element k of it belongs to channel
+// g·(C/G) + k/S. GroupNorm is this layout; LayerNorm is (R, K, 1) with
+// G = 1 (so the affine is per element), InstanceNorm G = C.
+//
+// Forward = group_norm_forward (statistics and affine output per row).
+// Backward = group_norm_backward (dx per row) + group_norm_backward_params
+// (dweight = Σ g·x̂, dbias = Σ g per channel, over samples and S).
+//
+// Rows are handled as in rownorm.cu: block (TX, TY), TX threads (whole
+// warps) share one row, TY rows per block, grid-stride over groups of TY
+// rows; each row is read in units of V elements (16-byte loads when aligned).
+#include "common.cuh"
+
+using mg::Pack;
+using mg::Sum2;
+using mg::Welford;
+
+// y = (x - mean)·invstd·weight[c] + bias[c] with mean and the biased
+// variance over each row (Welford per thread, Chan merges across the row's
+// warps, in double); mean_out/invstd_out have N·G entries (row order).
+// weight/bias may be null.
+template <typename T>
+__global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict__ weight,
+                                   const T* __restrict__ bias, T* __restrict__ y, T* __restrict__ mean_out,
+                                   T* __restrict__ invstd_out, long long N, long long C, long long S, long long G,
+                                   double eps) {
+    constexpr int V = Pack<T>::N;
+    __shared__ Welford wsm[32];
+    __shared__ double stat[32][2];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int TX = blockDim.x, TY = blockDim.y;
+    const int wpr = TX >> 5;  // warps per row
+    const long long R = N * G;
+    const long long Cg = C / G;
+    const long long K = Cg * S;
+    const long long upr = (K + V - 1) / V;
+    for (long long r0 = static_cast<long long>(blockIdx.x) * TY; r0 < R;
+         r0 += static_cast<long long>(gridDim.x) * TY) {
+        const long long r = r0 + ty;
+        const bool active = r < R;
+        Welford w = mg::welford_empty();
+        if (active) {
+            const T* xr = x + r * K;
+            for (long long u = tx; u < upr; u += TX) {
+                T v[V];
+                const int cnt = mg::load_batch(xr + u * V, K - u * V, v);
+                w = mg::merge(w, mg::welford_batch(v, cnt));
+            }
+        }
+        w = mg::warp_reduce(w);
+        if ((tx & 31) == 0) wsm[ty * wpr + (tx >> 5)] = w;
+        __syncthreads();
+        if (tx == 0) {
+            Welford t = wsm[ty * wpr];
+            for (int i = 1; i < wpr; ++i) t = mg::merge(t, wsm[ty * wpr + i]);
+            const double mean = t.mean;
+            const double invstd = 1.0 / sqrt(t.m2 / t.n + eps);
+            stat[ty][0] = mean;
+            stat[ty][1] = invstd;
+            if (active) {
+                mean_out[r] = static_cast<T>(mean);
+                invstd_out[r] = static_cast<T>(invstd);
+            }
+        }
+        __syncthreads();
+        if (active) {
+            const double mean = stat[ty][0];
+            const T hi = static_cast<T>(mean);
+            const T lo = static_cast<T>(mean - static_cast<double>(hi));
+            const T is = static_cast<T>(stat[ty][1]);
+            const long long c0 = (r % G) * Cg;  // first channel of the row
+            const T* xr = x + r * K;
+            T* yr = y + r * K;
+            for (long long u = tx; u < upr; u += TX) {
+                T v[V];
+                const int cnt = mg::load_batch(xr + u * V, K - u * V, v);
+#pragma unroll
+                for (int i = 0; i < V; ++i) {
+                    const long long c = c0 + (u * V + i) / S;
+                    const T a = weight != nullptr && i < cnt ? is * weight[c] : is;
+                    const T b = bias != nullptr && i < cnt ? bias[c] : T(0);
+                    v[i] = ((v[i] - hi) - lo) * a + b;
+                }
+                mg::store_batch(yr + u * V, cnt, v);
+            }
+        }
+        __syncthreads();  // stat/wsm are rewritten by the next group of rows
+    }
+}
+
+// dx per row, with dx̂ = weight[c]·g and x̂ = (x - mean)·invstd:
+// dx = invstd·(dx̂ - mean(dx̂) - x̂·mean(dx̂·x̂))
+//    = (invstd·weight[c])·g - invstd·A/K - invstd³·B/K·(x - mean),
+// A = Σ weight[c]·g, B = Σ weight[c]·g·(x - mean) over the row (in double).
+// mean/invstd: N·G entries; weight may be null.
+template <typename T>
+__global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ mean,
+                                    const T* __restrict__ invstd, const T* __restrict__ weight, T* __restrict__ dx,
+                                    long long N, long long C, long long S, long long G) {
+    constexpr int V = Pack<T>::N;
+    __shared__ Sum2 ssm[32];
+    __shared__ double stat[32][2];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int TX = blockDim.x, TY = blockDim.y;
+    const int wpr = TX >> 5;
+    const long long R = N * G;
+    const long long Cg = C / G;
+    const long long K = Cg * S;
+    const long long upr = (K + V - 1) / V;
+    for (long long r0 = static_cast<long long>(blockIdx.x) * TY; r0 < R;
+         r0 += static_cast<long long>(gridDim.x) * TY) {
+        const long long r = r0 + ty;
+        const bool active = r < R;
+        const long long c0 = active ? (r % G) * Cg : 0;
+        Sum2 acc = mg::sum2_empty();
+        if (active) {
+            const double m = static_cast<double>(mean[r]);
+            const T* gr = g + r * K;
+            const T* xr = x + r * K;
+            for (long long u = tx; u < upr; u += TX) {
+                T gv[V], xv[V];
+                const int cnt = mg::load_batch(gr + u * V, K - u * V, gv);
+                mg::load_batch(xr + u * V, K - u * V, xv);
+#pragma unroll
+                for (int i = 0; i < V; ++i) {
+                    if (i < cnt) {
+                        const double wc = weight != nullptr ? static_cast<double>(weight[c0 + (u * V + i) / S]) : 1.0;
+                        const double wg = wc * static_cast<double>(gv[i]);
+                        acc.a += wg;
+                        acc.b += wg * (static_cast<double>(xv[i]) - m);
+                    }
+                }
+            }
+        }
+        acc = mg::warp_reduce(acc);
+        if ((tx & 31) == 0) ssm[ty * wpr + (tx >> 5)] = acc;
+        __syncthreads();
+        if (tx == 0) {
+            Sum2 t = ssm[ty * wpr];
+            for (int i = 1; i < wpr; ++i) t = mg::merge(t, ssm[ty * wpr + i]);
+            stat[ty][0] = t.a;
+            stat[ty][1] = t.b;
+        }
+        __syncthreads();
+        if (active) {
+            const double is = static_cast<double>(invstd[r]);
+            const double m = static_cast<double>(mean[r]);
+            const T hi = static_cast<T>(m);
+            const T lo = static_cast<T>(m - static_cast<double>(hi));
+            const T kb = static_cast<T>(-is * stat[ty][0] / static_cast<double>(K));
+            const T kc = static_cast<T>(is * is * is * stat[ty][1] / static_cast<double>(K));
+            const T ist = static_cast<T>(is);
+            const T* gr = g + r * K;
+            const T* xr = x + r * K;
+            T* dr = dx + r * K;
+            for (long long u = tx; u < upr; u += TX) {
+                T gv[V], xv[V];
+                const int cnt = mg::load_batch(gr + u * V, K - u * V, gv);
+                mg::load_batch(xr + u * V, K - u * V, xv);
+#pragma unroll
+                for (int i = 0; i < V; ++i) {
+                    const T ka = weight != nullptr && i < cnt ? ist * weight[c0 + (u * V + i) / S] : ist;
+                    gv[i] = ka * gv[i] + kb - kc * ((xv[i] - hi) - lo);
+                }
+                mg::store_batch(dr + u * V, cnt, gv);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// dweight[c] = Σ g·(x - mean)·invstd and dbias[c] = Σ g over the N·S values
+// of channel c (mean/invstd of the value's row), in double, fixed order.
+// Block (32, TY), TY <= 8. Two mappings, chosen by the host with `spatial`:
+// * spatial (S large): one channel per block (grid-stride), the block's
+//   threads stride over the channel's values, S-consecutive ones by
+//   consecutive threads (coalesced);
+// * columns (S small; S = 1 is LayerNorm): 32 consecutive channels per
+//   block, one per lane (coalesced rows when S = 1), threadIdx.y strides
+//   over the samples, then the TY partial sums of a channel are added.
+template <typename T>
+__global__ void group_norm_backward_params(const T* __restrict__ g, const T* __restrict__ x,
+                                           const T* __restrict__ mean, const T* __restrict__ invstd,
+                                           T* __restrict__ dweight, T* __restrict__ dbias, long long N, long long C,
+                                           long long S, long long G, int spatial) {
+    __shared__ Sum2 smem[8 * 32];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long Cg = C / G;
+    if (spatial) {
+        const long long tid = mg::linear_tid();
+        const long long step = mg::block_threads();
+        for (long long c = blockIdx.x; c < C; c += gridDim.x) {
+            const long long grp = c / Cg;
+            Sum2 acc = mg::sum2_empty();
+            for (long long i = tid; i < N * S; i += step) {
+                const long long n = i / S;
+                const long long off = (n * C + c) * S + (i - n * S);
+                const long long r = n * G + grp;
+                const double gd = static_cast<double>(g[off]);
+                acc.a += gd * (static_cast<double>(x[off]) - static_cast<double>(mean[r])) *
+                         static_cast<double>(invstd[r]);
+                acc.b += gd;
+            }
+            acc = mg::block_reduce(acc, smem, mg::sum2_empty());
+            if (tid == 0) {
+                dweight[c] = static_cast<T>(acc.a);
+                dbias[c] = static_cast<T>(acc.b);
+            }
+        }
+        return;
+    }
+    for (long long tile = blockIdx.x; tile * 32 < C; tile += gridDim.x) {
+        const long long c = tile * 32 + tx;
+        Sum2 acc = mg::sum2_empty();
+        if (c < C) {
+            const long long grp = c / Cg;
+            for (long long n = ty; n < N; n += blockDim.y) {
+                const long long r = n * G + grp;
+                const double m = static_cast<double>(mean[r]);
+                const double is = static_cast<double>(invstd[r]);
+                const long long base = (n * C + c) * S;
+                for (long long s = 0; s < S; ++s) {
+                    const double gd = static_cast<double>(g[base + s]);
+                    acc.a += gd * (static_cast<double>(x[base + s]) - m) * is;
+                    acc.b += gd;
+                }
+            }
+        }
+        smem[ty * 32 + tx] = acc;
+        __syncthreads();
+        if (ty == 0 && c < C) {
+            for (int t = 1; t < static_cast<int>(blockDim.y); ++t) acc = mg::merge(acc, smem[t * 32 + tx]);
+            dweight[c] = static_cast<T>(acc.a);
+            dbias[c] = static_cast<T>(acc.b);
+        }
+        __syncthreads();
+    }
+}

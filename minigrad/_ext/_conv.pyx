@@ -105,6 +105,9 @@ def max_pool2d_forward(const real[:, :, ::1] x, real[:, :, ::1] y, long long[:, 
                 xrow = &x[p, ih, 0]
                 for j in range(kw):
                     # the outputs whose column ow·sw + j - pw falls inside the image
+                    # (C division truncates: keep both numerators non-negative)
+                    if w - 1 + pw - j < 0:
+                        continue
                     lo = (pw - j + sw - 1) // sw if pw > j else 0
                     hi = (w - 1 + pw - j) // sw
                     if hi >= ow_n:

@@ -89,6 +89,15 @@ def test_avg_pool_matches_reference(case, include_pad):
                                **_tol(x.dtype))
 
 
+def test_max_pool_windows_hanging_over_a_narrow_image():
+    # kernel wider than image + padding on one side: some window columns are never inside
+    x = np.array([[[[0.125], [-0.25]]]], dtype=np.float32)  # H=2, W=1
+    for _ in range(20):  # an out-of-bounds read would show up as garbage in some call
+        y, arg = CPU.max_pool2d_forward(x, 1, 3, 1, 2, 0, 1)
+        np.testing.assert_array_equal(y, [[[[0.125], [-0.25]]]])
+        np.testing.assert_array_equal(arg, [[[[0], [1]]]])
+
+
 def test_max_pool_propagates_nan():
     x = np.zeros((1, 1, 2, 2), dtype=np.float32)
     x[0, 0, 1, 0] = np.nan

@@ -39,7 +39,7 @@ test: install-test,examples
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -n 2 -q
 
 docs: install-docs,examples
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: install-examples
 	$(PY) benchmarks/bench.py $(ARGS)

@@ -4,7 +4,7 @@
 imported on demand.
 """
 
-from .gradcheck import GradcheckError, gradcheck, numerical_vjp
+from .finite_differences import GradcheckError, gradcheck, numerical_vjp
 
 __all__ = ["gradcheck", "GradcheckError", "numerical_vjp", "strategies"]
 

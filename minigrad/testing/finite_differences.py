@@ -1,4 +1,4 @@
-"""Finite-difference gradient checking (public, for plugin authors too)."""
+"""Finite-difference gradient checking: `gradcheck` (public, for plugin authors too)."""
 
 from __future__ import annotations
 

@@ -230,6 +230,48 @@ __device__ __forceinline__ S block_reduce(S s, S* smem, S empty) {
     return s;
 }
 
+// Statistics of the rows of a block whose threads are laid out (TX, TY): the
+// TX threads (whole warps) of y-slice ty reduce row `row` (K values from
+// `xr`, in units of Pack<T>::N; Welford per thread, Chan merges across the
+// row's warps, in double) and, after the call, stat[ty] = {mean, invstd}
+// with invstd = 1/sqrt(biased var + eps); thread tx == 0 also writes them to
+// mean_out[row]/invstd_out[row] when `active`. `wsm` (>= 32 states) and
+// `stat` (>= TY pairs) are __shared__; every thread of the block must call
+// it (it contains barriers). Used by the per-row kernels (rownorm.cu,
+// groupnorm.cu).
+template <typename T>
+__device__ void block_row_stats(const T* xr, long long K, long long row, bool active, double eps,
+                                T* mean_out, T* invstd_out, Welford* wsm, double (*stat)[2]) {
+    constexpr int V = Pack<T>::N;
+    const int tx = threadIdx.x, ty = threadIdx.y, TX = blockDim.x;
+    const int wpr = TX >> 5;  // warps per row
+    const long long upr = (K + V - 1) / V;
+    Welford w = welford_empty();
+    if (active) {
+        for (long long u = tx; u < upr; u += TX) {
+            T v[V];
+            const int cnt = load_batch(xr + u * V, K - u * V, v);
+            w = merge(w, welford_batch(v, cnt));
+        }
+    }
+    w = warp_reduce(w);
+    if ((tx & 31) == 0) wsm[ty * wpr + (tx >> 5)] = w;
+    __syncthreads();
+    if (tx == 0) {
+        Welford t = wsm[ty * wpr];
+        for (int i = 1; i < wpr; ++i) t = merge(t, wsm[ty * wpr + i]);
+        const double mean = t.mean;
+        const double invstd = 1.0 / sqrt(t.m2 / t.n + eps);
+        stat[ty][0] = mean;
+        stat[ty][1] = invstd;
+        if (active) {
+            mean_out[row] = static_cast<T>(mean);
+            invstd_out[row] = static_cast<T>(invstd);
+        }
+    }
+    __syncthreads();
+}
+
 }  // namespace mg
 
 #endif  // MINIGRAD_KERNELS_COMMON_CUH

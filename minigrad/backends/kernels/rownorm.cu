@@ -21,37 +21,12 @@ __global__ void row_norm_forward(const T* __restrict__ x, T* __restrict__ xhat, 
     __shared__ double stat[32][2];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int TX = blockDim.x, TY = blockDim.y;
-    const int wpr = TX >> 5;  // warps per row
     const long long upr = (K + V - 1) / V;
     for (long long r0 = static_cast<long long>(blockIdx.x) * TY; r0 < R;
          r0 += static_cast<long long>(gridDim.x) * TY) {
         const long long r = r0 + ty;
         const bool active = r < R;
-        Welford w = mg::welford_empty();
-        if (active) {
-            const T* xr = x + r * K;
-            for (long long u = tx; u < upr; u += TX) {
-                T v[V];
-                const int cnt = mg::load_batch(xr + u * V, K - u * V, v);
-                w = mg::merge(w, mg::welford_batch(v, cnt));
-            }
-        }
-        w = mg::warp_reduce(w);
-        if ((tx & 31) == 0) wsm[ty * wpr + (tx >> 5)] = w;
-        __syncthreads();
-        if (tx == 0) {
-            Welford t = wsm[ty * wpr];
-            for (int i = 1; i < wpr; ++i) t = mg::merge(t, wsm[ty * wpr + i]);
-            const double mean = t.mean;
-            const double invstd = 1.0 / sqrt(t.m2 / t.n + eps);
-            stat[ty][0] = mean;
-            stat[ty][1] = invstd;
-            if (active) {
-                mean_out[r] = static_cast<T>(mean);
-                invstd_out[r] = static_cast<T>(invstd);
-            }
-        }
-        __syncthreads();
+        mg::block_row_stats(active ? x + r * K : x, K, r, active, eps, mean_out, invstd_out, wsm, stat);
         if (active) {
             const double mean = stat[ty][0];
             const T hi = static_cast<T>(mean);

@@ -298,102 +298,204 @@ cdef inline void _split(double v, floating* hi, floating* lo) noexcept nogil:
     lo[0] = <floating>(v - <double>hi[0])
 
 
-cdef inline void _prefetch_block(const floating* base, Py_ssize_t ld, Py_ssize_t N, Py_ssize_t S, Py_ssize_t bl,
-                                 Py_ssize_t nb, Py_ssize_t b) noexcept nogil:
-    """Prefetch block ``b`` of the walk over N rows (stride ``ld``) of S elements in blocks of ``bl``
-    (``nb`` blocks per row); nothing past the last row."""
-    cdef Py_ssize_t n = b // nb
-    cdef Py_ssize_t s = (b - n * nb) * bl
-    if n < N:
-        mg_prefetch(base + n * ld + s, min(bl, S - s) * <Py_ssize_t>sizeof(floating))
-
-
 # ------------------------------------------ per-channel kernels, S > 1
-cdef void _bn_train_channels(const floating* x, floating* y, Py_ssize_t c_begin, Py_ssize_t c_end, Py_ssize_t N,
-                             Py_ssize_t S, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1,
-                             const floating* w, const floating* b, double eps, floating* mean_out,
-                             floating* var_out, bint stream) noexcept nogil:
+# One software-pipelined walk serves both ways of sharing channels among
+# threads. With a range of channels per thread, the thread walks all of a
+# channel's N rows (in blocks of ``bl`` elements, ``nb`` blocks a row). With
+# the whole team on every channel (``team``: called by every thread of a
+# parallel region), thread t of T walks its own contiguous range of the
+# N·nb blocks; the team split keeps every thread busy when there are few
+# channels and halves what each core holds in L2 between the two passes
+# over a channel. The per-thread sums of a channel go to ``part`` (two
+# buffers, alternating by channel, so a fast thread writing the next
+# channel's sums never overwrites sums a slow one is still reading), and
+# after a barrier every thread merges them in the same order, so all
+# threads (and every run) get identical statistics.
+cdef struct mg_walk:
+    Py_ssize_t S, bl, nb, b0, b1, ahead
+    int t, T
+
+
+cdef inline void _walk_init(mg_walk* wk, Py_ssize_t N, Py_ssize_t S, size_t itemsize, bint team) noexcept nogil:
+    cdef Py_ssize_t B
+    wk.t = omp_get_thread_num() if team else 0
+    wk.T = omp_get_num_threads() if team else 1
+    wk.S = S
+    wk.bl = min(<Py_ssize_t>PIPE_BLOCK, S)
+    wk.nb = (S + wk.bl - 1) // wk.bl
+    B = N * wk.nb
+    wk.b0 = wk.t * B // wk.T
+    wk.b1 = (wk.t + 1) * B // wk.T
+    wk.ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (wk.bl * <Py_ssize_t>itemsize))
+
+
+cdef inline void _walk_start(const mg_walk* wk, Py_ssize_t* n, Py_ssize_t* s0) noexcept nogil:
+    """Row and offset of the thread's first block."""
+    n[0] = wk.b0 // wk.nb
+    s0[0] = (wk.b0 - n[0] * wk.nb) * wk.bl
+
+
+cdef inline Py_ssize_t _walk_next(const mg_walk* wk, Py_ssize_t* n, Py_ssize_t* s0) noexcept nogil:
+    """Length of the block at (n, s0); moves (n, s0) on to the next block (no division per block)."""
+    cdef Py_ssize_t ns = min(wk.bl, wk.S - s0[0])
+    s0[0] += wk.bl
+    if s0[0] >= wk.S:
+        s0[0] = 0
+        n[0] += 1
+    return ns
+
+
+cdef inline void _prefetch_block(const floating* base, Py_ssize_t ld, const mg_walk* wk,
+                                 Py_ssize_t b) noexcept nogil:
+    """Prefetch block ``b`` of the walk over the rows (stride ``ld``) at ``base``, if it is the thread's."""
+    cdef Py_ssize_t n, s
+    if b < wk.b1:
+        n = b // wk.nb
+        s = (b - n * wk.nb) * wk.bl
+        mg_prefetch(base + n * ld + s, min(wk.bl, wk.S - s) * <Py_ssize_t>sizeof(floating))
+
+
+cdef inline void _prefetch_first(const floating* base, Py_ssize_t ld, const mg_walk* wk) noexcept nogil:
+    """Prefetch the thread's first ``ahead`` blocks of a channel, before its walk starts."""
+    cdef Py_ssize_t blk
+    for blk in range(wk.b0, min(wk.b1, wk.b0 + wk.ahead)):
+        _prefetch_block(base, ld, wk, blk)
+
+
+cdef inline void _team_stats(mg_stats* st, double* part, const mg_walk* wk) noexcept nogil:
+    """Publish this thread's statistics of a channel (3 doubles a thread), wait for the team, merge all."""
+    cdef int i
+    cdef double* mine = part + 3 * wk.t
+    mine[0] = st.n
+    mine[1] = st.mean
+    mine[2] = st.m2
+    minigrad_omp_barrier()
+    st[0] = mg_stats(n=0, mean=0, m2=0)
+    for i in range(wk.T):
+        mg_stats_merge(st, part[3 * i], part[3 * i + 1], part[3 * i + 2])
+
+
+cdef inline void _team_sums(double* sg, double* sgx, double* part, const mg_walk* wk) noexcept nogil:
+    """Publish this thread's two sums of a channel, wait for the team, add all in thread order."""
+    cdef int i
+    part[2 * wk.t] = sg[0]
+    part[2 * wk.t + 1] = sgx[0]
+    minigrad_omp_barrier()
+    sg[0] = 0
+    sgx[0] = 0
+    for i in range(wk.T):
+        sg[0] += part[2 * i]
+        sgx[0] += part[2 * i + 1]
+
+
+cdef inline void _forward_coeffs(double mean, double var, double eps, const floating* w, const floating* b,
+                                 Py_ssize_t c, floating* a, floating* beta, floating* mhi,
+                                 floating* mlo) noexcept nogil:
+    """y = ((x - mhi) - mlo)·a + beta: the training forward of channel c as one multiply-add."""
+    cdef double k = 1.0 / sqrt(var + eps)
+    if w != NULL:
+        k = k * w[c]
+    a[0] = <floating>k
+    beta[0] = b[c] if b != NULL else 0
+    _split(mean, mhi, mlo)
+
+
+cdef inline double _backward_coeffs(double sg, double sgx, double mean, double inv, const floating* w,
+                                    Py_ssize_t c, double inv_m, floating* ka, floating* kb, floating* kc,
+                                    floating* mhi, floating* mlo) noexcept nogil:
+    """dx = ka·g + kb - kc·((x - mhi) - mlo) for channel c, from Σg and Σg·(x - mean); returns Σg·x̂."""
+    cdef double dweight = sgx * inv
+    cdef double k = inv * (w[c] if w != NULL else 1.0)
+    # dx = k·(g - Σg/m - x̂·Σg·x̂/m) = k·g - k·Σg/m - (k·invstd·Σg·x̂/m)·(x - mean)
+    ka[0] = <floating>k
+    kb[0] = <floating>(-k * sg * inv_m)
+    kc[0] = <floating>(k * inv * dweight * inv_m)
+    _split(mean, mhi, mlo)
+    return dweight
+
+
+cdef inline void _dx_block(const floating* g, const floating* x, floating* d, Py_ssize_t n, bint training,
+                           floating ka, floating kb, floating kc, floating mhi, floating mlo,
+                           bint stream) noexcept nogil:
+    if training:
+        _dx(g, x, d, n, ka, kb, kc, mhi, mlo, stream)
+    else:  # fixed statistics: dx = ka·g (x does not enter)
+        _madd(g, d, n, ka, <floating>0, stream)
+
+
+cdef void _bn_train_pipe(const floating* x, floating* y, Py_ssize_t c_begin, Py_ssize_t c_end, Py_ssize_t N,
+                         Py_ssize_t S, Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1,
+                         const floating* w, const floating* b, double eps, floating* mean_out,
+                         floating* var_out, bint stream, bint team, double* part) noexcept nogil:
     """Channels [c_begin, c_end): x[n·xs0 + c·xs1 + s] (y likewise).
 
-    Software-pipelined: the output pass of channel c (from L2) runs
-    interleaved, block by block, with the statistics pass of channel c + 1
-    (from memory, prefetched ``PREFETCH_BYTES`` ahead), so the thread keeps
-    memory busy while it computes.
+    The output pass of channel c (from L2) runs interleaved, block by
+    block, with the statistics pass of channel c + 1 (from memory,
+    prefetched ``PREFETCH_BYTES`` ahead), so the thread keeps memory busy
+    while it computes. ``team``: see above; ``part`` holds 2·3·T doubles.
     """
-    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
-    cdef Py_ssize_t nb = (S + bl - 1) // bl
-    cdef Py_ssize_t ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (bl * <Py_ssize_t>sizeof(floating)))
-    cdef Py_ssize_t n, c, j, s0, ns
-    cdef double mean, var, a, beta
+    cdef mg_walk wk
+    cdef Py_ssize_t n, c, blk, s0, ns
+    cdef double var
     cdef const floating* xc
     cdef const floating* xn
     cdef floating* yc
-    cdef floating mhi, mlo
+    cdef floating a, beta, mhi, mlo
     cdef mg_stats st, nx
     if c_begin >= c_end:
         return
-    st.n = 0
-    st.mean = 0
-    st.m2 = 0
+    _walk_init(&wk, N, S, sizeof(floating), team)
+    st = mg_stats(n=0, mean=0, m2=0)
     xc = x + c_begin * xs1
-    for j in range(min(ahead, N * nb)):
-        _prefetch_block(xc, xs0, N, S, bl, nb, j)
-    for n in range(N):
-        for j in range(nb):
-            s0 = j * bl
-            _prefetch_block(xc, xs0, N, S, bl, nb, n * nb + j + ahead)
-            _stats(xc + n * xs0 + s0, min(bl, S - s0), &st)
+    _prefetch_first(xc, xs0, &wk)
+    _walk_start(&wk, &n, &s0)
+    for blk in range(wk.b0, wk.b1):
+        _prefetch_block(xc, xs0, &wk, blk + wk.ahead)
+        _stats(xc + n * xs0 + s0, min(wk.bl, S - s0), &st)
+        _walk_next(&wk, &n, &s0)
     for c in range(c_begin, c_end):
-        mean = st.mean
+        if team:
+            _team_stats(&st, part + 3 * (c % 2) * wk.T, &wk)
         var = st.m2 / st.n
-        a = 1.0 / sqrt(var + eps)
-        if w != NULL:
-            a = a * w[c]
-        beta = b[c] if b != NULL else 0.0
-        _split(mean, &mhi, &mlo)
+        _forward_coeffs(st.mean, var, eps, w, b, c, &a, &beta, &mhi, &mlo)
+        if wk.t == 0:
+            mean_out[c] = <floating>st.mean
+            var_out[c] = <floating>var
         xc = x + c * xs1
         yc = y + c * ys1
-        nx.n = 0
-        nx.mean = 0
-        nx.m2 = 0
+        xn = xc + xs1
+        nx = mg_stats(n=0, mean=0, m2=0)
         if c + 1 < c_end:
-            xn = xc + xs1
-            for j in range(min(ahead, N * nb)):
-                _prefetch_block(xn, xs0, N, S, bl, nb, j)
-            for n in range(N):
-                for j in range(nb):
-                    s0 = j * bl
-                    ns = min(bl, S - s0)
-                    _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, <floating>a, <floating>beta, stream)
-                    _prefetch_block(xn, xs0, N, S, bl, nb, n * nb + j + ahead)
-                    _stats(xn + n * xs0 + s0, ns, &nx)
-        else:
-            for n in range(N):
-                _affine(xc + n * xs0, yc + n * ys0, S, mhi, mlo, <floating>a, <floating>beta, stream)
-        mean_out[c] = <floating>mean
-        var_out[c] = <floating>var
+            _prefetch_first(xn, xs0, &wk)
+        _walk_start(&wk, &n, &s0)
+        for blk in range(wk.b0, wk.b1):
+            ns = min(wk.bl, S - s0)
+            _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, a, beta, stream)
+            if c + 1 < c_end:
+                _prefetch_block(xn, xs0, &wk, blk + wk.ahead)
+                _stats(xn + n * xs0 + s0, ns, &nx)
+            _walk_next(&wk, &n, &s0)
         st = nx
     if stream:
         mg_store_fence()
 
 
-cdef void _bn_backward_channels(const floating* g, const floating* x, floating* dx, Py_ssize_t c_begin,
-                                Py_ssize_t c_end, Py_ssize_t N, Py_ssize_t S, Py_ssize_t gs0, Py_ssize_t gs1,
-                                Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ds0, Py_ssize_t ds1,
-                                const floating* mean, const floating* invstd, const floating* w, bint training,
-                                floating* dw_out, floating* db_out, bint stream) noexcept nogil:
+cdef void _bn_backward_pipe(const floating* g, const floating* x, floating* dx, Py_ssize_t c_begin,
+                            Py_ssize_t c_end, Py_ssize_t N, Py_ssize_t S, Py_ssize_t gs0, Py_ssize_t gs1,
+                            Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ds0, Py_ssize_t ds1,
+                            const floating* mean, const floating* invstd, const floating* w, bint training,
+                            floating* dw_out, floating* db_out, bint stream, bint team,
+                            double* part) noexcept nogil:
     """Channels [c_begin, c_end): the sums Σg, Σg·(x - mean) (pass 1), then dx (pass 2).
 
     Pipelined like the forward: pass 2 of channel c runs block by block
     interleaved with pass 1 of channel c + 1, whose two streams (grad and
-    x) are prefetched ahead.
+    x) are prefetched ahead. ``part`` holds 2·2·T doubles.
     """
-    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
-    cdef Py_ssize_t nb = (S + bl - 1) // bl
-    cdef Py_ssize_t ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (bl * <Py_ssize_t>sizeof(floating)))
-    cdef Py_ssize_t n, c, j, s0, ns, blk
-    cdef double m = <double>(N * S)
-    cdef double sg = 0, sgx = 0, nsg, nsgx, k, inv, dweight
+    cdef mg_walk wk
+    cdef Py_ssize_t n, c, blk, s0, ns
+    cdef double inv_m = 1.0 / <double>(N * S)
+    cdef double sg = 0, sgx = 0, nsg, nsgx, dweight
     cdef floating mhi, mlo, ka, kb, kc
     cdef const floating* gc
     cdef const floating* xc
@@ -402,239 +504,48 @@ cdef void _bn_backward_channels(const floating* g, const floating* x, floating* 
     cdef const floating* xn
     if c_begin >= c_end:
         return
+    _walk_init(&wk, N, S, sizeof(floating), team)
     gc = g + c_begin * gs1
     xc = x + c_begin * xs1
-    for j in range(min(ahead, N * nb)):
-        _prefetch_block(gc, gs0, N, S, bl, nb, j)
-        _prefetch_block(xc, xs0, N, S, bl, nb, j)
-    for n in range(N):
-        for j in range(nb):
-            s0 = j * bl
-            blk = n * nb + j + ahead
-            _prefetch_block(gc, gs0, N, S, bl, nb, blk)
-            _prefetch_block(xc, xs0, N, S, bl, nb, blk)
-            _sum2(gc + n * gs0 + s0, xc + n * xs0 + s0, min(bl, S - s0), <double>mean[c_begin], &sg, &sgx)
+    _prefetch_first(gc, gs0, &wk)
+    _prefetch_first(xc, xs0, &wk)
+    _walk_start(&wk, &n, &s0)
+    for blk in range(wk.b0, wk.b1):
+        _prefetch_block(gc, gs0, &wk, blk + wk.ahead)
+        _prefetch_block(xc, xs0, &wk, blk + wk.ahead)
+        _sum2(gc + n * gs0 + s0, xc + n * xs0 + s0, min(wk.bl, S - s0), <double>mean[c_begin], &sg, &sgx)
+        _walk_next(&wk, &n, &s0)
     for c in range(c_begin, c_end):
+        if team:
+            _team_sums(&sg, &sgx, part + 2 * (c % 2) * wk.T, &wk)
         gc = g + c * gs1
         xc = x + c * xs1
         dc = dx + c * ds1
-        inv = invstd[c]
-        dweight = sgx * inv  # Σ g·x̂
-        k = inv * (w[c] if w != NULL else 1.0)
-        # dx = k·(g - Σg/m - x̂·Σg·x̂/m) = k·g - k·Σg/m - (k·invstd·Σg·x̂/m)·(x - mean)
-        ka = <floating>k
-        kb = <floating>(-k * sg / m)
-        kc = <floating>(k * inv * dweight / m)
-        _split(<double>mean[c], &mhi, &mlo)
-        dw_out[c] = <floating>dweight
-        db_out[c] = <floating>sg
-        nsg = 0
-        nsgx = 0
-        if c + 1 < c_end:
-            gn = gc + gs1
-            xn = xc + xs1
-            for j in range(min(ahead, N * nb)):
-                _prefetch_block(gn, gs0, N, S, bl, nb, j)
-                _prefetch_block(xn, xs0, N, S, bl, nb, j)
-            for n in range(N):
-                for j in range(nb):
-                    s0 = j * bl
-                    ns = min(bl, S - s0)
-                    if training:
-                        _dx(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi, mlo,
-                            stream)
-                    else:  # fixed statistics: dx = k·g (x does not enter)
-                        _madd(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0, stream)
-                    blk = n * nb + j + ahead
-                    _prefetch_block(gn, gs0, N, S, bl, nb, blk)
-                    _prefetch_block(xn, xs0, N, S, bl, nb, blk)
-                    _sum2(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, <double>mean[c + 1], &nsg, &nsgx)
-        else:
-            for n in range(N):
-                if training:
-                    _dx(gc + n * gs0, xc + n * xs0, dc + n * ds0, S, ka, kb, kc, mhi, mlo, stream)
-                else:
-                    _madd(gc + n * gs0, dc + n * ds0, S, ka, <floating>0, stream)
-        sg, sgx = nsg, nsgx
-    if stream:
-        mg_store_fence()
-
-
-# --------------------------- per-channel kernels, S > 1, whole team per channel
-# Called by every thread of a parallel region. The walk over a channel's N
-# rows in blocks of ``bl`` (``nb`` per row, B = N·nb blocks) is split into
-# one contiguous range of blocks per thread; the per-thread sums of a
-# channel go to ``part`` (two buffers, alternating by channel, so a fast
-# thread writing the next channel's sums never overwrites sums a slow one
-# is still reading), and after a barrier every thread merges them in the
-# same order, so all threads (and every run) get identical statistics.
-cdef inline void _block_pos(Py_ssize_t blk, Py_ssize_t nb, Py_ssize_t bl, Py_ssize_t* n,
-                            Py_ssize_t* s0) noexcept nogil:
-    n[0] = blk // nb
-    s0[0] = (blk - n[0] * nb) * bl
-
-
-cdef void _bn_train_team(const floating* x, floating* y, Py_ssize_t C, Py_ssize_t N, Py_ssize_t S,
-                         Py_ssize_t xs0, Py_ssize_t xs1, Py_ssize_t ys0, Py_ssize_t ys1, const floating* w,
-                         const floating* b, double eps, floating* mean_out, floating* var_out, bint stream,
-                         double* part) noexcept nogil:
-    cdef int t = omp_get_thread_num(), T = omp_get_num_threads(), i
-    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
-    cdef Py_ssize_t nb = (S + bl - 1) // bl
-    cdef Py_ssize_t B = N * nb, b0 = t * B // T, b1 = (t + 1) * B // T
-    cdef Py_ssize_t ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (bl * <Py_ssize_t>sizeof(floating)))
-    cdef Py_ssize_t c, blk, n, s0, ns
-    cdef double mean, var, a, beta
-    cdef const floating* xc
-    cdef const floating* xn
-    cdef floating* yc
-    cdef floating mhi, mlo
-    cdef double* mine
-    cdef mg_stats st, nx
-    st.n = 0
-    st.mean = 0
-    st.m2 = 0
-    for blk in range(b0, min(b1, b0 + ahead)):
-        _prefetch_block(x, xs0, N, S, bl, nb, blk)
-    for blk in range(b0, b1):
-        _block_pos(blk, nb, bl, &n, &s0)
-        if blk + ahead < b1:
-            _prefetch_block(x, xs0, N, S, bl, nb, blk + ahead)
-        _stats(x + n * xs0 + s0, min(bl, S - s0), &st)
-    for c in range(C):
-        # publish this thread's statistics of channel c, then merge everyone's
-        mine = part + 3 * ((c % 2) * T + t)
-        mine[0] = st.n
-        mine[1] = st.mean
-        mine[2] = st.m2
-        minigrad_omp_barrier()
-        st.n = 0
-        st.mean = 0
-        st.m2 = 0
-        for i in range(T):
-            mine = part + 3 * ((c % 2) * T + i)
-            mg_stats_merge(&st, mine[0], mine[1], mine[2])
-        mean = st.mean
-        var = st.m2 / st.n
-        a = 1.0 / sqrt(var + eps)
-        if w != NULL:
-            a = a * w[c]
-        beta = b[c] if b != NULL else 0.0
-        _split(mean, &mhi, &mlo)
-        if t == 0:
-            mean_out[c] = <floating>mean
-            var_out[c] = <floating>var
-        xc = x + c * xs1
-        yc = y + c * ys1
-        nx.n = 0
-        nx.mean = 0
-        nx.m2 = 0
-        if c + 1 < C:
-            xn = xc + xs1
-            for blk in range(b0, min(b1, b0 + ahead)):
-                _prefetch_block(xn, xs0, N, S, bl, nb, blk)
-            for blk in range(b0, b1):
-                _block_pos(blk, nb, bl, &n, &s0)
-                ns = min(bl, S - s0)
-                _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, <floating>a, <floating>beta, stream)
-                if blk + ahead < b1:
-                    _prefetch_block(xn, xs0, N, S, bl, nb, blk + ahead)
-                _stats(xn + n * xs0 + s0, ns, &nx)
-        else:
-            for blk in range(b0, b1):
-                _block_pos(blk, nb, bl, &n, &s0)
-                _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, min(bl, S - s0), mhi, mlo, <floating>a,
-                        <floating>beta, stream)
-        st = nx
-    if stream:
-        mg_store_fence()
-
-
-cdef void _bn_backward_team(const floating* g, const floating* x, floating* dx, Py_ssize_t C, Py_ssize_t N,
-                            Py_ssize_t S, Py_ssize_t gs0, Py_ssize_t gs1, Py_ssize_t xs0, Py_ssize_t xs1,
-                            Py_ssize_t ds0, Py_ssize_t ds1, const floating* mean, const floating* invstd,
-                            const floating* w, bint training, floating* dw_out, floating* db_out, bint stream,
-                            double* part) noexcept nogil:
-    cdef int t = omp_get_thread_num(), T = omp_get_num_threads(), i
-    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
-    cdef Py_ssize_t nb = (S + bl - 1) // bl
-    cdef Py_ssize_t B = N * nb, b0 = t * B // T, b1 = (t + 1) * B // T
-    cdef Py_ssize_t ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (bl * <Py_ssize_t>sizeof(floating)))
-    cdef Py_ssize_t c, blk, n, s0, ns
-    cdef double m = <double>(N * S)
-    cdef double sg = 0, sgx = 0, nsg, nsgx, k, inv, dweight
-    cdef floating mhi, mlo, ka, kb, kc
-    cdef const floating* gc
-    cdef const floating* xc
-    cdef floating* dc
-    cdef const floating* gn
-    cdef const floating* xn
-    cdef double* mine
-    for blk in range(b0, min(b1, b0 + ahead)):
-        _prefetch_block(g, gs0, N, S, bl, nb, blk)
-        _prefetch_block(x, xs0, N, S, bl, nb, blk)
-    for blk in range(b0, b1):
-        _block_pos(blk, nb, bl, &n, &s0)
-        if blk + ahead < b1:
-            _prefetch_block(g, gs0, N, S, bl, nb, blk + ahead)
-            _prefetch_block(x, xs0, N, S, bl, nb, blk + ahead)
-        _sum2(g + n * gs0 + s0, x + n * xs0 + s0, min(bl, S - s0), <double>mean[0], &sg, &sgx)
-    for c in range(C):
-        mine = part + 2 * ((c % 2) * T + t)
-        mine[0] = sg
-        mine[1] = sgx
-        minigrad_omp_barrier()
-        sg = 0
-        sgx = 0
-        for i in range(T):
-            mine = part + 2 * ((c % 2) * T + i)
-            sg += mine[0]
-            sgx += mine[1]
-        gc = g + c * gs1
-        xc = x + c * xs1
-        dc = dx + c * ds1
-        inv = invstd[c]
-        dweight = sgx * inv  # Σ g·x̂
-        k = inv * (w[c] if w != NULL else 1.0)
-        ka = <floating>k
-        kb = <floating>(-k * sg / m)
-        kc = <floating>(k * inv * dweight / m)
-        _split(<double>mean[c], &mhi, &mlo)
-        if t == 0:
+        gn = gc + gs1
+        xn = xc + xs1
+        dweight = _backward_coeffs(sg, sgx, <double>mean[c], <double>invstd[c], w, c, inv_m, &ka, &kb, &kc,
+                                   &mhi, &mlo)
+        if wk.t == 0:
             dw_out[c] = <floating>dweight
             db_out[c] = <floating>sg
         nsg = 0
         nsgx = 0
-        if c + 1 < C:
-            gn = gc + gs1
-            xn = xc + xs1
-            for blk in range(b0, min(b1, b0 + ahead)):
-                _prefetch_block(gn, gs0, N, S, bl, nb, blk)
-                _prefetch_block(xn, xs0, N, S, bl, nb, blk)
-            for blk in range(b0, b1):
-                _block_pos(blk, nb, bl, &n, &s0)
-                ns = min(bl, S - s0)
-                if training:
-                    _dx(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi, mlo, stream)
-                else:
-                    _madd(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0, stream)
-                if blk + ahead < b1:
-                    _prefetch_block(gn, gs0, N, S, bl, nb, blk + ahead)
-                    _prefetch_block(xn, xs0, N, S, bl, nb, blk + ahead)
+        if c + 1 < c_end:
+            _prefetch_first(gn, gs0, &wk)
+            _prefetch_first(xn, xs0, &wk)
+        _walk_start(&wk, &n, &s0)
+        for blk in range(wk.b0, wk.b1):
+            ns = min(wk.bl, S - s0)
+            _dx_block(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, training, ka, kb, kc, mhi,
+                      mlo, stream)
+            if c + 1 < c_end:
+                _prefetch_block(gn, gs0, &wk, blk + wk.ahead)
+                _prefetch_block(xn, xs0, &wk, blk + wk.ahead)
                 _sum2(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, <double>mean[c + 1], &nsg, &nsgx)
-        else:
-            for blk in range(b0, b1):
-                _block_pos(blk, nb, bl, &n, &s0)
-                ns = min(bl, S - s0)
-                if training:
-                    _dx(gc + n * gs0 + s0, xc + n * xs0 + s0, dc + n * ds0 + s0, ns, ka, kb, kc, mhi, mlo, stream)
-                else:
-                    _madd(gc + n * gs0 + s0, dc + n * ds0 + s0, ns, ka, <floating>0, stream)
+            _walk_next(&wk, &n, &s0)
         sg, sgx = nsg, nsgx
     if stream:
         mg_store_fence()
-
-
 
 # ------------------------------------------- per-channel kernels, S == 1
 cdef void _bn_train_block(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t nb, Py_ssize_t ldx,
@@ -700,12 +611,7 @@ cdef void _bn_train_block(const floating* x, floating* y, Py_ssize_t N, Py_ssize
         n += 1
     for j in range(nb):
         var = acc[j] * inv_m
-        d0 = 1.0 / sqrt(var + eps)
-        if w != NULL:
-            d0 = d0 * w[j]
-        a[j] = <floating>d0
-        sh[j] = b[j] if b != NULL else 0
-        _split(mean[j], &mhi[j], &mlo[j])
+        _forward_coeffs(mean[j], var, eps, w, b, j, &a[j], &sh[j], &mhi[j], &mlo[j])
         mean_out[j] = <floating>mean[j]
         var_out[j] = <floating>var
     n = 0
@@ -748,7 +654,7 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
     cdef const floating* x2
     cdef const floating* x3
     cdef floating* d0
-    cdef double v0, v1, v2, v3, m, k, dweight, inv_m = 1.0 / <double>N
+    cdef double v0, v1, v2, v3, m, dweight, inv_m = 1.0 / <double>N
     for j in range(nb):
         sg[j] = 0
         sgx[j] = 0
@@ -781,12 +687,8 @@ cdef void _bn_backward_block(const floating* g, const floating* x, floating* dx,
             sgx[j] += v0 * (x0[j] - mu[j])
         n += 1
     for j in range(nb):
-        dweight = sgx[j] * invstd[j]
-        k = invstd[j] * (w[j] if w != NULL else 1.0)
-        ka[j] = <floating>k
-        kb[j] = <floating>(-k * sg[j] * inv_m)
-        kc[j] = <floating>(k * invstd[j] * dweight * inv_m)
-        _split(mu[j], &mhi[j], &mlo[j])
+        dweight = _backward_coeffs(sg[j], sgx[j], mu[j], <double>invstd[j], w, j, inv_m, &ka[j], &kb[j], &kc[j],
+                                   &mhi[j], &mlo[j])
         dw_out[j] = <floating>dweight
         db_out[j] = <floating>sg[j]
     for n in range(N):
@@ -866,17 +768,19 @@ def batch_norm_forward_train(const floating[:, :, :] x, const floating[::1] weig
         if part == NULL:
             raise MemoryError()
         with nogil, parallel(num_threads=threads):
-            _bn_train_team(xp, yp, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream, part)
+            _bn_train_pipe(xp, yp, 0, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream, True,
+                           part)
         free(part)
         return
     if nchunks == 1:
         with nogil:
-            _bn_train_channels(xp, yp, 0, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream)
+            _bn_train_pipe(xp, yp, 0, C, N, S, xs0, xs1, ys0, ys1, wp, bp, eps, &mean[0], &var[0], stream, False,
+                           NULL)
         return
     with nogil:
         for blk in prange(nchunks, schedule="static"):
-            _bn_train_channels(xp, yp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, xs0, xs1, ys0, ys1,
-                               wp, bp, eps, &mean[0], &var[0], stream)
+            _bn_train_pipe(xp, yp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, xs0, xs1, ys0, ys1, wp, bp,
+                           eps, &mean[0], &var[0], stream, False, NULL)
 
 
 def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x, const floating[::1] mean,
@@ -932,20 +836,20 @@ def batch_norm_backward(const floating[:, :, :] grad, const floating[:, :, :] x,
         if part == NULL:
             raise MemoryError()
         with nogil, parallel(num_threads=threads):
-            _bn_backward_team(gp, xp, dp, C, N, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0], &invstd[0], wp,
-                              training, &dweight[0], &dbias[0], stream, part)
+            _bn_backward_pipe(gp, xp, dp, 0, C, N, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0], &invstd[0], wp,
+                              training, &dweight[0], &dbias[0], stream, True, part)
         free(part)
         return
     if nchunks == 1:
         with nogil:
-            _bn_backward_channels(gp, xp, dp, 0, C, N, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0], &invstd[0], wp,
-                                  training, &dweight[0], &dbias[0], stream)
+            _bn_backward_pipe(gp, xp, dp, 0, C, N, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0], &invstd[0], wp,
+                              training, &dweight[0], &dbias[0], stream, False, NULL)
         return
     with nogil:
         for blk in prange(nchunks, schedule="static"):
-            _bn_backward_channels(gp, xp, dp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, gs0, gs1, xs0,
-                                  xs1, ds0, ds1, &mean[0], &invstd[0], wp, training, &dweight[0], &dbias[0],
-                                  stream)
+            _bn_backward_pipe(gp, xp, dp, blk * C // nchunks, (blk + 1) * C // nchunks, N, S, gs0, gs1, xs0, xs1,
+                              ds0, ds1, &mean[0], &invstd[0], wp, training, &dweight[0], &dbias[0], stream, False,
+                              NULL)
 
 
 def channel_affine(const floating[:, :, :] x, const floating[::1] scale, const floating[::1] shift,

@@ -70,11 +70,16 @@ static inline void mg_store_fence(void) {
 #endif
 }
 
-/* Prefetch [p, p + bytes) into the caches, one request per 64-byte line. */
+/* Prefetch [p, p + bytes) into the caches, one request per 64-byte line.
+   GCC counts a prefetch as no side effect: a function it outlines around one
+   (partial inlining) is then "const", and every call to it is deleted as
+   dead code. The empty volatile asm (no instruction) is a side effect that
+   keeps the calls, and so the prefetches. */
 static inline void mg_prefetch(const void* p, Py_ssize_t bytes) {
 #if MG_VEC
     const char* c = (const char*)p;
     for (Py_ssize_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 3);
+    __asm__ __volatile__("");
 #else
     (void)p;
     (void)bytes;

@@ -174,15 +174,12 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
     const long long units = (total + V - 1) / V;
     const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    const long long estep = step * V;
-    const long long ds = estep % S, dc = (estep / S) % C;
-    long long s = (first * V) % S;
-    long long c = ((first * V) / S) % C;
-    for (long long u = first; u < units; u += step) {
+    mg::ChannelCursor cur(first * V, step * V, S, C);
+    for (long long u = first; u < units; u += step, cur.next()) {
         const long long i0 = u * V;
         T v[V];
         const int cnt = mg::load_batch(x + i0, total - i0, v);
-        long long ls = s, lc = c, pc = -1;
+        long long ls = cur.s, lc = cur.c, pc = -1;
         T sc = T(0), sh = T(0), hi = T(0), lo = T(0);
 #pragma unroll
         for (int l = 0; l < V; ++l) {
@@ -200,19 +197,9 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
                 if (centred) a = (a - hi) - lo;
                 v[l] = a * sc + sh;
             }
-            if (++ls == S) {
-                ls = 0;
-                if (++lc == C) lc = 0;
-            }
+            cur.step(ls, lc);
         }
         mg::store_batch(y + i0, cnt, v);
-        s += ds;
-        c += dc;
-        if (s >= S) {
-            s -= S;
-            ++c;
-        }
-        if (c >= C) c -= C;
     }
 }
 
@@ -354,16 +341,13 @@ __global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x,
     const long long units = (total + V - 1) / V;
     const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    const long long estep = step * V;
-    const long long ds = estep % S, dc = (estep / S) % C;
-    long long s = (first * V) % S;
-    long long c = ((first * V) / S) % C;
-    for (long long u = first; u < units; u += step) {
+    mg::ChannelCursor cur(first * V, step * V, S, C);
+    for (long long u = first; u < units; u += step, cur.next()) {
         const long long i0 = u * V;
         T gv[V], xv[V];
         const int cnt = mg::load_batch(g + i0, total - i0, gv);
         if (use_x) mg::load_batch(x + i0, total - i0, xv);
-        long long ls = s, lc = c, pc = -1;
+        long long ls = cur.s, lc = cur.c, pc = -1;
         T a = T(0), b = T(0), d = T(0), mu = T(0);
 #pragma unroll
         for (int l = 0; l < V; ++l) {
@@ -381,18 +365,8 @@ __global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x,
                 if (use_x) r += b * (xv[l] - mu);
                 gv[l] = r;
             }
-            if (++ls == S) {
-                ls = 0;
-                if (++lc == C) lc = 0;
-            }
+            cur.step(ls, lc);
         }
         mg::store_batch(dx + i0, cnt, gv);
-        s += ds;
-        c += dc;
-        if (s >= S) {
-            s -= S;
-            ++c;
-        }
-        if (c >= C) c -= C;
     }
 }

@@ -103,6 +103,32 @@ __device__ __forceinline__ void store_batch(T* p, int cnt, const T (&v)[Pack<T>:
         if (i < cnt) p[i] = v[i];
 }
 
+// -------------------------------------------------------- channel cursor
+// The channel of each element of a flat walk over an (N, C, S) array, without
+// an integer division per element: (s, c) is the position of the first
+// element of the thread's current unit; next() moves it on by the grid
+// stride, and step() moves a copy on by one element inside a unit.
+struct ChannelCursor {
+    long long s, c, ds, dc, S, C;
+    __device__ __forceinline__ ChannelCursor(long long first, long long stride, long long S_, long long C_)
+        : s(first % S_), c((first / S_) % C_), ds(stride % S_), dc((stride / S_) % C_), S(S_), C(C_) {}
+    __device__ __forceinline__ void next() {
+        s += ds;
+        c += dc;
+        if (s >= S) {
+            s -= S;
+            ++c;
+        }
+        if (c >= C) c -= C;
+    }
+    __device__ __forceinline__ void step(long long& ls, long long& lc) const {
+        if (++ls == S) {
+            ls = 0;
+            if (++lc == C) lc = 0;
+        }
+    }
+};
+
 // ------------------------------------------------------------ reductions
 // Running statistics of a set of values: count, mean and M2 = Σ(x - mean)².
 // Plain aggregate (no constructors) so it can live in __shared__ memory.

@@ -11,7 +11,8 @@ import time
 import numpy as np
 
 import minigrad
-from minigrad.data import load_dataset
+from minigrad.data import DataLoader, TensorDataset, load_dataset
+from minigrad.nn import functional as F
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -99,3 +100,31 @@ def progress(iterable, total, desc, disable):
     except ImportError:  # the examples extra is missing: run without a bar
         return iterable
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, mininterval=0.5)
+
+
+def endless_batches(x, y, batch_size, seed, device):
+    """Shuffled mini-batches of (x, y) on ``device`` forever, a new order every epoch.
+
+    drop_last: every batch is full, so BN's statistics are always over
+    ``batch_size`` examples.
+    """
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, drop_last=True, seed=seed,
+                        device=device)
+    while True:
+        yield from loader
+
+
+def train_step_each(nets, opts, xb, yb, loss_sum, step_time):
+    """One cross-entropy SGD step of every network on the same batch.
+
+    Adds each network's loss to ``loss_sum[name]`` and the step's wall time
+    to ``step_time[name]`` (``loss.item()`` also waits for a GPU).
+    """
+    for k, m in nets.items():
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(m(xb), yb)
+        opts[k].zero_grad()
+        loss.backward()
+        opts[k].step()
+        loss_sum[k] += loss.item()
+        step_time[k] += time.perf_counter() - t0

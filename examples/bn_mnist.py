@@ -41,14 +41,16 @@ import numpy as np
 
 import minigrad
 from minigrad import nn, optim
-from minigrad.data import DataLoader, TensorDataset
-from minigrad.nn import functional as F
 
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import add_common_args, apply_threads, environment, load_data, progress, sync, write_json
+    from _common import (
+        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
+        train_step_each, write_json)
 else:
-    from ._common import add_common_args, apply_threads, environment, load_data, progress, sync, write_json
+    from ._common import (
+        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
+        train_step_each, write_json)
 
 PERCENTILES = (15, 50, 85)
 HIDDEN = (100, 100, 100)
@@ -200,14 +202,6 @@ def train(args, data):
         assert np.array_equal(a, b), "both networks must start from the same weights"
     opts = {k: optim.SGD(m.parameters(), lr=args.lr) for k, m in nets.items()}
 
-    # drop_last: BN's statistics are always over a full mini-batch of 60.
-    loader = DataLoader(TensorDataset(x_train, data.y_train), batch_size=args.batch_size, shuffle=True,
-                        drop_last=True, seed=args.seed, device=device)
-
-    def batches():
-        while True:
-            yield from loader
-
     hist = {"step": [], "acc_plain": [], "acc_bn": [], "loss_plain": [], "loss_bn": []}
     pct = {"plain": [], "bn": []}
     loss_sum = {"plain": 0.0, "bn": 0.0}
@@ -231,17 +225,10 @@ def train(args, data):
     t_start = time.perf_counter()
     record(0)
     bar = progress(range(1, args.steps + 1), args.steps, "training (plain and BN)", args.no_progress)
-    stream = batches()
+    stream = endless_batches(x_train, data.y_train, args.batch_size, args.seed, device)
     for step in bar:
         xb, yb = next(stream)
-        for k, m in nets.items():
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(m(xb), yb)
-            opts[k].zero_grad()
-            loss.backward()
-            opts[k].step()
-            loss_sum[k] += loss.item()  # .item() also waits for the GPU
-            step_time[k] += time.perf_counter() - t0
+        train_step_each(nets, opts, xb, yb, loss_sum, step_time)
         loss_n += 1
         if step % args.eval_every == 0 or step == args.steps:
             record(step)

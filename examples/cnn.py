@@ -33,14 +33,16 @@ import numpy as np
 
 import minigrad
 from minigrad import nn, optim
-from minigrad.data import DataLoader, TensorDataset
-from minigrad.nn import functional as F
 
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import add_common_args, apply_threads, environment, load_data, progress, sync, write_json
+    from _common import (
+        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
+        train_step_each, write_json)
 else:
-    from ._common import add_common_args, apply_threads, environment, load_data, progress, sync, write_json
+    from ._common import (
+        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
+        train_step_each, write_json)
 
 
 def build_cnn(batch_norm: bool, seed: int, num_classes: int = 10, image_size: int = 28):
@@ -89,28 +91,14 @@ def train(args, data):
     nets = {k: build_cnn(bn, args.seed, data.num_classes, data.x_train.shape[-1]).to(device)
             for k, bn in (("plain", False), ("bn", True))}
     opts = {k: optim.SGD(m.parameters(), lr=args.lr, momentum=args.momentum) for k, m in nets.items()}
-    loader = DataLoader(TensorDataset(x_train, data.y_train), batch_size=args.batch_size, shuffle=True,
-                        drop_last=True, seed=args.seed, device=device)
-
-    def batches():
-        while True:
-            yield from loader
-
     hist = {"step": [], "loss_plain": [], "loss_bn": [], "acc_plain": [], "acc_bn": []}
     loss_sum = {"plain": 0.0, "bn": 0.0}
     step_time = {"plain": 0.0, "bn": 0.0}
-    stream = batches()
+    stream = endless_batches(x_train, data.y_train, args.batch_size, args.seed, device)
     t_start = time.perf_counter()
     for step in progress(range(1, args.steps + 1), args.steps, "training CNNs (plain and BN)", args.no_progress):
         xb, yb = next(stream)
-        for k, m in nets.items():
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(m(xb), yb)
-            opts[k].zero_grad()
-            loss.backward()
-            opts[k].step()
-            loss_sum[k] += loss.item()
-            step_time[k] += time.perf_counter() - t0
+        train_step_each(nets, opts, xb, yb, loss_sum, step_time)
         if step % args.eval_every == 0 or step == args.steps:
             n = step - (hist["step"][-1] if hist["step"] else 0)
             hist["step"].append(step)

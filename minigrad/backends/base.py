@@ -348,7 +348,6 @@ class Backend:
         The divisor is kh·kw when ``count_include_pad``, else the number of
         in-image pixels of the window.
         """
-        xp = self.xp
         n, c, h, w = x.shape
         cols = self.im2col(x.reshape(n * c, 1, h, w), kh, kw, sh, sw, ph, pw)
         oh = self.conv_output_size(h, kh, sh, ph)

@@ -155,6 +155,18 @@ class Backend:
         ``shift = bias - mean·scale`` (``weight``/``bias`` may be None): one
         multiply-add per value. Returns ``y`` in ``x.dtype``.
         """
+        scale, shift = self.batch_norm_eval_affine(mean, var, weight, bias, eps)
+        y = x * scale.astype(x.dtype)[None, :, None] + shift.astype(x.dtype)[None, :, None]
+        return y.astype(x.dtype, copy=False)
+
+    def batch_norm_eval_affine(self, mean, var, weight, bias, eps):
+        """Inference batch norm as one multiply-add per value, ``y = x·scale[c] + shift[c]``.
+
+        Returns float64 ``(scale, shift)`` of shape ``(C,)``: ``scale =
+        weight/sqrt(var + eps)``, ``shift = bias - mean·scale`` (``weight``/
+        ``bias`` may be None). The eval kernels and the folding of BN into
+        the preceding layer both start from it.
+        """
         xp = self.xp
         scale = 1.0 / xp.sqrt(var.astype(xp.float64) + eps)
         if weight is not None:
@@ -162,8 +174,7 @@ class Backend:
         shift = -mean * scale
         if bias is not None:
             shift = shift + bias
-        y = x * scale.astype(x.dtype)[None, :, None] + shift.astype(x.dtype)[None, :, None]
-        return y.astype(x.dtype, copy=False)
+        return scale, shift
 
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         """Gradients of batch norm on an ``(N, C, S)`` view.

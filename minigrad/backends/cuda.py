@@ -413,14 +413,8 @@ class CUDABackend(Backend):
             self._check_shape(where, what, a, (C,))
         # C values: the per-channel scale and shift are a few element-wise ops (in float64), the
         # N·C·S multiply-adds one channel_affine launch.
-        xp = self.xp
-        scale = 1.0 / xp.sqrt(var.astype(np.float64) + eps)
-        if weight is not None:
-            scale = scale * weight
-        shift = -mean * scale
-        if bias is not None:
-            shift = shift + bias
-        y = xp.empty(x.shape, dtype=dtype)
+        scale, shift = self.batch_norm_eval_affine(mean, var, weight, bias, eps)
+        y = self.xp.empty(x.shape, dtype=dtype)
         self._affine(self._c(x), y, scale.astype(dtype), shift.astype(dtype), None, None, dtype)
         return y
 

@@ -236,14 +236,10 @@ class Normalizer(Module):
 
     def _running_affine(self):
         """``(scale, shift)`` from the running statistics: scale = γ/sqrt(var + ε), shift = β - mean·scale."""
-        xp = self.running_mean.backend.xp
-        scale = 1.0 / xp.sqrt(self.running_var.array.astype(xp.float64) + self.eps)
-        shift = -self.running_mean.array.astype(xp.float64) * scale
-        if self.affine:
-            w = self.weight.array.astype(xp.float64).reshape(-1)
-            scale = scale * w
-            shift = shift * w + self.bias.array.astype(xp.float64).reshape(-1)
-        return scale, shift
+        weight = self.weight.array.reshape(-1) if self.affine else None
+        bias = self.bias.array.reshape(-1) if self.affine else None
+        return self.running_mean.backend.batch_norm_eval_affine(self.running_mean.array, self.running_var.array,
+                                                                weight, bias, self.eps)
 
     def _running_stats_factor(self) -> float:
         """Count one more training batch and return its weight in the running averages.

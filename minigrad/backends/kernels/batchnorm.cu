@@ -36,25 +36,17 @@ __global__ void __launch_bounds__(256, 4) bn_stats_spatial(const T* __restrict__
     const long long units = N * upp;
     const long long per = (units + P - 1) / P;
     const long long step = blockDim.x;
-    const long long dn = step / upp, dk = step % upp;
     for (long long cp = blockIdx.x; cp < C * P; cp += gridDim.x) {
         const long long c = cp / P, p = cp % P;
         const long long u0 = p * per;
         const long long u1 = mg::lmin(units, u0 + per);
         Welford w = mg::welford_empty();
-        long long u = u0 + threadIdx.x;
-        long long n = u / upp, k = u % upp;  // cursor, advanced without division
-        for (; u < u1; u += step) {
-            const long long s0 = k * V;
+        mg::Cursor nk(u0 + threadIdx.x, step, upp, 0);  // inner: unit k of plane n (outer)
+        for (long long u = u0 + threadIdx.x; u < u1; u += step, nk.next()) {
+            const long long s0 = nk.inner * V;
             T v[V];
-            const int cnt = mg::load_batch(x + (n * C + c) * S + s0, S - s0, v);
+            const int cnt = mg::load_batch(x + (nk.outer * C + c) * S + s0, S - s0, v);
             w = mg::merge(w, mg::welford_batch(v, cnt));
-            n += dn;
-            k += dk;
-            if (k >= upp) {
-                k -= upp;
-                ++n;
-            }
         }
         w = mg::block_reduce(w, smem, mg::welford_empty());
         if (threadIdx.x == 0) {
@@ -174,12 +166,12 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
     const long long units = (total + V - 1) / V;
     const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    mg::ChannelCursor cur(first * V, step * V, S, C);
+    mg::Cursor cur(first * V, step * V, S, C);  // inner: s, outer: c
     for (long long u = first; u < units; u += step, cur.next()) {
         const long long i0 = u * V;
         T v[V];
         const int cnt = mg::load_batch(x + i0, total - i0, v);
-        long long ls = cur.s, lc = cur.c, pc = -1;
+        long long ls = cur.inner, lc = cur.outer, pc = -1;
         T sc = T(0), sh = T(0), hi = T(0), lo = T(0);
 #pragma unroll
         for (int l = 0; l < V; ++l) {
@@ -216,18 +208,16 @@ __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __
     const long long units = N * upp;
     const long long per = (units + P - 1) / P;
     const long long step = blockDim.x;
-    const long long dn = step / upp, dk = step % upp;
     for (long long cp = blockIdx.x; cp < C * P; cp += gridDim.x) {
         const long long c = cp / P, p = cp % P;
         const double mc = static_cast<double>(mean[c]);
         const long long u0 = p * per;
         const long long u1 = mg::lmin(units, u0 + per);
         Sum2 acc = mg::sum2_empty();
-        long long u = u0 + threadIdx.x;
-        long long n = u / upp, k = u % upp;
-        for (; u < u1; u += step) {
-            const long long s0 = k * V;
-            const long long off = (n * C + c) * S + s0;
+        mg::Cursor nk(u0 + threadIdx.x, step, upp, 0);  // inner: unit k of plane n (outer)
+        for (long long u = u0 + threadIdx.x; u < u1; u += step, nk.next()) {
+            const long long s0 = nk.inner * V;
+            const long long off = (nk.outer * C + c) * S + s0;
             T gv[V], xv[V];
             const int cnt = mg::load_batch(g + off, S - s0, gv);
             mg::load_batch(x + off, S - s0, xv);
@@ -238,12 +228,6 @@ __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __
                     acc.a += gd;
                     acc.b += gd * (static_cast<double>(xv[i]) - mc);
                 }
-            }
-            n += dn;
-            k += dk;
-            if (k >= upp) {
-                k -= upp;
-                ++n;
             }
         }
         acc = mg::block_reduce(acc, smem, mg::sum2_empty());
@@ -341,13 +325,13 @@ __global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x,
     const long long units = (total + V - 1) / V;
     const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
-    mg::ChannelCursor cur(first * V, step * V, S, C);
+    mg::Cursor cur(first * V, step * V, S, C);  // inner: s, outer: c
     for (long long u = first; u < units; u += step, cur.next()) {
         const long long i0 = u * V;
         T gv[V], xv[V];
         const int cnt = mg::load_batch(g + i0, total - i0, gv);
         if (use_x) mg::load_batch(x + i0, total - i0, xv);
-        long long ls = cur.s, lc = cur.c, pc = -1;
+        long long ls = cur.inner, lc = cur.outer, pc = -1;
         T a = T(0), b = T(0), d = T(0), mu = T(0);
 #pragma unroll
         for (int l = 0; l < V; ++l) {

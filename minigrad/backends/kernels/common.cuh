@@ -103,28 +103,34 @@ __device__ __forceinline__ void store_batch(T* p, int cnt, const T (&v)[Pack<T>:
         if (i < cnt) p[i] = v[i];
 }
 
-// -------------------------------------------------------- channel cursor
-// The channel of each element of a flat walk over an (N, C, S) array, without
-// an integer division per element: (s, c) is the position of the first
-// element of the thread's current unit; next() moves it on by the grid
-// stride, and step() moves a copy on by one element inside a unit.
-struct ChannelCursor {
-    long long s, c, ds, dc, S, C;
-    __device__ __forceinline__ ChannelCursor(long long first, long long stride, long long S_, long long C_)
-        : s(first % S_), c((first / S_) % C_), ds(stride % S_), dc((stride / S_) % C_), S(S_), C(C_) {}
+// ------------------------------------------------------------------ cursor
+// A position (outer, inner) in a row-major walk where every outer index has
+// `inner_size` inner ones (and the outer index wraps at `outer_size`; 0: it
+// never wraps), moved without an integer division per move: next() by a
+// fixed stride (a grid- or block-stride loop), step() a copy by one element.
+// E.g. the channel of element i of an (N, C, S) array: inner = s, outer = c
+// with sizes S and C; or unit u of a plane of `upp` units: inner = k, outer = n.
+struct Cursor {
+    long long inner, outer, d_inner, d_outer, inner_size, outer_size;
+    __device__ __forceinline__ Cursor(long long first, long long stride, long long inner_size_,
+                                      long long outer_size_)
+        : inner(first % inner_size_), outer(wrap(first / inner_size_, outer_size_)),
+          d_inner(stride % inner_size_), d_outer(wrap(stride / inner_size_, outer_size_)),
+          inner_size(inner_size_), outer_size(outer_size_) {}
+    __device__ __forceinline__ static long long wrap(long long v, long long size) { return size ? v % size : v; }
     __device__ __forceinline__ void next() {
-        s += ds;
-        c += dc;
-        if (s >= S) {
-            s -= S;
-            ++c;
+        inner += d_inner;
+        outer += d_outer;
+        if (inner >= inner_size) {
+            inner -= inner_size;
+            ++outer;
         }
-        if (c >= C) c -= C;
+        if (outer_size && outer >= outer_size) outer -= outer_size;
     }
-    __device__ __forceinline__ void step(long long& ls, long long& lc) const {
-        if (++ls == S) {
-            ls = 0;
-            if (++lc == C) lc = 0;
+    __device__ __forceinline__ void step(long long& i, long long& o) const {
+        if (++i == inner_size) {
+            i = 0;
+            if (++o == outer_size) o = 0;
         }
     }
 };

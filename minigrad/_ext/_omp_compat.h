@@ -20,4 +20,18 @@ static inline void minigrad_omp_barrier(void) {
     _Pragma("omp barrier")
 #endif
 }
+/* The size of the team a parallel region asking for n threads gets (for tests). */
+static inline int minigrad_team_size(int n) {
+    int size = 1;
+#ifdef _OPENMP
+    _Pragma("omp parallel num_threads(n)")
+    {
+        _Pragma("omp single")
+        size = omp_get_num_threads();
+    }
+#else
+    (void)n;
+#endif
+    return size;
+}
 #endif

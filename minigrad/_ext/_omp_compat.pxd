@@ -7,3 +7,4 @@ cdef extern from "_omp_compat.h" nogil:
     int omp_get_thread_num()
     int omp_get_num_threads()
     void minigrad_omp_barrier()
+    int minigrad_team_size(int n)

@@ -1,24 +1,26 @@
 # cython: language_level=3
-"""The normalization kernels of ``_norm``, compiled for AVX2 and FMA.
+"""The CPU kernels of ``_kernels``, their C primitives compiled for AVX2+FMA.
 
-Same source (``_norm.pyx`` is included below); only the target differs.
-The portable build stays baseline x86-64 (no ``-march=native``), and the
-CPU backend imports this module instead of ``_norm`` when
-``_norm.cpu_has_avx2_fma()`` says the processor has AVX2 and FMA: 256-bit
-vectors convert and accumulate four doubles per instruction, which is what
-the float32-into-double reductions are bound by. On compilers without GCC's
-target pragma (or off x86) this is simply a second baseline build.
+256-bit vectors convert and accumulate four doubles per instruction (what the
+float32-into-double reductions are bound by), and the matrix products multiply
+and add eight floats per instruction.
 
-Never import it on a processor without AVX2: every function in it, its
-module initialisation included, may contain AVX2 instructions.
+Same sources as ``_kernels`` (the include lines below); only the target of the
+primitives in ``_simd.h`` differs, and only with GCC on x86 (elsewhere
+this is another baseline build). The module's initialisation and its Cython
+code are baseline, and importing it on a processor without the instruction
+set raises ImportError.
 """
 
 cdef extern from *:
     """
-    #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-    #pragma GCC target("avx2,fma")
-    #define MINIGRAD_NORM_SIMD "avx2"
-    #endif
+    #define MG_SIMD_AVX2 1
     """
 
-include "_norm.pyx"
+include "_common.pxi"
+include "_batchnorm.pxi"
+include "_groupnorm.pxi"
+include "_gemm.pxi"
+include "_conv.pxi"
+include "_pool.pxi"
+include "_optim.pxi"

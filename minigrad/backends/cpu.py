@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 
-from .._ext import _conv, _elementwise
 from .base import Backend
 
 __all__ = ["CPUBackend"]
@@ -70,42 +69,93 @@ class CPUBackend(Backend):
         self._seed = int(seed)
         self._rng = np.random.Generator(np.random.PCG64(self._seed))
 
-    # ------------------------------------------------ convolution & pooling
-    # The Cython kernels take C-contiguous float32/float64 arrays; anything
-    # else (integer tensors, say) takes the NumPy reference in base.py.
-
-    def im2col(self, x, kh, kw, sh, sw, ph, pw):
-        if not _kernel_dtype(x):
-            return super().im2col(x, kh, kw, sh, sw, ph, pw)
-        x = np.ascontiguousarray(x)
-        n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
-        _conv.im2col(x, cols, kh, kw, sh, sw, ph, pw)
-        return cols
-
-    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
-        if not _kernel_dtype(cols):
-            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
-        n, c, h, w = x_shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, oh * ow)
-        out = np.zeros((n, c, h, w), dtype=cols.dtype)
-        _conv.col2im(cols, out, kh, kw, sh, sw, ph, pw)
+    # ------------------------------------------------ matrix products
+    def matmul(self, a, b):
+        if not (a.dtype == b.dtype and a.dtype in _KERNEL_DTYPES and a.ndim and b.ndim):
+            return super().matmul(a, b)
+        # NumPy's rules: a vector is a matrix of one row (a) or one column (b), dropped from the result
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        m, k = a2.shape[-2:]
+        if b2.shape[-2] != k:
+            return super().matmul(a, b)  # NumPy's error message
+        n = b2.shape[-1]
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        out = np.empty(batch + (m, n), dtype=a.dtype)
+        _kernels().matmul(_batched(a2, batch), _batched(b2, batch), out.reshape(-1, m, n))
+        if b.ndim == 1:
+            out = out[..., 0]
+        if a.ndim == 1:
+            out = out[..., 0, :] if b.ndim > 1 else out[..., 0]
         return out
 
-    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
+    # ------------------------------------------------ convolution & pooling
+    # The kernels take C-contiguous float32/float64 arrays (the wrappers copy
+    # anything else once); other dtypes (integer tensors, say) take the NumPy
+    # reference in base.py.
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         if not _kernel_dtype(x):
-            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+            return super().im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        planes = np.ascontiguousarray(x).reshape(n * c, h, w)
+        cols = np.empty((n, c * kh * kw, self.conv_output_size(h, kh, sh, ph, dh)
+                         * self.conv_output_size(w, kw, sw, pw, dw)), dtype=x.dtype)
+        _kernels().im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw)
+        return cols
+
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+        if not _kernel_dtype(cols):
+            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
+        n, c, h, w = x_shape
+        cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, -1)
+        out = np.empty((n, c, h, w), dtype=cols.dtype)
+        _kernels().col2im(cols, out, kh, kw, sh, sw, ph, pw, dh, dw)
+        return out
+
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups):
+        if not (_kernel_dtype(x) and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)):
+            return super().conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        n, c, h, w = x.shape
+        o, cg, kh, kw = weight.shape
+        oh = self.conv_output_size(h, kh, sh, ph, dh)
+        ow = self.conv_output_size(w, kw, sw, pw, dw)
+        x = np.ascontiguousarray(x)
+        y = np.empty((n, o, oh, ow), dtype=x.dtype)
+        pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
+        # The backward pass needs every image's columns; a 1x1 convolution's are the input itself.
+        cols = None if pointwise else np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+        _kernels().conv2d_forward(x, np.ascontiguousarray(weight), None if bias is None else np.ascontiguousarray(bias),
+                                  y, cols, sh, sw, ph, pw, dh, dw, groups)
+        return y, (x.reshape(n, c, h * w) if pointwise else cols)
+
+    def conv2d_backward(self, grad, x_shape, weight, saved, stride, padding, dilation, groups, needs):
+        if not (_kernel_dtype(grad) and weight.dtype == grad.dtype and saved.dtype == grad.dtype):
+            return super().conv2d_backward(grad, x_shape, weight, saved, stride, padding, dilation, groups, needs)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        n, o = grad.shape[:2]
+        g = np.ascontiguousarray(grad).reshape(n, o, -1)
+        weight = np.ascontiguousarray(weight)
+        gx = gw = gb = None
+        k = _kernels()
+        if needs[0]:
+            gx = np.empty(x_shape, dtype=grad.dtype)
+            k.conv2d_backward_input(g, weight, gx, sh, sw, ph, pw, dh, dw, groups)
+        if needs[1] or needs[2]:
+            gw2 = np.empty((o, weight[0].size), dtype=grad.dtype)
+            gb = np.empty(o, dtype=grad.dtype) if needs[2] else None
+            k.conv2d_backward_weight(g, saved, gw2, gb, groups)
+            gw = gw2.reshape(weight.shape) if needs[1] else None
+        return gx, gw, gb
+
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, ceil_mode=False):
+        if not _kernel_dtype(x):
+            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, ceil_mode)
+        n, c, h, w = x.shape
+        oh = self.conv_output_size(h, kh, sh, ph, 1, ceil_mode)
+        ow = self.conv_output_size(w, kw, sw, pw, 1, ceil_mode)
         y = np.empty((n * c, oh, ow), dtype=x.dtype)
         arg = np.empty((n * c, oh, ow), dtype=np.int64)
-        _conv.max_pool2d_forward(planes, y, arg, h, w, kh, kw, sh, sw, ph, pw)
+        _kernels().max_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y, arg, kh, kw, sh, sw, ph, pw)
         return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
 
     def max_pool2d_backward(self, grad, argmax, x_shape):
@@ -114,19 +164,19 @@ class CPUBackend(Backend):
         n, c, h, w = x_shape
         g = np.ascontiguousarray(grad).reshape(n * c, grad.shape[2], grad.shape[3])
         arg = np.ascontiguousarray(argmax, dtype=np.int64).reshape(g.shape)
-        dx = np.zeros((n * c, h * w), dtype=grad.dtype)
-        _conv.max_pool2d_backward(g, arg, dx)
+        dx = np.empty((n * c, h * w), dtype=grad.dtype)
+        _kernels().max_pool2d_backward(g, arg, dx)
         return dx.reshape(x_shape)
 
-    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True, ceil_mode=False):
         if not _kernel_dtype(x):
-            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad)
+            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, ceil_mode)
         n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
+        oh = self.conv_output_size(h, kh, sh, ph, 1, ceil_mode)
+        ow = self.conv_output_size(w, kw, sw, pw, 1, ceil_mode)
         y = np.empty((n * c, oh, ow), dtype=x.dtype)
-        _conv.avg_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y, h, w, kh, kw, sh, sw, ph, pw,
-                                 count_include_pad)
+        _kernels().avg_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y, kh, kw, sh, sw, ph, pw,
+                                      count_include_pad)
         return y.reshape(n, c, oh, ow)
 
     def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
@@ -134,8 +184,25 @@ class CPUBackend(Backend):
             return super().avg_pool2d_backward(grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad)
         n, c, h, w = x_shape
         g = np.ascontiguousarray(grad).reshape(n * c, grad.shape[2], grad.shape[3])
-        dx = np.zeros((n * c, h, w), dtype=grad.dtype)
-        _conv.avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
+        dx = np.empty((n * c, h, w), dtype=grad.dtype)
+        _kernels().avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
+        return dx.reshape(x_shape)
+
+    def adaptive_avg_pool2d_forward(self, x, oh, ow):
+        if not _kernel_dtype(x):
+            return super().adaptive_avg_pool2d_forward(x, oh, ow)
+        n, c, h, w = x.shape
+        y = np.empty((n * c, oh, ow), dtype=x.dtype)
+        _kernels().adaptive_avg_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y)
+        return y.reshape(n, c, oh, ow)
+
+    def adaptive_avg_pool2d_backward(self, grad, x_shape):
+        if not _kernel_dtype(grad):
+            return super().adaptive_avg_pool2d_backward(grad, x_shape)
+        n, c, h, w = x_shape
+        g = np.ascontiguousarray(grad).reshape(n * c, grad.shape[2], grad.shape[3])
+        dx = np.empty((n * c, h, w), dtype=grad.dtype)
+        _kernels().adaptive_avg_pool2d_backward(g, dx)
         return dx.reshape(x_shape)
 
     # ------------------------------------------------- optimizer updates
@@ -147,21 +214,19 @@ class CPUBackend(Backend):
             buf = np.empty_like(param)
         g = np.ascontiguousarray(grad).reshape(-1)
         flat_buf = buf.reshape(-1) if buf is not None else param.reshape(-1)
-        _elementwise.sgd_update(param.reshape(-1), g, flat_buf, lr, momentum, dampening, weight_decay,
-                                nesterov, first)
+        _kernels().sgd_update(param.reshape(-1), g, flat_buf, lr, momentum, dampening, weight_decay, nesterov, first)
         return buf
 
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
         if not (_kernel_dtype(param) and param.flags.c_contiguous and grad.dtype == param.dtype):
             return super().adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                                        weight_decay)
-        _elementwise.adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
-                                 exp_avg.reshape(-1), exp_avg_sq.reshape(-1), lr, beta1, beta2, eps,
-                                 weight_decay, 1.0 - beta1**step, 1.0 - beta2**step)
-
+        _kernels().adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), exp_avg.reshape(-1),
+                               exp_avg_sq.reshape(-1), lr, beta1, beta2, eps, weight_decay, 1.0 - beta1**step,
+                               1.0 - beta2**step)
 
     # ==================================================================
-    # normalization kernels (minigrad/_ext/_norm.pyx, used by minigrad.norm)
+    # normalization kernels (minigrad/_ext/_batchnorm.pxi, _groupnorm.pxi, used by minigrad.norm)
     #
     # float32/float64 go to the fused Cython kernels; other dtypes (float16)
     # fall back to the NumPy reference. Inputs whose last axis is strided
@@ -180,7 +245,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty(c, dtype=x.dtype)
         var = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
+        _kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
         return y, mean, var
 
     def channel_affine(self, x, scale, shift):
@@ -188,7 +253,7 @@ class CPUBackend(Backend):
             return super().channel_affine(x, scale, shift)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
+        _kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
         return y
 
     def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
@@ -196,7 +261,7 @@ class CPUBackend(Backend):
             return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
+        _kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
                                                 _vector(bias, x), float(eps), y)
         return y
 
@@ -209,7 +274,7 @@ class CPUBackend(Backend):
         c = x.shape[1]
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+        _kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             bool(training), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -221,7 +286,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty((n, groups), dtype=x.dtype)
         invstd = np.empty((n, groups), dtype=x.dtype)
-        _norm_kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
+        _kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
                                            mean, invstd)
         return y, mean, invstd
 
@@ -234,29 +299,9 @@ class CPUBackend(Backend):
         dx = np.empty(x.shape, dtype=x.dtype)
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+        _kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             int(groups), dx, dweight, dbias)
         return dx, dweight, dbias
-
-    def row_norm_forward(self, x, eps):
-        if x.dtype not in _KERNEL_DTYPES:
-            return super().row_norm_forward(x, eps)
-        x = _inner_contiguous(x)
-        r, k = x.shape
-        xhat = np.empty((r, k), dtype=x.dtype)
-        mean = np.empty(r, dtype=x.dtype)
-        invstd = np.empty(r, dtype=x.dtype)
-        _norm_kernels().row_norm_forward(x, float(eps), xhat, mean, invstd)
-        return xhat, mean, invstd
-
-    def row_norm_backward(self, grad, xhat, invstd):
-        if grad.dtype not in _KERNEL_DTYPES or xhat.dtype != grad.dtype:
-            return super().row_norm_backward(grad, xhat, invstd)
-        grad = _inner_contiguous(grad)
-        xhat = _inner_contiguous(xhat)
-        dx = np.empty(grad.shape, dtype=grad.dtype)
-        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd, grad), dx)
-        return dx
 
 
 # The dtypes the Cython kernels are compiled for (fused float/double).
@@ -268,40 +313,39 @@ def _kernel_dtype(a) -> bool:
     return a.dtype in _KERNEL_DTYPES
 
 
-# ---------------------------------------------- normalization kernel helpers
-_NORM_MODULE = None
+# ---------------------------------------------------------- kernel helpers
+_KERNELS = None
 
 
-def _norm_kernels():
+def _kernels():
     """The compiled kernel module: the widest build the CPU can run.
 
-    AVX-512 (``_norm_avx512``) where the processor and OS support it, else
-    AVX2+FMA (``_norm_avx2``), else the portable baseline (``_norm``).
-    ``MINIGRAD_NORM_SIMD=baseline`` (or ``avx2``) caps the choice, for
-    tests and comparisons.
+    AVX-512 (``_kernels_avx512``) where the processor and OS support it, else
+    AVX2+FMA (``_kernels_avx2``), else the portable baseline (``_kernels``).
+    A build the processor cannot run refuses to import (ImportError), so
+    trying them widest first is safe. ``MINIGRAD_SIMD=baseline`` (or
+    ``avx2``) caps the choice, for tests and comparisons.
     """
-    global _NORM_MODULE
-    if _NORM_MODULE is None:
+    global _KERNELS
+    if _KERNELS is None:
         import importlib
 
-        from .._ext import _norm
+        cap = os.environ.get("MINIGRAD_SIMD", "").strip().lower()
+        order = ["_kernels_avx512", "_kernels_avx2", "_kernels"]
+        for name in order[{"avx2": 1, "baseline": 2}.get(cap, 0):]:
+            try:
+                _KERNELS = importlib.import_module(f".._ext.{name}", __package__)
+            except ImportError:  # this processor cannot run it, or a build without this variant
+                continue
+            break
+    return _KERNELS
 
-        cap = os.environ.get("MINIGRAD_NORM_SIMD", "").strip().lower()
-        order = [("_norm_avx512", _norm.cpu_has_avx512), ("_norm_avx2", _norm.cpu_has_avx2_fma)]
-        if cap == "baseline":
-            order = []
-        elif cap == "avx2":
-            order = order[1:]
-        module = _norm
-        for name, supported in order:
-            if supported():
-                try:
-                    module = importlib.import_module(f".._ext.{name}", __package__)
-                except ImportError:  # a build without this variant
-                    continue
-                break
-        _NORM_MODULE = module
-    return _NORM_MODULE
+
+def _batched(a, batch):
+    """``a`` (..., M, K) broadcast to ``batch`` + (M, K), as a 3-D view (a copy only when the batch axes
+    cannot be merged into one strided axis)."""
+    full = np.broadcast_to(a, batch + a.shape[-2:])
+    return full.reshape((-1,) + a.shape[-2:])
 
 
 def _inner_contiguous(a):

@@ -573,10 +573,10 @@ class CUDABackend(Backend):
     def _geometry(*values):
         return tuple(_i64(v) for v in values)
 
-    def im2col(self, x, kh, kw, sh, sw, ph, pw):
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         dtype = self._kernel_dtype(x)
-        if dtype is None:
-            return super().im2col(x, kh, kw, sh, sw, ph, pw)
+        if dtype is None or (dh, dw) != (1, 1):  # no dilated kernel yet: the reference
+            return super().im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)
         oh, ow = self._window_sizes("im2col", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         cols = self.xp.empty((n, c * kh * kw, oh * ow), dtype=dtype)
@@ -585,10 +585,10 @@ class CUDABackend(Backend):
                          (self._c(x), cols, *self._geometry(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
         return cols
 
-    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         dtype = self._kernel_dtype(cols)
-        if dtype is None:
-            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+        if dtype is None or (dh, dw) != (1, 1):  # no dilated kernel yet: the reference
+            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         oh, ow = self._window_sizes("col2im", x_shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = (int(s) for s in x_shape)
         self._check_shape("col2im", "cols", cols, (n, c * kh * kw, oh * ow))
@@ -599,10 +599,10 @@ class CUDABackend(Backend):
         return x
 
     # -------------------------------------------------------- pooling
-    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, ceil_mode=False):
         dtype = self._kernel_dtype(x)
-        if dtype is None:
-            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+        if dtype is None or ceil_mode:  # no ceil_mode kernel yet: the reference
+            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, ceil_mode)
         oh, ow = self._window_sizes("max_pool2d_forward", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         y = self.xp.empty((n, c, oh, ow), dtype=dtype)
@@ -631,10 +631,10 @@ class CUDABackend(Backend):
                           _i64(grad.shape[2] * grad.shape[3])))
         return dx
 
-    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True, ceil_mode=False):
         dtype = self._kernel_dtype(x)
-        if dtype is None:
-            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad)
+        if dtype is None or ceil_mode:  # no ceil_mode kernel yet: the reference
+            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, ceil_mode)
         oh, ow = self._window_sizes("avg_pool2d_forward", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         y = self.xp.empty((n, c, oh, ow), dtype=dtype)
@@ -646,7 +646,10 @@ class CUDABackend(Backend):
 
     def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
         dtype = self._kernel_dtype(grad)
-        if dtype is None:
+        if dtype is None or (grad.ndim == 4 and len(x_shape) == 4 and tuple(grad.shape[2:]) != tuple(
+                self.conv_output_size(n, k, s, p) for n, k, s, p in ((x_shape[2], kh, sh, ph), (x_shape[3], kw, sw, pw)))
+                and tuple(grad.shape[2:]) == tuple(self.conv_output_size(n, k, s, p, 1, True) for n, k, s, p in (
+                    (x_shape[2], kh, sh, ph), (x_shape[3], kw, sw, pw)))):  # no ceil_mode kernel yet: the reference
             return super().avg_pool2d_backward(grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad)
         oh, ow = self._window_sizes("avg_pool2d_backward", x_shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = (int(s) for s in x_shape)

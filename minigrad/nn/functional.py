@@ -8,11 +8,11 @@ know from ``torch.nn.functional``.
 from __future__ import annotations
 
 from .. import ops
-from ..ops import (avg_pool2d, conv2d, cross_entropy, linear, log_softmax, max_pool2d, nll_loss, relu,
+from ..ops import (adaptive_avg_pool2d, avg_pool2d, conv2d, cross_entropy, linear, log_softmax, max_pool2d, nll_loss, relu,
                    sigmoid, softmax, tanh)
 
 __all__ = [
-    "linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
+    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
     "cross_entropy", "nll_loss", "mse_loss", "dropout", "flatten", "batch_norm", "layer_norm", "group_norm",
     "instance_norm",
 ]

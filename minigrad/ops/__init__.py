@@ -9,14 +9,14 @@ from .conv import conv2d
 from .elementwise import (abs, add, cast, clamp, div, dropout_mask_mul, exp, log, maximum, minimum,
                           mul, neg, pow, relu, sigmoid, sqrt, sub, tanh, where)
 from .linalg import linear, matmul
-from .pool import avg_pool2d, max_pool2d
+from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .reduce import argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .shape import (broadcast_to, concatenate, flatten, getitem, permute, reshape, squeeze, stack,
                     transpose, unsqueeze)
 from .softmax import cross_entropy, log_softmax, nll_loss, softmax
 
 __all__ = [
-    "abs", "add", "argmax", "argmin", "avg_pool2d", "broadcast_to", "cast", "clamp", "concatenate",
+    "abs", "adaptive_avg_pool2d", "add", "argmax", "argmin", "avg_pool2d", "broadcast_to", "cast", "clamp", "concatenate",
     "conv2d", "cross_entropy", "div", "dropout_mask_mul", "exp", "flatten", "getitem", "linear", "log",
     "log_softmax", "logsumexp", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mul",
     "neg", "nll_loss", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze",

@@ -7,26 +7,24 @@ contiguous and non-contiguous views, serial and multithreaded paths.
 from __future__ import annotations
 
 import importlib
+import pathlib
 
 import numpy as np
 import pytest
 
 from minigrad.backends import Backend, get_backend
+from minigrad._ext import _parallel
 from minigrad.backends import cpu as cpu_backend
 
 REFERENCE = Backend("cpu")  # the NumPy reference implementation itself
 
 
 def _norm_builds():
-    from minigrad._ext import _norm
-
-    builds = [pytest.param(_norm, id="baseline")]
-    for name, supported in (("avx2", _norm.cpu_has_avx2_fma), ("avx512", _norm.cpu_has_avx512)):
-        # Ask the processor first: importing a build it cannot run is an illegal instruction, not an ImportError.
-        if not supported():
-            continue
+    """Every build of the kernels this processor runs (a build it cannot run refuses to import)."""
+    builds = []
+    for name in ("baseline", "avx2", "avx512"):
         try:
-            module = importlib.import_module(f"minigrad._ext._norm_{name}")
+            module = importlib.import_module("minigrad._ext._kernels" + ("" if name == "baseline" else f"_{name}"))
         except ImportError:
             continue
         builds.append(pytest.param(module, id=name))
@@ -37,24 +35,25 @@ def _norm_builds():
 def threading_mode(request):
     """The serial path; the OpenMP path forced on even for small inputs, with a range of channels per
     thread ("parallel") or every channel split over the whole team ("team"); streaming stores forced on
-    (automatic split)."""
-    kernels = [p.values[0] for p in _norm_builds()]
-    old = [(k.parallel_min_size(), k.stream_min_bytes(), k.team_mode()) for k in kernels]
-    for k in kernels:
-        k.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
-        k.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
-        k.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
+    (automatic split). The knobs live in one module, shared by every build."""
+    old = (_parallel.parallel_min_size(), _parallel.get_stream_min_bytes(), _parallel.get_team_mode(),
+           _parallel.get_num_threads())
+    _parallel.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
+    _parallel.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
+    _parallel.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
+    if request.param != "serial":
+        _parallel.set_num_threads(max(2, old[3]))  # a team even on a one-core machine
     yield request.param
-    for k, (n, b, t) in zip(kernels, old):
-        k.set_parallel_min_size(n)
-        k.set_stream_min_bytes(b)
-        k.set_team_mode(t)
+    _parallel.set_parallel_min_size(old[0])
+    _parallel.set_stream_min_bytes(old[1])
+    _parallel.set_team_mode(old[2])
+    _parallel.set_num_threads(old[3])
 
 
 @pytest.fixture(params=_norm_builds())
 def cpu_build(request, monkeypatch):
     """Route the CPU backend to one compiled build of the kernels."""
-    monkeypatch.setattr(cpu_backend, "_NORM_MODULE", request.param)
+    monkeypatch.setattr(cpu_backend, "_KERNELS", request.param)
     return request.param
 
 
@@ -231,7 +230,7 @@ def _row_views(rng, shape, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", ROWS)
-def test_row_norm_forward(shape, dtype, device, cpu_build, threading_mode):
+def test_row_norm_forward(shape, dtype, device):
     rng = np.random.default_rng(4)
     backend = get_backend(device)
     for name, x in _row_views(rng, shape, dtype):
@@ -246,7 +245,7 @@ def test_row_norm_forward(shape, dtype, device, cpu_build, threading_mode):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", ROWS)
-def test_row_norm_backward(shape, dtype, device, cpu_build, threading_mode):
+def test_row_norm_backward(shape, dtype, device):
     rng = np.random.default_rng(5)
     backend = get_backend(device)
     invstd = rng.uniform(0.5, 2, shape[0]).astype(dtype)
@@ -308,11 +307,58 @@ def test_signatures_match_the_reference():
 
 
 def test_simd_builds_report_themselves():
-    from minigrad._ext import _norm
+    from minigrad._ext import _kernels
 
-    assert _norm.simd() == "baseline"
+    assert _kernels.simd() == "baseline"
     widths = {"baseline": (0, 16), "avx2": (32,), "avx512": (64,)}
     for p in _norm_builds():
         module = p.values[0]
         assert module.simd() == p.id
         assert module.vector_bytes() in widths[p.id], (p.id, module.vector_bytes())
+
+
+@pytest.mark.parametrize("name", ["_kernels", "_kernels_avx2", "_kernels_avx512"])
+def test_importing_any_build_never_kills_the_process(name):
+    # On a processor without the build's instruction set the import raises ImportError (it used to die
+    # with SIGILL in the module's initialisation): the only outcomes are a module or that error.
+    import subprocess
+    import sys
+
+    code = (f"import importlib\ntry:\n    m = importlib.import_module('minigrad._ext.{name}')\n"
+            f"except ImportError as e:\n    print('refused:', e)\nelse:\n    print('loaded', m.simd())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    runs = {p.id for p in _norm_builds()}
+    simd = name.removeprefix("_kernels").lstrip("_") or "baseline"
+    assert proc.stdout.startswith("loaded" if simd in runs else "refused"), proc.stdout
+
+
+def test_simd_instructions_only_in_the_primitives():
+    # The guarantee behind the import check: in the AVX2/AVX-512 builds only the C primitives of
+    # _simd.h (functions named mg_*) contain VEX/EVEX-encoded instructions; the module's
+    # initialisation and the Cython orchestration are baseline x86-64.
+    import platform
+    import re
+    import shutil
+    import subprocess
+
+    if platform.machine() not in ("x86_64", "AMD64") or shutil.which("objdump") is None:
+        pytest.skip("needs x86-64 and objdump")
+    import minigrad._ext as ext
+
+    folder = pathlib.Path(ext.__file__).parent
+    vector = re.compile(r"\s(v[a-z0-9]+|k[a-z]+[bwdq])\s|[xyz]mm(1[6-9]|2[0-9]|3[01])|[yz]mm")
+    for name in ("_kernels_avx2", "_kernels_avx512"):
+        (lib,) = folder.glob(f"{name}.*.so") or [None]
+        if lib is None:
+            continue
+        text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True,
+                              check=True).stdout
+        offenders, fn = set(), None
+        for line in text.splitlines():
+            head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+            if head:
+                fn = head.group(1)
+            elif fn and vector.search(line) and not fn.startswith("mg_"):
+                offenders.add(fn)
+        assert not offenders, f"{name}: vector instructions outside the primitives: {sorted(offenders)[:10]}"

@@ -95,9 +95,9 @@ def test_max_pool2d(case, device):
 def test_avg_pool2d(case, include, device):
     a, k, s, p = case
     x = mg.tensor(a, device=device, requires_grad=True)
-    np.testing.assert_allclose(F.avg_pool2d(x, k, s, p, include).detach().cpu().numpy(),
+    np.testing.assert_allclose(F.avg_pool2d(x, k, s, p, count_include_pad=include).detach().cpu().numpy(),
                                _pool_reference(a, k, s, p, "avg", include), rtol=1e-12)
-    assert gradcheck(lambda t: F.avg_pool2d(t, k, s, p, include), [x])
+    assert gradcheck(lambda t: F.avg_pool2d(t, k, s, p, count_include_pad=include), [x])
 
 
 def test_conv_and_pool_errors(device):

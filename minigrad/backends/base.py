@@ -359,15 +359,15 @@ class Backend:
         n, c, h, w = x_shape
         o, cg, kh, kw = weight.shape
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-        kg, og = cg * kh * kw, o // groups
-        g = grad.reshape(n, groups, og, -1)                                     # (N, G, Og, L)
+        kg, og, L = cg * kh * kw, o // groups, grad.shape[2] * grad.shape[3]
+        g = grad.reshape(n, groups, og, L)                                      # (N, G, Og, L)
         gx = gw = gb = None
         if needs[0]:
             wt = xp.swapaxes(weight.reshape(groups, og, kg), -1, -2)            # (G, Kg, Og)
-            dcols = xp.matmul(wt, g).reshape(n, c * kh * kw, -1)
+            dcols = xp.matmul(wt, g).reshape(n, c * kh * kw, L)
             gx = self.col2im(dcols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         if needs[1]:
-            cols = saved.reshape(n, groups, kg, -1)
+            cols = saved.reshape(n, groups, kg, L)
             gw = xp.einsum("ngol,ngkl->gok", g, cols).reshape(weight.shape)
         if needs[2]:
             gb = grad.sum(axis=(0, 2, 3))

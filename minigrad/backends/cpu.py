@@ -82,7 +82,9 @@ class CPUBackend(Backend):
         n = b2.shape[-1]
         batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
         out = np.empty(batch + (m, n), dtype=a.dtype)
-        _kernels().matmul(_batched(a2, batch), _batched(b2, batch), out.reshape(-1, m, n))
+        if out.size:
+            nb = out.size // (m * n)
+            _kernels().matmul(_batched(a2, batch, nb), _batched(b2, batch, nb), out.reshape(nb, m, n))
         if b.ndim == 1:
             out = out[..., 0]
         if a.ndim == 1:
@@ -106,7 +108,8 @@ class CPUBackend(Backend):
         if not _kernel_dtype(cols):
             return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x_shape
-        cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, -1)
+        cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, self.conv_output_size(h, kh, sh, ph, dh)
+                                                  * self.conv_output_size(w, kw, sw, pw, dw))
         out = np.empty((n, c, h, w), dtype=cols.dtype)
         _kernels().col2im(cols, out, kh, kw, sh, sw, ph, pw, dh, dw)
         return out
@@ -132,8 +135,8 @@ class CPUBackend(Backend):
         if not (_kernel_dtype(grad) and weight.dtype == grad.dtype and saved.dtype == grad.dtype):
             return super().conv2d_backward(grad, x_shape, weight, saved, stride, padding, dilation, groups, needs)
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-        n, o = grad.shape[:2]
-        g = np.ascontiguousarray(grad).reshape(n, o, -1)
+        n, o, oh, ow = grad.shape
+        g = np.ascontiguousarray(grad).reshape(n, o, oh * ow)
         weight = np.ascontiguousarray(weight)
         gx = gw = gb = None
         k = _kernels()
@@ -141,7 +144,7 @@ class CPUBackend(Backend):
             gx = np.empty(x_shape, dtype=grad.dtype)
             k.conv2d_backward_input(g, weight, gx, sh, sw, ph, pw, dh, dw, groups)
         if needs[1] or needs[2]:
-            gw2 = np.empty((o, weight[0].size), dtype=grad.dtype)
+            gw2 = np.empty((o, int(np.prod(weight.shape[1:]))), dtype=grad.dtype)
             gb = np.empty(o, dtype=grad.dtype) if needs[2] else None
             k.conv2d_backward_weight(g, saved, gw2, gb, groups)
             gw = gw2.reshape(weight.shape) if needs[1] else None
@@ -341,11 +344,10 @@ def _kernels():
     return _KERNELS
 
 
-def _batched(a, batch):
-    """``a`` (..., M, K) broadcast to ``batch`` + (M, K), as a 3-D view (a copy only when the batch axes
-    cannot be merged into one strided axis)."""
-    full = np.broadcast_to(a, batch + a.shape[-2:])
-    return full.reshape((-1,) + a.shape[-2:])
+def _batched(a, batch, nb):
+    """``a`` (..., M, K) broadcast to ``batch`` + (M, K), as a 3-D (nb, M, K) view (a copy only when the
+    batch axes cannot be merged into one strided axis)."""
+    return np.broadcast_to(a, batch + a.shape[-2:]).reshape((nb,) + a.shape[-2:])
 
 
 def _inner_contiguous(a):

@@ -55,6 +55,51 @@ typedef uint64_t mg_bits_f64;
         (bk) = ((k) & mk_) | ((bk) & ~mk_);                                                      \
     }
 
+#if MG_VEC
+/* Integer vectors with the lanes of mg_vf / mg_vd (a compare of two float vectors gives one). */
+typedef int32_t mg_vi_f32 __attribute__((vector_size(MG_VBYTES)));
+typedef int64_t mg_vi_f64 __attribute__((vector_size(MG_VBYTES)));
+/* Max pooling of the commonest window, two columns wide with stride 2 (kw = sw = 2, no column
+   padding): outputs [ow0, ow0 + W) of one output row in the lanes of a vector. A row of the window
+   is 2W consecutive input values, split into the even and the odd columns by two shuffles; the
+   selects are the scalar ones lane by lane (a NaN wins, the first maximum in window order), and a
+   lane remembers the number k of its winning window element. */
+#  define MG_MAX_POOL_2COLS(T, SUF, VT, W)                                                       \
+static inline void mg_max_pool_2cols_##SUF(const T* x, T* y, int64_t* arg, Py_ssize_t Wd,        \
+                                           Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t ow0) {        \
+    mg_vi_##SUF even, odd, bk = {0}, kv;                                                        \
+    for (int i = 0; i < W; i++) {                                                                \
+        even[i] = 2 * i;                                                                         \
+        odd[i] = 2 * i + 1;                                                                      \
+    }                                                                                            \
+    const T* row = x + r0 * Wd + 2 * ow0;                                                        \
+    VT a = mg_ld_##SUF(row), b = mg_ld_##SUF(row + W);                                           \
+    VT best = __builtin_shuffle(a, b, even);                                                     \
+    for (Py_ssize_t r = r0, k = 0; r < r1; r++, row += Wd) {                                     \
+        a = mg_ld_##SUF(row);                                                                    \
+        b = mg_ld_##SUF(row + W);                                                                \
+        for (int j = 0; j < 2; j++, k++) {                                                       \
+            VT v = __builtin_shuffle(a, b, j ? odd : even);                                      \
+            mg_vi_##SUF t = (v > best) | (v != v);                                               \
+            best = (VT)(((mg_vi_##SUF)v & t) | ((mg_vi_##SUF)best & ~t));                        \
+            for (int i = 0; i < W; i++) kv[i] = k;                                               \
+            bk = (kv & t) | (bk & ~t);                                                           \
+        }                                                                                        \
+    }                                                                                            \
+    mg_st_##SUF(y + ow0, best);                                                                  \
+    for (int i = 0; i < W; i++) arg[ow0 + i] = (r0 + bk[i] / 2) * Wd + 2 * (ow0 + i) + bk[i] % 2; \
+}
+MG_MAX_POOL_2COLS(float, f32, mg_vf, MG_WF)
+MG_MAX_POOL_2COLS(double, f64, mg_vd, MG_WD)
+#  define MG_POOL_LANES_f32 MG_WF
+#  define MG_POOL_LANES_f64 MG_WD
+#  define MG_POOL_2COLS_CALL(SUF, ...) mg_max_pool_2cols_##SUF(__VA_ARGS__);
+#else
+#  define MG_POOL_LANES_f32 0
+#  define MG_POOL_LANES_f64 0
+#  define MG_POOL_2COLS_CALL(SUF, ...)
+#endif
+
 #define MG_CONV_PRIMITIVES(T, SUF)                                                               \
 /* cols[(c·kh + i)·kw + j, oh·OW + ow] = x[c, oh·sh + i·dh - ph, ow·sw + j·dw - pw] (0 outside) */ \
 static void mg_im2col_##SUF(const T* x, T* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,      \
@@ -122,6 +167,15 @@ mg_max_pool_core_##SUF(const T* x, T* y, int64_t* arg, Py_ssize_t H, Py_ssize_t 
         Py_ssize_t ow = 0;                                                                       \
         while (ow < OW) {                                                                        \
             Py_ssize_t w0 = ow * sw - pw;                                                        \
+            if (MG_POOL_LANES_##SUF && kw == 2 && sw == 2 && pw == 0 && ow < ohi                 \
+                && ohi >= MG_POOL_LANES_##SUF) {                                                 \
+                /* a last group that would run past ohi is moved back to end there: the outputs  \
+                   it repeats are computed again, to the same values */                          \
+                Py_ssize_t start = ow + MG_POOL_LANES_##SUF <= ohi ? ow : ohi - MG_POOL_LANES_##SUF; \
+                MG_POOL_2COLS_CALL(SUF, x, y + oh * OW, arg + oh * OW, W, h0 + ilo, h0 + ihi, start) \
+                ow = start + MG_POOL_LANES_##SUF;                                                \
+                continue;                                                                        \
+            }                                                                                    \
             if (ow >= olo && ow + 4 <= ohi) {                                                    \
                 /* four windows side by side; k (uint32) numbers a window's elements */          \
                 const T* x0 = x + (h0 + ilo) * W + w0;                                           \

@@ -12,7 +12,8 @@ One file per kernel family, all included below:
 * ``_conv.pxi``: ``im2col``, ``col2im`` and the fused convolution
   (``conv2d_forward``, ``conv2d_backward_input``, ``conv2d_backward_weight``);
 * ``_pool.pxi``: max, average and adaptive average pooling;
-* ``_optim.pxi``: the fused SGD and Adam updates.
+* ``_optim.pxi``: the fused SGD and Adam updates;
+* ``_elementwise.pxi``: one-pass activations (ReLU forward and backward).
 
 Their inner loops are the C primitives of ``_simd.h``; the shared helpers
 and checks are in ``_common.pxi``; the thread budget and the tuning
@@ -33,3 +34,4 @@ include "_gemm.pxi"
 include "_conv.pxi"
 include "_pool.pxi"
 include "_optim.pxi"
+include "_elementwise.pxi"

@@ -1,8 +1,8 @@
 /* The C primitives of minigrad's CPU kernels: the inner loops the Cython kernel families
    (minigrad/_ext/_*.pxi) call, for float (suffix _f32) and double (_f64).
 
-   One header per family of primitives (_norm_simd.h, _gemm_simd.h, _conv_simd.h), all included
-   here, between the two markers of the build's target:
+   One header per family of primitives (_norm_simd.h, _gemm_simd.h, _conv_simd.h,
+   _elementwise_simd.h), all included here, between the two markers of the build's target:
 
    Builds: the module that includes this header may define MG_SIMD_AVX2 or MG_SIMD_AVX512 first
    (_kernels_avx2.pyx, _kernels_avx512.pyx). Then, with GCC on x86, the primitives (and only
@@ -185,6 +185,7 @@ static inline double mg_hsum(mg_vd v) {
 #include "_norm_simd.h"
 #include "_gemm_simd.h"
 #include "_conv_simd.h"
+#include "_elementwise_simd.h"
 
 /* The build's vector widths, fixed here, inside the target (the macros above mean other widths
    outside it). */

@@ -488,6 +488,14 @@ class Backend:
         return dx.astype(grad.dtype)
 
     # --------------------------------------------- fused elementwise ops
+    def relu(self, x):
+        """``max(x, 0)`` elementwise (a NaN stays NaN)."""
+        return self.xp.maximum(x, 0)
+
+    def relu_backward(self, grad, y):
+        """Gradient of ``relu`` from its output ``y``: ``grad`` where ``y > 0``, else 0."""
+        return grad * (y > 0)
+
     def sigmoid(self, x):
         """Logistic function, stable for large |x|: ``0.5·(1 + tanh(x/2))``."""
         xp = self.xp

@@ -73,6 +73,11 @@ class CPUBackend(Backend):
     def matmul(self, a, b):
         if not (a.dtype == b.dtype and a.dtype in _KERNEL_DTYPES and a.ndim and b.ndim):
             return super().matmul(a, b)
+        if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:  # the common case, without broadcasting
+            out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+            if out.size:
+                _kernels().matmul(a[None], b[None], out[None])
+            return out
         # NumPy's rules: a vector is a matrix of one row (a) or one column (b), dropped from the result
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -208,6 +213,23 @@ class CPUBackend(Backend):
         _kernels().adaptive_avg_pool2d_backward(g, dx)
         return dx.reshape(x_shape)
 
+    # ------------------------------------------------- elementwise
+    def relu(self, x):
+        if not _kernel_dtype(x):
+            return super().relu(x)
+        x = _c_order(x)
+        y = np.empty(x.shape, dtype=x.dtype)
+        _kernels().relu_forward(x.reshape(-1), y.reshape(-1))
+        return y
+
+    def relu_backward(self, grad, y):
+        if not (_kernel_dtype(grad) and y.dtype == grad.dtype and grad.shape == y.shape):
+            return super().relu_backward(grad, y)
+        grad, y = _c_order(grad), _c_order(y)
+        dx = np.empty(grad.shape, dtype=grad.dtype)
+        _kernels().relu_backward(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        return dx
+
     # ------------------------------------------------- optimizer updates
     def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
         if not (_kernel_dtype(param) and param.flags.c_contiguous and grad.dtype == param.dtype):
@@ -342,6 +364,12 @@ def _kernels():
                 continue
             break
     return _KERNELS
+
+
+def _c_order(a):
+    """``a`` itself when C-contiguous, else a C-contiguous copy of the same shape (NumPy's
+    ``ascontiguousarray`` turns a 0-d array into a 1-d one)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _batched(a, batch, nb):

@@ -217,3 +217,28 @@ def test_non_float_inputs_fall_back_to_the_reference():
     x = np.arange(16, dtype=np.int64).reshape(1, 1, 4, 4)
     y, _ = CPU.max_pool2d_forward(x, 2, 2, 2, 2, 0, 0)
     np.testing.assert_array_equal(y, [[[[5, 7], [13, 15]]]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_wide_rows_keep_nan_and_first_maximum(dtype):
+    # the vector path (kernel 2 wide, stride 2: lanes of outputs side by side) against the reference,
+    # with NaNs, ties (ReLU zeros) and a width that leaves a partial last group of lanes
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.standard_normal((3, 2, 9, 37)), 0).astype(dtype)
+    x[0, 0, 2, 5] = x[1, 1, 7, 30] = x[2, 0, 0, 0] = np.nan
+    for kh, sh, ph, ceil_mode in ((2, 2, 0, False), (3, 2, 1, True), (1, 1, 0, False), (2, 1, 1, True)):
+        y, arg = CPU.max_pool2d_forward(x, kh, 2, sh, 2, ph, 0, ceil_mode)
+        y_ref, arg_ref = REF.max_pool2d_forward(x, kh, 2, sh, 2, ph, 0, ceil_mode)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(arg, arg_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_matches_reference(dtype):
+    x = np.random.default_rng(4).standard_normal((5, 300)).astype(dtype)
+    x[0, :3] = [np.nan, -0.0, 0.0]
+    y = CPU.relu(x)
+    np.testing.assert_array_equal(y, REF.relu(x))
+    g = np.random.default_rng(5).standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(CPU.relu_backward(g, y), REF.relu_backward(g, y))
+    np.testing.assert_array_equal(CPU.relu(x.T), REF.relu(x.T))  # any layout

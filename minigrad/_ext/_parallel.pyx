@@ -14,6 +14,18 @@
   a process whose kernels started a team therefore runs them on one thread
   (``after_fork_in_child``, registered with ``os.register_at_fork`` by
   ``minigrad.threads``), as PyTorch does for its pools.
+* **A busy machine.** A parallel region ends when its slowest thread
+  does; a thread that waits for a core (another program runs there) holds
+  the whole team back for a scheduler time slice, milliseconds, and a
+  training step of short regions then takes many times longer than on one
+  thread. So the team is only as large as the number of threads that are
+  ready: at most every ``probe_interval`` (0.1 s), the first kernel that
+  would start a team runs an empty one first and counts the threads that
+  entered it within ``probe_late`` (250 µs; a quiet machine answers in a
+  few µs, a busy one in a time slice). Until the next probe, kernels use
+  that many threads. On a quiet machine the probe costs a few µs every
+  0.1 s; ``set_adaptive(False)`` (or ``MINIGRAD_ADAPTIVE_THREADS=0``)
+  always uses the full budget.
 * **Thresholds.** ``parallel_min_size`` (elements below which a kernel runs
   on one thread: a fork/join costs microseconds), ``stream_min_bytes``
   (outputs from which the normalization kernels use streaming stores), the
@@ -22,7 +34,10 @@
   one sets it for every build.
 """
 
-from minigrad._ext._omp_compat cimport MINIGRAD_HAVE_OPENMP, minigrad_team_size, omp_get_max_threads
+import os
+
+from minigrad._ext._omp_compat cimport (MINIGRAD_HAVE_OPENMP, minigrad_acquire, minigrad_now, minigrad_probe_team,
+                                       minigrad_release, minigrad_team_size, omp_get_max_threads)
 
 cdef enum:
     # A request above this many threads is refused: 20,000 once started 20,000 threads and 100,000
@@ -32,6 +47,12 @@ cdef enum:
 cdef int _threads = 1
 cdef bint _forked_child = False
 cdef bint _pool_started = False
+cdef bint _adaptive = True
+cdef int _ready = 1              # threads the last probe found ready (<= _threads)
+cdef double _next_probe = 0.0    # minigrad_now() after which the next kernel probes again
+cdef double _probe_interval = 0.1
+cdef double _probe_late = 250e-6
+cdef int _probing = 0
 cdef Py_ssize_t _parallel_min_size = 1 << 16
 cdef Py_ssize_t _stream_min_bytes = 16 << 20
 cdef int _team_mode = -1
@@ -43,12 +64,23 @@ cdef int num_threads() noexcept nogil:
 
 
 cdef int threads_for(Py_ssize_t work) noexcept nogil:
-    """The team size for a kernel over ``work`` elements: 1 below ``parallel_min_size``, else the budget."""
-    global _pool_started
-    if _threads < 2 or work < _parallel_min_size:
+    """The team size for a kernel over ``work`` elements: 1 below ``parallel_min_size``, else the budget
+    (or, adaptive, the threads the last probe found ready)."""
+    global _pool_started, _ready, _next_probe, _probing
+    cdef int n = _threads
+    cdef double now
+    if n < 2 or work < _parallel_min_size:
         return 1
     _pool_started = True
-    return _threads
+    if not _adaptive:
+        return n
+    now = minigrad_now()
+    # one probe at a time (kernels may run in several Python threads); the others use the last answer
+    if now >= _next_probe and minigrad_acquire(&_probing):
+        _ready = minigrad_probe_team(n, _probe_late)
+        _next_probe = minigrad_now() + _probe_interval
+        minigrad_release(&_probing)
+    return min(_ready, n)
 
 
 cdef Py_ssize_t stream_min_bytes() noexcept nogil:
@@ -80,10 +112,11 @@ def get_num_threads():
 
 def set_num_threads(int n):
     """Set the process-wide budget (validated by ``minigrad.threads.set_num_threads``)."""
-    global _threads
+    global _threads, _next_probe
     if n < 1 or n > max_threads():
         raise ValueError(f"the number of threads must be in [1, {max_threads()}], got {n}")
     _threads = 1 if _forked_child else n
+    _next_probe = 0.0  # probe the new team size at the next kernel
 
 
 def forked_child():
@@ -107,6 +140,25 @@ def team_size(Py_ssize_t work):
     with nogil:
         n = minigrad_team_size(n)
     return n
+
+
+def adaptive():
+    """Whether the team size follows the threads a probe finds ready (see the module doc)."""
+    return _adaptive
+
+
+def set_adaptive(bint on, double interval=0.1, double late=250e-6):
+    """Adapt the team size to the ready threads (``on``), probing every ``interval`` seconds and counting
+    a thread that enters a region ``late`` seconds after its start as busy; off: always the budget."""
+    global _adaptive, _probe_interval, _probe_late, _next_probe
+    if interval < 0 or late <= 0:
+        raise ValueError(f"the probe interval must be >= 0 and the lateness > 0, got {interval} and {late}")
+    _adaptive, _probe_interval, _probe_late, _next_probe = on, interval, late, 0.0
+
+
+def ready_threads():
+    """The team size the last probe found ready (the budget when not adaptive)."""
+    return min(_ready, _threads) if _adaptive else _threads
 
 
 def parallel_min_size():
@@ -149,8 +201,9 @@ def set_team_mode(int mode):
 
 
 def _init():
-    global _threads
+    global _threads, _adaptive
     _threads = max(1, min(omp_get_max_threads(), max_threads()))
+    _adaptive = os.environ.get("MINIGRAD_ADAPTIVE_THREADS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 _init()

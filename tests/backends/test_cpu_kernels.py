@@ -120,10 +120,11 @@ def test_products_are_identical_for_every_thread_count():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((64, 700)).astype(np.float32), rng.standard_normal((700, 90)).astype(np.float32)
     x, w = rng.standard_normal((8, 4, 12, 12)).astype(np.float32), rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
-    old = (_parallel.get_num_threads(), _parallel.parallel_min_size())
+    old = (_parallel.get_num_threads(), _parallel.parallel_min_size(), _parallel.adaptive())
     results = []
     try:
         _parallel.set_parallel_min_size(0)
+        _parallel.set_adaptive(False)
         for threads in (1, 2, 3):
             _parallel.set_num_threads(threads)
             y, cols = CPU.conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
@@ -133,6 +134,7 @@ def test_products_are_identical_for_every_thread_count():
     finally:
         _parallel.set_num_threads(old[0])
         _parallel.set_parallel_min_size(old[1])
+        _parallel.set_adaptive(old[2])
     for other in results[1:]:
         for first, again in zip(results[0], other):
             np.testing.assert_array_equal(first, again)

@@ -25,11 +25,14 @@ openmp = pytest.mark.skipif(not mg.threads.have_openmp(), reason="built without 
 
 @pytest.fixture
 def budget():
-    """Restore the thread budget (and BLAS's) and the threading threshold after the test."""
-    old, old_min = mg.get_num_threads(), _parallel.parallel_min_size()
+    """Restore the thread budget (and BLAS's) and the threading threshold after the test; the team is the
+    budget meanwhile (not adaptive: on a busy test machine a probe may find fewer threads ready)."""
+    old, old_min, old_adaptive = mg.get_num_threads(), _parallel.parallel_min_size(), _parallel.adaptive()
+    _parallel.set_adaptive(False)
     yield
     mg.set_num_threads(old)
     _parallel.set_parallel_min_size(old_min)
+    _parallel.set_adaptive(old_adaptive)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None, 10**5, 20_000, mg.threads.max_threads() + 1])
@@ -72,6 +75,21 @@ def test_the_budget_applies_in_threads_started_later(budget):
         t.join()
         assert seen[n][:2] == (n, n), seen
         assert seen[n][2] in ({n}, set()), seen  # every BLAS pool (if any) at n, seen from the new thread
+
+
+@openmp
+def test_adaptive_team_is_never_larger_than_the_budget(budget):
+    # a probe counts the threads ready to work; the team shrinks on a busy machine, never grows
+    _parallel.set_parallel_min_size(0)
+    mg.set_num_threads(3)
+    _parallel.set_adaptive(True, interval=0.0)  # probe at every kernel
+    for _ in range(5):
+        assert 1 <= _parallel.team_size(1 << 20) <= 3
+        assert 1 <= _parallel.ready_threads() <= 3
+    _parallel.set_adaptive(True, interval=0.0, late=1e9)  # nobody is ever late: the whole budget
+    assert _parallel.team_size(1 << 20) == 3
+    with pytest.raises(ValueError):
+        _parallel.set_adaptive(True, late=0.0)
 
 
 def _blas_threads():

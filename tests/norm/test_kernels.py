@@ -37,7 +37,8 @@ def threading_mode(request):
     thread ("parallel") or every channel split over the whole team ("team"); streaming stores forced on
     (automatic split). The knobs live in one module, shared by every build."""
     old = (_parallel.parallel_min_size(), _parallel.get_stream_min_bytes(), _parallel.get_team_mode(),
-           _parallel.get_num_threads())
+           _parallel.get_num_threads(), _parallel.adaptive())
+    _parallel.set_adaptive(False)  # the team these paths need, even on a busy machine
     _parallel.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
     _parallel.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
     _parallel.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
@@ -48,6 +49,7 @@ def threading_mode(request):
     _parallel.set_stream_min_bytes(old[1])
     _parallel.set_team_mode(old[2])
     _parallel.set_num_threads(old[3])
+    _parallel.set_adaptive(old[4])
 
 
 @pytest.fixture(params=_norm_builds())

@@ -45,6 +45,39 @@ def _keep_freed_memory() -> bool:
 MALLOC_TUNED = _keep_freed_memory()
 
 
+def _cache_large_arrays() -> bool:
+    """Keep a few freed NumPy buffers of 32 MiB and more for the next array of the same size.
+
+    Above glibc's largest mmap threshold every array is a fresh mapping,
+    faulted in page by page inside the kernels that first write it (a
+    float64 BatchNorm2d of (32, 64, 56, 56) is 51 MB: its training step
+    measured 13-15 ms, with single steps of 80-115 ms). The cache
+    (``minigrad/_ext/_memory.h``) holds at most 256 MiB of freed blocks
+    (``MINIGRAD_ARRAY_CACHE_MB``; 0 turns it off) and serves only requests of
+    exactly a cached size, in the thread that imports minigrad (NumPy keeps
+    its allocator per context). Returns whether it was installed.
+    """
+    mb = os.environ.get("MINIGRAD_ARRAY_CACHE_MB", "256").strip()
+    try:
+        cap = int(mb) << 20
+    except ValueError:
+        raise ValueError(f"MINIGRAD_ARRAY_CACHE_MB must be a number of MiB, got {mb!r}") from None
+    if cap <= 0:
+        return False
+    from .._ext import _memory
+
+    _memory.install(cap)
+    return True
+
+
+ARRAY_CACHE = _cache_large_arrays()
+
+# Matrix products (matmul, Linear, convolution) run in minigrad's own thread team (_gemm.pxi).
+# MINIGRAD_CPU_MATMUL=blas sends them to NumPy's BLAS instead (its own thread pool, limited to the same
+# budget through threadpoolctl): the alternative that benchmarks/bench.py compares against.
+MATMUL_IN_TEAM = os.environ.get("MINIGRAD_CPU_MATMUL", "team").strip().lower() != "blas"
+
+
 class CPUBackend(Backend):
     """NumPy arrays; Cython kernels for the fused operations."""
 
@@ -71,7 +104,7 @@ class CPUBackend(Backend):
 
     # ------------------------------------------------ matrix products
     def matmul(self, a, b):
-        if not (a.dtype == b.dtype and a.dtype in _KERNEL_DTYPES and a.ndim and b.ndim):
+        if not (MATMUL_IN_TEAM and a.dtype == b.dtype and a.dtype in _KERNEL_DTYPES and a.ndim and b.ndim):
             return super().matmul(a, b)
         if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:  # the common case, without broadcasting
             out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
@@ -120,7 +153,8 @@ class CPUBackend(Backend):
         return out
 
     def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups):
-        if not (_kernel_dtype(x) and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)):
+        if not (MATMUL_IN_TEAM and _kernel_dtype(x) and weight.dtype == x.dtype
+                and (bias is None or bias.dtype == x.dtype)):
             return super().conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
         n, c, h, w = x.shape
@@ -137,7 +171,7 @@ class CPUBackend(Backend):
         return y, (x.reshape(n, c, h * w) if pointwise else cols)
 
     def conv2d_backward(self, grad, x_shape, weight, saved, stride, padding, dilation, groups, needs):
-        if not (_kernel_dtype(grad) and weight.dtype == grad.dtype and saved.dtype == grad.dtype):
+        if not (MATMUL_IN_TEAM and _kernel_dtype(grad) and weight.dtype == grad.dtype and saved.dtype == grad.dtype):
             return super().conv2d_backward(grad, x_shape, weight, saved, stride, padding, dilation, groups, needs)
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
         n, o, oh, ow = grad.shape

@@ -9,18 +9,12 @@
 cdef extern from "_simd.h" nogil:
     double mg_sum_f32(const float* p, Py_ssize_t n)
     double mg_sum_f64(const double* p, Py_ssize_t n)
-    void mg_im2col_f32(const float* x, float* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+    void mg_unfold_f32(float* x, float* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
                        Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                       Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW)
-    void mg_im2col_f64(const double* x, double* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                       Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW, int fold)
+    void mg_unfold_f64(double* x, double* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
                        Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                       Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW)
-    void mg_col2im_f32(const float* cols, float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
-                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                       Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW)
-    void mg_col2im_f64(const double* cols, double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
-                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
-                       Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW)
+                       Py_ssize_t dw, Py_ssize_t OH, Py_ssize_t OW, int fold)
 
 cdef struct mg_geom:
     Py_ssize_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW
@@ -53,20 +47,21 @@ cdef int _check_geometry(str kernel, mg_geom* g, Py_ssize_t kh, Py_ssize_t kw, P
     return 0
 
 
-cdef inline void _im2col1(const floating* x, floating* cols, const mg_geom* g) noexcept nogil:
+cdef inline void _unfold(floating* x, floating* cols, const mg_geom* g, bint fold) noexcept nogil:
     if floating is float:
-        mg_im2col_f32(x, cols, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.OH, g.OW)
+        mg_unfold_f32(x, cols, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.OH, g.OW, fold)
     else:
-        mg_im2col_f64(x, cols, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.OH, g.OW)
+        mg_unfold_f64(x, cols, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.OH, g.OW, fold)
+
+
+cdef inline void _im2col1(const floating* x, floating* cols, const mg_geom* g) noexcept nogil:
+    _unfold(<floating*>x, cols, g, False)  # reads x only
 
 
 cdef inline void _col2im1(const floating* cols, floating* x, const mg_geom* g) noexcept nogil:
     """x (one image, C·H·W values) = the adjoint of im2col applied to cols."""
     memset(x, 0, g.C * g.H * g.W * sizeof(floating))
-    if floating is float:
-        mg_col2im_f32(cols, x, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.OH, g.OW)
-    else:
-        mg_col2im_f64(cols, x, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.OH, g.OW)
+    _unfold(x, <floating*>cols, g, True)  # reads cols only
 
 
 cdef inline bint _pointwise(const mg_geom* g) noexcept nogil:

@@ -24,25 +24,9 @@ static inline void mg_tap_range(Py_ssize_t n, Py_ssize_t nout, Py_ssize_t s, Py_
 typedef uint32_t mg_bits_f32;
 typedef uint64_t mg_bits_f64;
 
-/* One step of a max pooling window: element idx of x replaces the running maximum (its bits bb,
-   its index bi) if it is larger or NaN; branch-free. */
-#define MG_MAX_SELECT(T, SUF, bb, bi, idx)                                                       \
-    {                                                                                            \
-        int64_t i_ = (idx);                                                                      \
-        T v_ = x[i_], b_;                                                                        \
-        mg_bits_##SUF vb_;                                                                       \
-        memcpy(&vb_, &v_, sizeof vb_);                                                           \
-        memcpy(&b_, &(bb), sizeof b_);                                                           \
-        int t_ = (v_ > b_) | (v_ != v_);                                                         \
-        mg_bits_##SUF m_ = (mg_bits_##SUF)0 - (mg_bits_##SUF)t_;                                 \
-        (bb) = (vb_ & m_) | ((bb) & ~m_);                                                        \
-        uint64_t m64_ = (uint64_t)0 - (uint64_t)t_;                                              \
-        (bi) = (int64_t)(((uint64_t)i_ & m64_) | ((uint64_t)(bi) & ~m64_));                      \
-    }
-
-/* The same, tracking the element's number k (uint32) instead of its index: fewer 64-bit registers
-   for the four chains of an interior row. */
-#define MG_MAX_SELECT_K(T, SUF, bb, bk, value, k)                                                \
+/* One step of a max pooling window: value (at position pos) replaces the running maximum (its bits
+   bb, its position bp, an unsigned integer of type IT) if it is larger or NaN; branch-free. */
+#define MG_MAX_SELECT(T, SUF, IT, bb, bp, value, pos)                                            \
     {                                                                                            \
         T v_ = (value), b_;                                                                      \
         mg_bits_##SUF vb_;                                                                       \
@@ -51,8 +35,8 @@ typedef uint64_t mg_bits_f64;
         int t_ = (v_ > b_) | (v_ != v_);                                                         \
         mg_bits_##SUF m_ = (mg_bits_##SUF)0 - (mg_bits_##SUF)t_;                                 \
         (bb) = (vb_ & m_) | ((bb) & ~m_);                                                        \
-        uint32_t mk_ = 0u - (uint32_t)t_;                                                        \
-        (bk) = ((k) & mk_) | ((bk) & ~mk_);                                                      \
+        IT mp_ = (IT)0 - (IT)t_;                                                                 \
+        (bp) = (__typeof__(bp))(((IT)(pos) & mp_) | ((IT)(bp) & ~mp_));                          \
     }
 
 #if MG_VEC
@@ -101,51 +85,35 @@ MG_MAX_POOL_2COLS(double, f64, mg_vd, MG_WD)
 #endif
 
 #define MG_CONV_PRIMITIVES(T, SUF)                                                               \
-/* cols[(c·kh + i)·kw + j, oh·OW + ow] = x[c, oh·sh + i·dh - ph, ow·sw + j·dw - pw] (0 outside) */ \
-static void mg_im2col_##SUF(const T* x, T* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,      \
-                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,          \
-                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,          \
-                            Py_ssize_t OH, Py_ssize_t OW) {                                      \
+/* The unfolding of one image: cols[(c·kh + i)·kw + j, oh·OW + ow] = x[c, oh·sh + i·dh - ph,        \
+   ow·sw + j·dw - pw] (0 outside the image) when fold is 0 (im2col); its adjoint when fold is 1     \
+   (col2im: x[c, ih, iw] += every column entry im2col read from it; x zeroed by the caller). */    \
+static void mg_unfold_##SUF(T* x, T* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh, \
+                            Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,           \
+                            Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t OH,           \
+                            Py_ssize_t OW, int fold) {                                           \
     for (Py_ssize_t c = 0; c < C; c++)                                                           \
         for (Py_ssize_t i = 0; i < kh; i++)                                                      \
             for (Py_ssize_t j = 0; j < kw; j++) {                                                \
-                T* out = cols + ((c * kh + i) * kw + j) * OH * OW;                               \
+                T* col = cols + ((c * kh + i) * kw + j) * OH * OW;                               \
                 Py_ssize_t lo, hi, olo, ohi, off = j * dw - pw;                                  \
                 mg_tap_range(W, OW, sw, off, &lo, &hi);                                          \
                 mg_tap_range(H, OH, sh, i * dh - ph, &olo, &ohi);                                \
-                for (Py_ssize_t oh = 0; oh < OH; oh++, out += OW) {                              \
-                    if (oh < olo || oh >= ohi) {                                                 \
-                        memset(out, 0, sizeof(T) * OW);                                          \
-                        continue;                                                                \
-                    }                                                                            \
-                    const T* row = x + (c * H + oh * sh + i * dh - ph) * W + off;                \
-                    Py_ssize_t ow = 0;                                                           \
-                    for (; ow < lo; ow++) out[ow] = 0;                                           \
-                    if (sw == 1)                                                                 \
-                        memcpy(out + lo, row + lo, sizeof(T) * (hi - lo));                       \
-                    else                                                                         \
-                        for (ow = lo; ow < hi; ow++) out[ow] = row[ow * sw];                     \
-                    for (ow = hi; ow < OW; ow++) out[ow] = 0;                                    \
-                }                                                                                \
-            }                                                                                    \
-}                                                                                                \
-/* The adjoint of mg_im2col: x[c, ih, iw] += every column entry that im2col read from it          \
-   (x zeroed by the caller). */                                                                  \
-static void mg_col2im_##SUF(const T* cols, T* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,      \
-                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,          \
-                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,          \
-                            Py_ssize_t OH, Py_ssize_t OW) {                                      \
-    for (Py_ssize_t c = 0; c < C; c++)                                                           \
-        for (Py_ssize_t i = 0; i < kh; i++)                                                      \
-            for (Py_ssize_t j = 0; j < kw; j++) {                                                \
-                const T* in = cols + ((c * kh + i) * kw + j) * OH * OW;                          \
-                Py_ssize_t lo, hi, olo, ohi, off = j * dw - pw;                                  \
-                mg_tap_range(W, OW, sw, off, &lo, &hi);                                          \
-                mg_tap_range(H, OH, sh, i * dh - ph, &olo, &ohi);                                \
-                for (Py_ssize_t oh = olo; oh < ohi; oh++) {                                      \
+                for (Py_ssize_t oh = 0; oh < OH; oh++, col += OW) {                              \
                     T* row = x + (c * H + oh * sh + i * dh - ph) * W + off;                      \
-                    const T* src = in + oh * OW;                                                 \
-                    for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow * sw] += src[ow];             \
+                    if (fold) {                                                                  \
+                        if (oh >= olo && oh < ohi)                                               \
+                            for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow * sw] += col[ow];     \
+                    } else if (oh < olo || oh >= ohi) {                                          \
+                        memset(col, 0, sizeof(T) * OW);                                          \
+                    } else {                                                                     \
+                        memset(col, 0, sizeof(T) * lo);                                          \
+                        if (sw == 1)                                                             \
+                            memcpy(col + lo, row + lo, sizeof(T) * (hi - lo));                   \
+                        else                                                                     \
+                            for (Py_ssize_t ow = lo; ow < hi; ow++) col[ow] = row[ow * sw];      \
+                        memset(col + hi, 0, sizeof(T) * (OW - hi));                              \
+                    }                                                                            \
                 }                                                                                \
             }                                                                                    \
 }                                                                                                \
@@ -185,7 +153,8 @@ mg_max_pool_core_##SUF(const T* x, T* y, int64_t* arg, Py_ssize_t H, Py_ssize_t 
                 for (Py_ssize_t i = ilo; i < ihi; i++)                                           \
                     for (Py_ssize_t j = 0; j < kw; j++, k++) {                                   \
                         const T* xij = x0 + (i - ilo) * W + j;                                   \
-                        for (int q = 0; q < 4; q++) MG_MAX_SELECT_K(T, SUF, bb[q], bk[q], xij[q * sw], k) \
+                        for (int q = 0; q < 4; q++)                                              \
+                            MG_MAX_SELECT(T, SUF, uint32_t, bb[q], bk[q], xij[q * sw], k)        \
                     }                                                                            \
                 for (int q = 0; q < 4; q++) {                                                    \
                     memcpy(&y[oh * OW + ow + q], &bb[q], sizeof bb[q]);                          \
@@ -199,7 +168,10 @@ mg_max_pool_core_##SUF(const T* x, T* y, int64_t* arg, Py_ssize_t H, Py_ssize_t 
             mg_bits_##SUF bb;                                                                    \
             memcpy(&bb, &x[bi], sizeof bb);                                                      \
             for (Py_ssize_t i = ilo; i < ihi; i++)                                               \
-                for (Py_ssize_t j = jlo; j < jhi; j++) MG_MAX_SELECT(T, SUF, bb, bi, (h0 + i) * W + w0 + j) \
+                for (Py_ssize_t j = jlo; j < jhi; j++) {                                         \
+                    int64_t at = (h0 + i) * W + w0 + j;                                          \
+                    MG_MAX_SELECT(T, SUF, uint64_t, bb, bi, x[at], at)                           \
+                }                                                                                \
             memcpy(&y[oh * OW + ow], &bb, sizeof bb);                                            \
             arg[oh * OW + ow] = bi;                                                              \
             ow++;                                                                                \
@@ -233,6 +205,22 @@ static Py_ssize_t mg_max_pool_back_plane_##SUF(const T* g, const int64_t* arg, T
     }                                                                                            \
     return bad;                                                                                  \
 }                                                                                                \
+/* One window [hs, he) x [ws, we) of a plane W wide, divided by div: its mean into y[o] (forward,     \
+   g NULL), or g[o]/div added onto each of its pixels of dx (backward). */                        \
+static inline void mg_window_mean_##SUF(const T* x, T* y, const T* g, T* dx, Py_ssize_t W,       \
+                                        Py_ssize_t o, Py_ssize_t hs, Py_ssize_t he, Py_ssize_t ws, \
+                                        Py_ssize_t we, double div) {                             \
+    if (g == NULL) {                                                                             \
+        double acc = 0;                                                                          \
+        for (Py_ssize_t ih = hs; ih < he; ih++)                                                  \
+            for (Py_ssize_t iw = ws; iw < we; iw++) acc += x[ih * W + iw];                       \
+        y[o] = (T)(acc / div);                                                                   \
+    } else {                                                                                     \
+        T v = (T)(g[o] / div);                                                                   \
+        for (Py_ssize_t ih = hs; ih < he; ih++)                                                  \
+            for (Py_ssize_t iw = ws; iw < we; iw++) dx[ih * W + iw] += v;                        \
+    }                                                                                            \
+}                                                                                                \
 /* Mean over each window of one plane (PyTorch's divisor: with count_include_pad the window      \
    clipped to the padded input, hend = min(h0 + kh, H + ph); else the in-image pixels only). */   \
 static void mg_avg_pool_plane_##SUF(const T* x, T* y, const T* g, T* dx, Py_ssize_t H,          \
@@ -248,16 +236,7 @@ static void mg_avg_pool_plane_##SUF(const T* x, T* y, const T* g, T* dx, Py_ssiz
             Py_ssize_t ws = w0 < 0 ? 0 : w0, we = w1 < W ? w1 : W;                               \
             double div = count_include_pad ? (double)((h1 - h0) * (w1 - w0))                    \
                                            : (double)((he - hs) * (we - ws));                    \
-            if (g == NULL) {                                                                     \
-                double acc = 0;                                                                  \
-                for (Py_ssize_t ih = hs; ih < he; ih++)                                          \
-                    for (Py_ssize_t iw = ws; iw < we; iw++) acc += x[ih * W + iw];               \
-                y[oh * OW + ow] = (T)(acc / div);                                                \
-            } else {                                                                             \
-                T v = (T)(g[oh * OW + ow] / div);                                                \
-                for (Py_ssize_t ih = hs; ih < he; ih++)                                          \
-                    for (Py_ssize_t iw = ws; iw < we; iw++) dx[ih * W + iw] += v;                \
-            }                                                                                    \
+            mg_window_mean_##SUF(x, y, g, dx, W, oh * OW + ow, hs, he, ws, we, div);             \
         }                                                                                        \
     }                                                                                            \
 }                                                                                                \
@@ -271,16 +250,7 @@ static void mg_adaptive_avg_plane_##SUF(const T* x, T* y, const T* g, T* dx, Py_
         for (Py_ssize_t ow = 0; ow < OW; ow++) {                                                 \
             Py_ssize_t ws = ow * W / OW, we = ((ow + 1) * W + OW - 1) / OW;                      \
             double div = (double)((he - hs) * (we - ws));                                        \
-            if (g == NULL) {                                                                     \
-                double acc = 0;                                                                  \
-                for (Py_ssize_t ih = hs; ih < he; ih++)                                          \
-                    for (Py_ssize_t iw = ws; iw < we; iw++) acc += x[ih * W + iw];               \
-                y[oh * OW + ow] = (T)(acc / div);                                                \
-            } else {                                                                             \
-                T v = (T)(g[oh * OW + ow] / div);                                                \
-                for (Py_ssize_t ih = hs; ih < he; ih++)                                          \
-                    for (Py_ssize_t iw = ws; iw < we; iw++) dx[ih * W + iw] += v;                \
-            }                                                                                    \
+            mg_window_mean_##SUF(x, y, g, dx, W, oh * OW + ow, hs, he, ws, we, div);             \
         }                                                                                        \
     }                                                                                            \
 }

@@ -60,6 +60,17 @@ static inline void* mg_aligned_alloc(size_t bytes) {
 #  define MG_UKR_TMP(i, SUF, W)                                                                  \
     mg_st_##SUF(tmp + i * 2 * W, c##i##0);                                                       \
     mg_st_##SUF(tmp + i * 2 * W + W, c##i##1);
+/* The tile's accumulators into C: whole vectors for a full tile, through a buffer for an edge. */
+#  define MG_UKR_STORE(T, SUF, W)                                                                \
+    if (mr == MG_GEMM_MR && nr == 2 * W) {                                                       \
+        MG_UKR_FULL(0, SUF, W) MG_UKR_FULL(1, SUF, W) MG_UKR_FULL(2, SUF, W)                     \
+        MG_UKR_FULL(3, SUF, W) MG_UKR_FULL(4, SUF, W) MG_UKR_FULL(5, SUF, W)                     \
+        return;                                                                                  \
+    }                                                                                            \
+    T tmp[MG_GEMM_MR * 2 * W] MG_ALIGNED(64);                                                    \
+    MG_UKR_TMP(0, SUF, W) MG_UKR_TMP(1, SUF, W) MG_UKR_TMP(2, SUF, W)                            \
+    MG_UKR_TMP(3, SUF, W) MG_UKR_TMP(4, SUF, W) MG_UKR_TMP(5, SUF, W)                            \
+    mg_gemm_store_##SUF(c, ldc, mr, nr, tmp, acc);
 /* The MR×NR tile of C at c (row stride ldc) (+)= A's rows · the packed B panel bp (kc×NR); only
    its first mr rows and nr columns are written. Two ways to read A, with no copy: "rows", row i
    at a + i·lda (unit stride along k: row-major A), or "cols", element (i, k) at a[k·lda + i]
@@ -83,15 +94,7 @@ static void mg_gemm_tile_rows_##SUF(Py_ssize_t kc, const T* a, Py_ssize_t lda, c
         MG_UKR_FMA(0, r0[k]) MG_UKR_FMA(1, r1[k]) MG_UKR_FMA(2, r2[k])                           \
         MG_UKR_FMA(3, r3[k]) MG_UKR_FMA(4, r4[k]) MG_UKR_FMA(5, r5[k])                           \
     }                                                                                            \
-    if (mr == MG_GEMM_MR && nr == 2 * W) {                                                       \
-        MG_UKR_FULL(0, SUF, W) MG_UKR_FULL(1, SUF, W) MG_UKR_FULL(2, SUF, W)                     \
-        MG_UKR_FULL(3, SUF, W) MG_UKR_FULL(4, SUF, W) MG_UKR_FULL(5, SUF, W)                     \
-        return;                                                                                  \
-    }                                                                                            \
-    T tmp[MG_GEMM_MR * 2 * W] MG_ALIGNED(64);                                                    \
-    MG_UKR_TMP(0, SUF, W) MG_UKR_TMP(1, SUF, W) MG_UKR_TMP(2, SUF, W)                            \
-    MG_UKR_TMP(3, SUF, W) MG_UKR_TMP(4, SUF, W) MG_UKR_TMP(5, SUF, W)                            \
-    mg_gemm_store_##SUF(c, ldc, mr, nr, tmp, acc);                                               \
+    MG_UKR_STORE(T, SUF, W)                                                                      \
 }                                                                                                \
 static void mg_gemm_tile_cols_##SUF(Py_ssize_t kc, const T* a, Py_ssize_t lda, const T* bp,     \
                                     T* c, Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int acc) {\
@@ -104,15 +107,7 @@ static void mg_gemm_tile_cols_##SUF(Py_ssize_t kc, const T* a, Py_ssize_t lda, c
         MG_UKR_FMA(0, a[0]) MG_UKR_FMA(1, a[o1]) MG_UKR_FMA(2, a[o2])                            \
         MG_UKR_FMA(3, a[o3]) MG_UKR_FMA(4, a[o4]) MG_UKR_FMA(5, a[o5])                           \
     }                                                                                            \
-    if (mr == MG_GEMM_MR && nr == 2 * W) {                                                       \
-        MG_UKR_FULL(0, SUF, W) MG_UKR_FULL(1, SUF, W) MG_UKR_FULL(2, SUF, W)                     \
-        MG_UKR_FULL(3, SUF, W) MG_UKR_FULL(4, SUF, W) MG_UKR_FULL(5, SUF, W)                     \
-        return;                                                                                  \
-    }                                                                                            \
-    T tmp[MG_GEMM_MR * 2 * W] MG_ALIGNED(64);                                                    \
-    MG_UKR_TMP(0, SUF, W) MG_UKR_TMP(1, SUF, W) MG_UKR_TMP(2, SUF, W)                            \
-    MG_UKR_TMP(3, SUF, W) MG_UKR_TMP(4, SUF, W) MG_UKR_TMP(5, SUF, W)                            \
-    mg_gemm_store_##SUF(c, ldc, mr, nr, tmp, acc);                                               \
+    MG_UKR_STORE(T, SUF, W)                                                                      \
 }
 #  define MG_GEMM_NR_F32 (2 * MG_WF)
 #  define MG_GEMM_NR_F64 (2 * MG_WD)

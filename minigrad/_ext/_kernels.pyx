@@ -1,7 +1,7 @@
 # cython: language_level=3
 """minigrad's CPU kernels, baseline x86-64 build (float32 and float64 from one source).
 
-One file per kernel family, all included below:
+One file per kernel family (all included through ``_families.pxi``):
 
 * ``_batchnorm.pxi``: per-channel normalization on an ``(N, C, S)`` view
   (``batch_norm_forward_train``, ``batch_norm_backward``,
@@ -27,11 +27,4 @@ runs an instruction the processor lacks. Every entry point checks the
 shapes, lengths and strides it relies on (a Python caller can pass anything).
 """
 
-include "_common.pxi"
-include "_batchnorm.pxi"
-include "_groupnorm.pxi"
-include "_gemm.pxi"
-include "_conv.pxi"
-include "_pool.pxi"
-include "_optim.pxi"
-include "_elementwise.pxi"
+include "_families.pxi"

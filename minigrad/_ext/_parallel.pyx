@@ -166,12 +166,16 @@ def parallel_min_size():
     return _parallel_min_size
 
 
+cdef Py_ssize_t _nonnegative(Py_ssize_t n) except -1:
+    if n < 0:
+        raise ValueError(f"the threshold must be >= 0, got {n}")
+    return n
+
+
 def set_parallel_min_size(Py_ssize_t n):
     """Set the size threshold for multithreading (for benchmarks and tests; 0: always threaded)."""
     global _parallel_min_size
-    if n < 0:
-        raise ValueError(f"the threshold must be >= 0, got {n}")
-    _parallel_min_size = n
+    _parallel_min_size = _nonnegative(n)
 
 
 def get_stream_min_bytes():
@@ -182,9 +186,7 @@ def get_stream_min_bytes():
 def set_stream_min_bytes(Py_ssize_t n):
     """Set the streaming-store threshold (0: always, for tests; a huge value: never)."""
     global _stream_min_bytes
-    if n < 0:
-        raise ValueError(f"the threshold must be >= 0, got {n}")
-    _stream_min_bytes = n
+    _stream_min_bytes = _nonnegative(n)
 
 
 def get_team_mode():

@@ -12,17 +12,17 @@ from .._ext._engine import Function
 __all__ = ["conv2d", "pair", "conv_padding"]
 
 
-def pair(value, name):
-    """Normalize an int or a pair of ints to a tuple of two ints."""
-    if isinstance(value, int) and not isinstance(value, bool):
+def pair(value, name, allow_none=False):
+    """Normalize an int or a pair of ints (or None, where ``allow_none``) to a tuple of two."""
+    if (isinstance(value, int) and not isinstance(value, bool)) or (allow_none and value is None):
         value = (value, value)
     try:
         a, b = value
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b)):
+    if not all((isinstance(v, int) and not isinstance(v, bool)) or (allow_none and v is None) for v in (a, b)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(a), int(b)
+    return tuple(v if v is None else int(v) for v in (a, b))
 
 
 def conv_padding(padding, kernel, stride, dilation, fname="conv2d"):

@@ -116,15 +116,10 @@ def adaptive_avg_pool2d(input, output_size):
                          f"{tuple(input.shape)}")
     if input.dtype.kind != "f":
         raise TypeError(f"adaptive_avg_pool2d needs a floating tensor, got dtype {input.dtype}")
-    if isinstance(output_size, int) and not isinstance(output_size, bool):
-        output_size = (output_size, output_size)
-    try:
-        oh, ow = output_size
-    except (TypeError, ValueError):
-        raise TypeError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}") from None
+    oh, ow = pair(output_size, "adaptive_avg_pool2d: output_size", allow_none=True)
     h, w = input.shape[-2:]
     oh, ow = h if oh is None else oh, w if ow is None else ow
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (oh, ow)):
+    if min(oh, ow) < 0:
         raise ValueError(f"adaptive_avg_pool2d: output_size must hold non-negative ints, got {output_size!r}")
     if (h == 0 or w == 0) and oh * ow:
         raise ValueError(f"adaptive_avg_pool2d: cannot pool an empty ({h}, {w}) input to ({oh}, {ow})")

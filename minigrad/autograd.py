@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 
-from ._ext._engine import Function, is_grad_enabled, run_backward, unbroadcast
+from ._ext._engine import Function, HookHandle, VersionCounter, is_grad_enabled, run_backward, unbroadcast
 from ._ext._engine import _reset_grad_enabled, _set_grad_enabled
 
 __all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "backward",
-           "unbroadcast", "grad", "zero_grads"]
+           "unbroadcast", "grad", "zero_grads", "VersionCounter", "HookHandle"]
 
 
 class _GradMode:
@@ -78,32 +78,84 @@ class set_grad_enabled(_GradMode):
         return False
 
 
-def backward(tensor, grad=None, retain_graph=False):
-    """Backpropagate from ``tensor`` (same as ``tensor.backward(grad, retain_graph)``)."""
-    run_backward(tensor, grad, retain_graph)
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate into ``.grad`` the gradients of ``tensors`` (PyTorch's ``torch.autograd.backward``).
 
+    ``tensors``: a Tensor or a sequence of Tensors; ``grad_tensors``: their
+    upstream gradients (None for single-element tensors, meaning 1).
+    ``inputs``: accumulate only into these (leaves or not). The graph is
+    freed unless ``retain_graph`` (default ``create_graph``); with
+    ``create_graph=True`` the backward pass is recorded.
 
-def grad(output, inputs, grad_output=None, retain_graph=False):
-    """Return the gradients of ``output`` with respect to ``inputs`` without touching ``.grad``.
+    Example::
 
-    ``inputs`` are tensors that require grad; the result is a tuple of
-    Tensors (None for an input the output does not depend on).
+        x = minigrad.tensor([1.0, 2.0], requires_grad=True)
+        minigrad.autograd.backward([(x * x).sum(), x.sum()])   # x.grad == 2x + 1
     """
-    single = not isinstance(inputs, (list, tuple))
-    inputs = [inputs] if single else list(inputs)
-    for t in inputs:
-        if not t.is_leaf or not t.requires_grad:
-            raise ValueError("grad(): every input must be a leaf tensor with requires_grad=True")
-    saved = [t.grad for t in inputs]
-    for t in inputs:
-        t.grad = None
+    tensors = _tensor_tuple(tensors, "tensors")
+    grads = _grads_for(tensors, grad_tensors, "grad_tensors")
+    if inputs is not None:
+        inputs = _tensor_tuple(inputs, "inputs")
+    if retain_graph is None:
+        retain_graph = create_graph
+    run_backward(tensors, grads, bool(retain_graph), bool(create_graph), inputs, True, True)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """The gradients of ``outputs`` with respect to ``inputs``, without touching any ``.grad``.
+
+    PyTorch's ``torch.autograd.grad``: ``outputs`` and ``inputs`` are Tensors
+    or sequences of Tensors (inputs may be leaves or intermediate results);
+    ``grad_outputs`` the upstream gradients (None for single-element
+    outputs). Returns a tuple with one Tensor per input (None for an input
+    the outputs do not depend on, which raises unless ``allow_unused``).
+    Only the part of the graph leading to the inputs runs. The graph is
+    freed unless ``retain_graph`` (default ``create_graph``). With
+    ``create_graph=True`` the backward pass is recorded, so the result can
+    be differentiated again (Hessian-vector products, gradient penalties).
+
+    Example::
+
+        x = minigrad.tensor(3.0, requires_grad=True)
+        (dx,) = minigrad.autograd.grad(x ** 3, x, create_graph=True)   # 3x² = 27
+        (dxx,) = minigrad.autograd.grad(dx, x)                         # 6x = 18
+    """
+    outputs = _tensor_tuple(outputs, "outputs")
+    inputs = _tensor_tuple(inputs, "inputs")
+    if not inputs:
+        raise RuntimeError("grad(): inputs must not be empty")
+    grads = _grads_for(outputs, grad_outputs, "grad_outputs")
+    if retain_graph is None:
+        retain_graph = create_graph
+    return run_backward(outputs, grads, bool(retain_graph), bool(create_graph), inputs, False, bool(allow_unused))
+
+
+def _tensor_tuple(value, name):
+    from ._ext._engine import TensorBase
+
+    if isinstance(value, TensorBase):
+        return (value,)
     try:
-        run_backward(output, grad_output, retain_graph)
-        result = tuple(t.grad for t in inputs)
-    finally:
-        for t, g in zip(inputs, saved):
-            t.grad = g
-    return result[0] if single else result
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a Tensor or a sequence of Tensors, got {type(value).__name__}") from None
+    for i, t in enumerate(items):
+        if not isinstance(t, TensorBase):
+            raise TypeError(f"{name}[{i}] must be a Tensor, got {type(t).__name__}")
+    return items
+
+
+def _grads_for(tensors, grads, name):
+    from ._ext._engine import TensorBase
+
+    if grads is None:
+        return (None,) * len(tensors)
+    if isinstance(grads, TensorBase) or not isinstance(grads, (list, tuple)):
+        grads = (grads,)
+    grads = tuple(grads)
+    if len(grads) != len(tensors):
+        raise RuntimeError(f"{name} has {len(grads)} entries but there are {len(tensors)} outputs")
+    return grads
 
 
 def zero_grads(tensors, set_to_none=True):

@@ -44,6 +44,10 @@ cdef tuple _scalar_types = ()
 # current walk has not been visited yet (cheaper than a visited-set).
 cdef long long _walk_counter = 0
 
+# The type of the last raw gradient seen (numpy.ndarray, cupy.ndarray): a
+# gradient of that type is not a Tensor, without an isinstance walk.
+cdef object _grad_array_type = None
+
 
 def set_tensor_type(cls):
     """Register the Python ``Tensor`` subclass the engine creates outputs of."""
@@ -478,6 +482,8 @@ cdef class Function:
     cdef tuple _parents
     # Which output of each parent node feeds each input (None: all are 0).
     cdef tuple _parent_nrs
+    # The Tensor arguments (None elsewhere) and their versions when recorded.
+    cdef tuple _inputs
     cdef tuple _versions
     # Number of outputs; a single output keeps its metadata unboxed.
     cdef Py_ssize_t _n_out
@@ -491,10 +497,10 @@ cdef class Function:
     cdef Py_ssize_t _deps
     cdef int _needed
     cdef bint _freed
-    # During forward only: the input arrays, to tell which saved arrays are inputs.
-    cdef list _in_arrays
-    # Per saved array: input index (>= 0), output -(k + 2), or -1 (neither).
-    cdef tuple _saved_map
+    # id() of each output array, to tell which saved arrays are outputs (a
+    # saved array is alive since forward, so an equal id is the same object).
+    cdef Py_ssize_t _out_id
+    cdef tuple _out_ids
     cdef list _non_differentiable
     cdef object __weakref__
 
@@ -531,20 +537,6 @@ cdef class Function:
     def save_for_backward(self, *arrays):
         """Keep arrays needed by ``backward``; freed with the graph."""
         self.saved_tensors = arrays
-        cdef list inputs = self._in_arrays
-        cdef list where
-        cdef Py_ssize_t i
-        if inputs is not None:
-            where = []
-            for a in arrays:
-                k = -1
-                if a is not None:
-                    for i in range(len(inputs)):
-                        if inputs[i] is a:
-                            k = i
-                            break
-                where.append(k)
-            self._saved_map = tuple(where)
 
     def mark_non_differentiable(self, *outputs):
         """Declare outputs (arrays this forward returns) that never receive a gradient."""
@@ -564,32 +556,36 @@ cdef class Function:
                 f"{type(self).__name__}: the saved arrays were freed by an earlier backward; pass "
                 f"retain_graph=True (or create_graph=True) to it"
             )
-        saved = self.saved_tensors or ()
-        where = self._saved_map if self._saved_map is not None else (-1,) * len(saved)
-        out = []
-        for a, k in zip(saved, where):
-            out.append(self._saved_value(a, k))
-        return tuple(out)
+        return tuple(self._saved_value(a) for a in (self.saved_tensors or ()))
 
-    cdef object _saved_value(self, object a, object k):
-        cdef Py_ssize_t i = k
-        cdef object p
-        if a is None:
-            return None
-        if i >= 0:
-            p = self._parents[i] if self._parents is not None else None
-            if isinstance(p, TensorBase):
-                return p
-            if isinstance(p, Function):
-                nr = self._parent_nrs[i] if self._parent_nrs is not None else 0
-                return _node_output(a, self.backend, <Function>p, nr)
-            return _new_tensor(a, self.backend, False)
-        if i <= -2 and self._parents is not None:
-            nr = -i - 2
-            if self._out_differentiable is None or self._out_differentiable[nr]:
-                backend = self.output_backend if self.output_backend is not None else self.backend
-                return _node_output(a, backend, self, nr)
+    cdef object _saved_value(self, object a):
+        cdef Py_ssize_t k
+        if a is None or not hasattr(a, "dtype"):
+            return a  # None, or a Python number saved as it is
+        if self._inputs is not None:
+            for t in self._inputs:
+                if t is not None and (<TensorBase>t)._array is a:
+                    return t  # the argument itself: a leaf, a node's output, or a constant
+            ids = self._out_ids if self._n_out != 1 else (self._out_id,)
+            for k in range(len(ids)):
+                if ids[k] == id(a) and (self._out_differentiable is None or self._out_differentiable[k]):
+                    backend = self.output_backend if self.output_backend is not None else self.backend
+                    return _node_output(a, backend, self, k)
         return _new_tensor(a, self.backend, False)
+
+    @property
+    def inputs(self):
+        """The Tensor arguments of this node (None for other arguments), for ``vjp``.
+
+        They are the graph's own tensors, so what ``vjp`` computes from them
+        can be differentiated again. Available until the graph is freed.
+        """
+        if self._freed:
+            raise RuntimeError(
+                f"{type(self).__name__}: the inputs were released by an earlier backward; pass "
+                f"retain_graph=True (or create_graph=True) to it"
+            )
+        return self._inputs if self._inputs is not None else ()
 
     @property
     def parents(self):
@@ -611,7 +607,7 @@ cdef class Function:
         # Drop everything saved for backward; keep the structure so a second
         # walk can report the error instead of silently producing zeros.
         self.saved_tensors = None
-        self._saved_map = None
+        self._inputs = None
         self._versions = ()
         attrs = getattr(self, "__dict__", None)  # Python subclasses keep state there
         if attrs:
@@ -671,12 +667,15 @@ cdef object _apply(type cls, tuple args, dict kwargs):
         parents = [None] * n
         needs = [False] * n
         nrs = None
-        versions = []
+        inputs = [None] * n
+        versions = [0] * n
         for i in range(n):
             a = args[i]
             if isinstance(a, TensorBase):
                 t = <TensorBase>a
-                versions.append((t, t._vc.value if t._vc is not None else 0))
+                inputs[i] = t
+                if t._vc is not None:
+                    versions[i] = t._vc.value
                 if t._requires_grad:
                     needs[i] = True
                     if t._node is not None:
@@ -688,15 +687,14 @@ cdef object _apply(type cls, tuple args, dict kwargs):
                     else:
                         parents[i] = t
         fn.needs_input_grad = tuple(needs)
+        fn._inputs = tuple(inputs)
         fn._versions = tuple(versions)
-        fn._in_arrays = arrays
         if nrs is not None:
             fn._parent_nrs = tuple(nrs)
     else:
         fn.needs_input_grad = (False,) * n
 
     out = fn.forward(*arrays, **kwargs)
-    fn._in_arrays = None
     out_backend = fn.output_backend if fn.output_backend is not None else backend
 
     if type(out) is not tuple:
@@ -710,8 +708,7 @@ cdef object _apply(type cls, tuple args, dict kwargs):
             fn._out_shape = out.shape
             fn._out_dtype = out.dtype
             result._node = fn
-            if fn._saved_map is not None:
-                _map_saved_outputs(fn, (out,))
+            fn._out_id = id(out)
         _share_view_versions(result, args)
         return result
 
@@ -742,24 +739,9 @@ cdef object _apply(type cls, tuple args, dict kwargs):
         fn._out_shape = tuple(o.shape for o in outs)
         fn._out_dtype = tuple(o.dtype for o in outs)
         fn._out_differentiable = tuple(diffs)
-        if fn._saved_map is not None:
-            _map_saved_outputs(fn, outs)
+        fn._out_ids = tuple(id(o) for o in outs)
     fn._non_differentiable = None
     return tuple(results)
-
-
-cdef void _map_saved_outputs(Function fn, object outs):
-    """Mark saved arrays that are outputs of ``fn`` (for ``saved_as_tensors``)."""
-    cdef list where = list(fn._saved_map)
-    cdef Py_ssize_t j, k
-    saved = fn.saved_tensors
-    for j in range(len(where)):
-        if where[j] == -1 and saved[j] is not None:
-            for k in range(len(outs)):
-                if outs[k] is saved[j]:
-                    where[j] = -k - 2
-                    break
-    fn._saved_map = tuple(where)
 
 
 cdef inline void _share_view_versions(TensorBase result, tuple args):
@@ -832,14 +814,20 @@ cdef object _check_grad(Function node, Py_ssize_t i, object g, object shape, obj
 cdef void _check_versions(Function node) except *:
     cdef TensorBase t
     cdef unsigned long long now
-    for pair in node._versions:
-        t = <TensorBase>pair[0]
+    cdef Py_ssize_t i
+    cdef tuple inputs = node._inputs
+    if inputs is None:
+        return
+    for i in range(len(inputs)):
+        if inputs[i] is None:
+            continue
+        t = <TensorBase>inputs[i]
         now = t._vc.value if t._vc is not None else 0
-        if now != <unsigned long long>pair[1]:
+        if now != <unsigned long long>node._versions[i]:
             raise RuntimeError(
                 f"one of the tensors needed for the gradient of {type(node).__name__} (shape "
                 f"{tuple(t._array.shape)}) has been modified by an in-place operation since it was "
-                f"used (version {pair[1]}, now {now}); compute the backward before changing it, "
+                f"used (version {node._versions[i]}, now {now}); compute the backward before changing it, "
                 f"or change a copy (clone()) instead"
             )
 
@@ -945,6 +933,24 @@ cdef class _Walk:
             acc._array = _as_array(acc._array + g, acc._backend)
 
 
+# LIFOs of nodes as a list and a top index: ``list.pop`` reallocates
+# whenever a list drops below half its capacity, which on a chain of nodes
+# is every pop.
+cdef inline void _push(list items, Py_ssize_t* top, object x):
+    if top[0] < len(items):
+        items[top[0]] = x
+    else:
+        items.append(x)
+    top[0] += 1
+
+
+cdef inline object _pop(list items, Py_ssize_t* top):
+    top[0] -= 1
+    x = items[top[0]]
+    items[top[0]] = None
+    return x
+
+
 cdef object _node_grads(Function node):
     """The gradients gathered for each output of ``node`` (a list)."""
     if node._n_out == 1:
@@ -973,6 +979,35 @@ cdef tuple _call_backward(Function node, list gs, _Walk walk):
     return out if isinstance(out, tuple) else (out,)
 
 
+cdef object _general_node_backward(Function node, _Walk walk, bint capture, bint create_graph):
+    """Backward of one node with hooks, retained grads, capture or create_graph (None: skip the node)."""
+    cdef list gs = _node_grads(node)
+    cdef Py_ssize_t nr
+    cdef TensorBase kept
+    node._gacc = None
+    if node._pre_hooks is not None:
+        for nr, hooks in node._pre_hooks.items():
+            if hooks and gs[nr] is not None:
+                gs[nr] = _run_hooks(hooks, gs[nr], node.backend, create_graph,
+                                    _out_meta(node, nr, True), _out_meta(node, nr, False))
+    if node._retained is not None:
+        for nr, ref in node._retained.items():
+            kept_obj = ref()
+            if kept_obj is not None and gs[nr] is not None:
+                kept = <TensorBase>kept_obj
+                walk.store_leaf(kept, gs[nr])
+    if capture:
+        slots = walk.node_slots.get(id(node))
+        if slots is not None:
+            for nr, slot in slots:
+                if gs[nr] is not None:
+                    walk.results[slot] = walk.add(walk.results[slot], gs[nr], node.backend)
+        if node._needed != 1:
+            return None
+    _check_versions(node)
+    return _call_backward(node, gs, walk)
+
+
 def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_graph=False, inputs=None,
                  bint accumulate=True, bint allow_unused=True):
     """Backpropagate from ``roots`` (Tensors) with upstream gradients ``grads`` (None: ones).
@@ -987,10 +1022,12 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
     ``create_graph`` the walk runs every node's ``vjp`` under grad mode, so
     the gradients are Tensors of a new graph.
     """
-    global _walk_counter
+    global _walk_counter, _grad_array_type
     cdef Function node, parent
     cdef TensorBase leaf, root, kept, t
-    cdef list stack, ready, gs, entry
+    cdef list gs, entry, seen = None
+    cdef list stack = [], ready = []
+    cdef Py_ssize_t stack_top = 0, ready_top = 0
     cdef tuple parents, nrs, grads_in
     cdef Py_ssize_t i, n, j, nr
     cdef long long mark
@@ -1035,8 +1072,8 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
         # it a gradient (and, for leaves with hooks, how many edges reach them).
         _walk_counter += 1
         mark = _walk_counter
-        stack = []
-        seen = []
+        if capture:
+            seen = []
         for i in range(len(roots)):
             root = <TensorBase>roots[i]
             node = root._node
@@ -1045,10 +1082,11 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
                 node._deps = 0
                 node._gacc = None
                 node._needed = 0
-                stack.append(node)
-        while stack:
-            node = <Function>stack.pop()
-            seen.append(node)
+                _push(stack, &stack_top, node)
+        while stack_top:
+            node = <Function>_pop(stack, &stack_top)
+            if capture:
+                seen.append(node)
             if node._freed:
                 continue  # reported when we reach it in pass 2
             for p in node._parents:
@@ -1059,7 +1097,7 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
                         parent._deps = 0
                         parent._gacc = None
                         parent._needed = 0
-                        stack.append(parent)
+                        _push(stack, &stack_top, parent)
                     parent._deps += 1
                 elif p is not None and not capture:
                     leaf = <TensorBase>p
@@ -1075,7 +1113,6 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
             _mark_needed(seen, walk, mark)
 
         # Seed the roots' gradients.
-        ready = []
         for i in range(len(roots)):
             root = <TensorBase>roots[i]
             g = _as_grad_array(root, grads[i], create_graph)
@@ -1097,11 +1134,11 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
             node = (<TensorBase>roots[i])._node
             if node is not None and node._deps == 0 and node._mark == mark:
                 node._deps = -1  # queued once even if several roots share it
-                ready.append(node)
+                _push(ready, &ready_top, node)
 
         # Pass 2: run backward on each node once all its consumers are done.
-        while ready:
-            node = <Function>ready.pop()
+        while ready_top:
+            node = <Function>_pop(ready, &ready_top)
             if node._freed:
                 raise RuntimeError(
                     f"trying to backward through the graph a second time (at "
@@ -1109,29 +1146,18 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
                     f"backward. Pass retain_graph=True to the first backward() if you "
                     f"need to backpropagate twice"
                 )
-            gs = _node_grads(node)
-            node._gacc = None
-            if node._pre_hooks is not None:
-                for nr, hooks in node._pre_hooks.items():
-                    if hooks and gs[nr] is not None:
-                        gs[nr] = _run_hooks(hooks, gs[nr], node.backend, create_graph,
-                                            _out_meta(node, nr, True), _out_meta(node, nr, False))
-            if node._retained is not None:
-                for nr, ref in node._retained.items():
-                    kept_obj = ref()
-                    if kept_obj is not None and gs[nr] is not None:
-                        kept = <TensorBase>kept_obj
-                        walk.store_leaf(kept, gs[nr])
-            if capture:
-                slots = walk.node_slots.get(id(node))
-                if slots is not None:
-                    for nr, slot in slots:
-                        if gs[nr] is not None:
-                            walk.results[slot] = walk.add(walk.results[slot], gs[nr], node.backend)
-                if node._needed != 1:
-                    continue  # nothing below this node leads to an input
-            _check_versions(node)
-            grads_in = _call_backward(node, gs, walk)
+            if (node._n_out == 1 and not create_graph and not capture and node._pre_hooks is None
+                    and node._retained is None):
+                # The training-step fast path: one output, raw arrays, no hooks.
+                g = node._gacc
+                node._gacc = None
+                _check_versions(node)
+                out = node.backward(g)
+                grads_in = out if isinstance(out, tuple) else (out,)
+            else:
+                grads_in = _general_node_backward(node, walk, capture, create_graph)
+                if grads_in is None:
+                    continue  # captured only: nothing below this node leads to an input
             parents = node._parents
             nrs = node._parent_nrs
             n = len(parents)
@@ -1156,23 +1182,31 @@ def run_backward(tuple roots, tuple grads, bint retain_graph=False, bint create_
                             f"{type(node).__name__}.vjp returned a {type(gi).__name__} for input {i}; "
                             f"vjp works on Tensors (backward on raw arrays)"
                         )
-                elif isinstance(gi, TensorBase):
+                elif type(gi) is not _grad_array_type and isinstance(gi, TensorBase):
                     raise TypeError(
                         f"{type(node).__name__}.backward returned a Tensor for input {i}; backward works on "
                         f"raw arrays (return tensor.array, or define vjp() for gradients of gradients)"
                     )
                 else:
                     gi = _as_array(gi, node.backend)
+                    _grad_array_type = type(gi)
                 if isinstance(p, Function):
                     parent = <Function>p
                     nr = nrs[i] if nrs is not None else 0
                     if capture and parent._needed != 1 and id(parent) not in walk.node_slots:
                         continue
-                    _check_grad(node, i, gi, _out_meta(parent, nr, True), _out_meta(parent, nr, False))
-                    _give(parent, nr, gi, walk, node.backend)
+                    if parent._n_out == 1:
+                        _check_grad(node, i, gi, parent._out_shape, parent._out_dtype)
+                        if parent._gacc is None:
+                            parent._gacc = gi
+                        else:
+                            parent._gacc = walk.add(parent._gacc, gi, node.backend)
+                    else:
+                        _check_grad(node, i, gi, parent._out_shape[nr], parent._out_dtype[nr])
+                        _give(parent, nr, gi, walk, node.backend)
                     parent._deps -= 1
                     if parent._deps == 0:
-                        ready.append(parent)
+                        _push(ready, &ready_top, parent)
                 else:
                     leaf = <TensorBase>p
                     _check_grad(node, i, gi, leaf._array.shape, leaf._array.dtype)
@@ -1224,13 +1258,16 @@ cdef void _mark_needed(list nodes, _Walk walk, long long mark) except *:
     cdef Function node, start, parent
     cdef TensorBase leaf
     cdef list stack
+    cdef Py_ssize_t top
     cdef bint need
     for start in nodes:
         if start._needed:
             continue
-        stack = [start]
-        while stack:
-            node = <Function>stack[len(stack) - 1]  # (wraparound is off)
+        stack = []
+        top = 0
+        _push(stack, &top, start)
+        while top:
+            node = <Function>stack[top - 1]
             if node._needed == 0:
                 node._needed = 3  # in progress: parents first
                 if not node._freed:
@@ -1238,9 +1275,9 @@ cdef void _mark_needed(list nodes, _Walk walk, long long mark) except *:
                         if isinstance(p, Function):
                             parent = <Function>p
                             if parent._mark == mark and parent._needed == 0:
-                                stack.append(parent)
+                                _push(stack, &top, parent)
                 continue
-            stack.pop()
+            _pop(stack, &top)
             if node._needed != 3:
                 continue
             need = False

@@ -698,7 +698,10 @@ cdef object _apply(type cls, tuple args, dict kwargs):
     out_backend = fn.output_backend if fn.output_backend is not None else backend
 
     if type(out) is not tuple:
+        raw = out
         out = _as_array(out, backend)
+        if out is not raw and fn.saved_tensors:
+            _resave(fn, raw, out)
         if record and (not _is_float(out.dtype) or fn._non_differentiable is not None):
             record = False  # integer/bool outputs (argmax, comparisons) are constants
         result = _new_tensor(out, out_backend, record)
@@ -716,6 +719,10 @@ cdef object _apply(type cls, tuple args, dict kwargs):
     # non-differentiable (or not floating).
     m = len(out)
     outs = [_as_array(o, backend) for o in out]
+    if fn.saved_tensors:
+        for k in range(m):
+            if outs[k] is not out[k]:
+                _resave(fn, out[k], outs[k])
     results = []
     diffs = []
     for k in range(m):
@@ -736,12 +743,22 @@ cdef object _apply(type cls, tuple args, dict kwargs):
     if record and any(diffs):
         fn._parents = tuple(parents)
         fn._n_out = m
-        fn._out_shape = tuple(o.shape for o in outs)
-        fn._out_dtype = tuple(o.dtype for o in outs)
         fn._out_differentiable = tuple(diffs)
-        fn._out_ids = tuple(id(o) for o in outs)
+        if m == 1:  # a one-element tuple: the metadata of a single output, unboxed
+            fn._out_shape = outs[0].shape
+            fn._out_dtype = outs[0].dtype
+            fn._out_id = id(outs[0])
+        else:
+            fn._out_shape = tuple(o.shape for o in outs)
+            fn._out_dtype = tuple(o.dtype for o in outs)
+            fn._out_ids = tuple(id(o) for o in outs)
     fn._non_differentiable = None
     return tuple(results)
+
+
+cdef void _resave(Function fn, object scalar, object array):
+    """A saved NumPy scalar that became the output's 0-d array is saved as that array (so it is the output)."""
+    fn.saved_tensors = tuple(array if a is scalar else a for a in fn.saved_tensors)
 
 
 cdef inline void _share_view_versions(TensorBase result, tuple args):
@@ -990,14 +1007,15 @@ cdef object _general_node_backward(Function node, _Walk walk, bint capture, bint
             if hooks and gs[nr] is not None:
                 gs[nr] = _run_hooks(hooks, gs[nr], node.backend, create_graph,
                                     _out_meta(node, nr, True), _out_meta(node, nr, False))
+    slots = walk.node_slots.get(id(node)) if capture else None
     if node._retained is not None:
         for nr, ref in node._retained.items():
             kept_obj = ref()
-            if kept_obj is not None and gs[nr] is not None:
+            if kept_obj is not None and gs[nr] is not None and not (
+                    slots is not None and any(nr == target_nr for target_nr, _ in slots)):  # an input: once
                 kept = <TensorBase>kept_obj
                 walk.store_leaf(kept, gs[nr])
     if capture:
-        slots = walk.node_slots.get(id(node))
         if slots is not None:
             for nr, slot in slots:
                 if gs[nr] is not None:

@@ -1,17 +1,21 @@
-"""Autograd: the ``Function`` base class, the backward walk and grad mode.
+"""Autograd: the ``Function`` base class, the backward walk, grad mode and higher-order gradients.
 
-The engine is compiled (``minigrad._ext._engine``); this module is its
-public face. See ``Function`` for how to write a differentiable operation.
+The engine is compiled (``minigrad._ext._engine``); this package is its
+public face: ``backward`` and ``grad`` (PyTorch's signatures, including
+``create_graph`` for gradients of gradients), grad-mode switches, and
+``minigrad.autograd.functional`` (``vjp``, ``jvp``, ``hvp``, ``hessian``,
+``jacobian``). See ``Function`` for how to write a differentiable
+operation, with ``vjp`` for double backward.
 """
 
 from __future__ import annotations
 
 import functools
 
-from ._ext._engine import Function, HookHandle, VersionCounter, is_grad_enabled, run_backward, unbroadcast
-from ._ext._engine import _reset_grad_enabled, _set_grad_enabled
+from .._ext._engine import Function, HookHandle, VersionCounter, is_grad_enabled, run_backward, unbroadcast
+from .._ext._engine import TensorBase, _reset_grad_enabled, _set_grad_enabled
 
-__all__ = ["Function", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "backward",
+__all__ = ["Function", "functional", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "backward",
            "unbroadcast", "grad", "zero_grads", "VersionCounter", "HookHandle"]
 
 
@@ -131,8 +135,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 def _tensor_tuple(value, name):
-    from ._ext._engine import TensorBase
-
     if isinstance(value, TensorBase):
         return (value,)
     try:
@@ -146,8 +148,6 @@ def _tensor_tuple(value, name):
 
 
 def _grads_for(tensors, grads, name):
-    from ._ext._engine import TensorBase
-
     if grads is None:
         return (None,) * len(tensors)
     if isinstance(grads, TensorBase) or not isinstance(grads, (list, tuple)):
@@ -167,3 +167,11 @@ def zero_grads(tensors, set_to_none=True):
             t.grad = None
         else:
             t.grad.array[...] = 0
+
+
+def __getattr__(name):
+    if name == "functional":  # imported on first use: it needs Tensor ops, which need this package
+        import importlib
+
+        return importlib.import_module(f"{__name__}.functional")
+    raise AttributeError(f"module 'minigrad.autograd' has no attribute {name!r}")

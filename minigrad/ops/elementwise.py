@@ -9,6 +9,7 @@ up-cast.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -197,10 +198,11 @@ class Pow(Function):
             else:
                 ga = sum_to(mul(mul(grad, b), pow(a, sub(b, 1.0))), _shape(a))
         if need[1]:
-            raw_a = self.saved_tensors[0]
-            positive = raw_a > 0
-            safe = where(make_tensor(positive, self.backend), a, 1.0)
-            gb = sum_to(mul(mul(grad, out), log(safe)), _shape(b))
+            if isinstance(a, numbers.Number):  # d(a^b)/db = a^b·ln a (0 where a == 0, the limit for b > 0)
+                log_a = math.log(a) if a > 0 else 0.0
+            else:
+                log_a = log(where(make_tensor(self.saved_tensors[0] > 0, self.backend), a, 1.0))
+            gb = sum_to(mul(mul(grad, out), log_a), _shape(b))
         return ga, gb
 
 

@@ -365,6 +365,53 @@ def test_avg_pool2d(be, ref, geom, dtype, include_pad):
     close(host(be, dx), ref.avg_pool2d_backward(g, shape, *k, include_pad), dtype, rtol=1e-6, atol=1e-6)
 
 
+def _nan_inf_planes(dtype):
+    """(2, 2, 6, 6) planes with NaN in some windows (two in one), windows and a whole plane of -inf, and +inf."""
+    x = (np.arange(2 * 2 * 6 * 6).reshape(2, 2, 6, 6) % 7 - 3).astype(dtype)
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 2:4, 2:4] = -np.inf  # one whole window of the 2x2/2 pooling
+    x[0, 1, 1, 1] = np.inf
+    x[0, 1, 4, 4] = x[0, 1, 5, 5] = np.nan  # two NaNs in one window: the last one wins
+    x[1, 0] = -np.inf  # every window of the plane
+    x[1, 1, 3, 0], x[1, 1, 3, 2] = np.nan, np.inf
+    return x
+
+
+NAN_POOLS = [(2, 2, 2, 2, 0, 0), (3, 3, 1, 1, 1, 1), (3, 3, 2, 2, 1, 1), (2, 3, 2, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("k", NAN_POOLS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_nan_and_inf_windows(be, ref, k, dtype):
+    """NaN wins (as on the CPU and in PyTorch) and an all -inf window picks a pixel inside itself."""
+    from minigrad.backends import get_backend
+
+    x = _nan_inf_planes(dtype)
+    y, arg = be.max_pool2d_forward(dev(be, x), *k)
+    y, arg = host(be, y), host(be, arg)
+    for other in (ref, get_backend("cpu")):  # the NumPy reference and the Cython kernels agree
+        yo, argo = other.max_pool2d_forward(x, *k)
+        np.testing.assert_array_equal(y, yo)
+        np.testing.assert_array_equal(arg, argo)
+    kh, kw, sh, sw, ph, pw = k
+    oh, ow = np.meshgrid(np.arange(y.shape[2]), np.arange(y.shape[3]), indexing="ij")
+    rows, cols = arg // 6, arg % 6
+    assert np.all((rows >= oh * sh - ph) & (rows < oh * sh - ph + kh) & (cols >= ow * sw - pw) & (cols < ow * sw - pw + kw))
+    g = np.ones(y.shape, dtype)
+    dx = host(be, be.max_pool2d_backward(dev(be, g), dev(be, arg), x.shape))
+    np.testing.assert_array_equal(dx, ref.max_pool2d_backward(g, arg, x.shape))
+
+
+@pytest.mark.parametrize("k", NAN_POOLS, ids=str)
+def test_reference_max_pool2d_picks_as_pytorch(ref, k):
+    torch = pytest.importorskip("torch")
+    x = _nan_inf_planes(np.float64)
+    y, arg = ref.max_pool2d_forward(x, *k)
+    ty, ti = torch.nn.functional.max_pool2d(torch.from_numpy(x), k[:2], k[2:4], k[4:], return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(arg, ti.numpy())
+
+
 # ------------------------------------------------------- elementwise ops
 SIZES = [1, 3, 4, 5, 17, 1001]
 

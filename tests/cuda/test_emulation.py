@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from minigrad.backends import cuda as cuda_backend
+from minigrad.backends import cuda_launch
 
 TOY = r"""
 // Sum of a block's values through shared memory.
@@ -139,10 +139,10 @@ def test_warp_shuffles(toy):
 
 def test_a_barrier_removed_from_the_real_sources_is_caught(emu_factory, ref, monkeypatch):
     """Mutation test: block_reduce without its first __syncthreads gives wrong statistics."""
-    original = cuda_backend.kernel_source
+    original = cuda_launch.kernel_source
     marker = "    if (lane == 0) smem[warp] = s;\n    __syncthreads();\n"
     assert marker in original("batchnorm.cu")
-    monkeypatch.setattr(cuda_backend, "kernel_source",
+    monkeypatch.setattr(cuda_launch, "kernel_source",
                         lambda f: original(f).replace(marker, "    if (lane == 0) smem[warp] = s;\n"))
     x = np.random.default_rng(0).standard_normal((8, 2, 256))
     expected = ref.batch_norm_forward_train(x, None, None, 1e-5)[1]

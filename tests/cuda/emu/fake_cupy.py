@@ -276,14 +276,15 @@ class FakeCupy:
 
     ``sm_count`` is what the fake device reports as its number of
     multiprocessors (small, so grids and hence emulated threads stay few);
-    ``order`` and ``seed`` choose the emulated thread schedule.
+    ``order`` and ``seed`` choose the emulated thread schedule;
+    ``device_count`` is what the CUDA runtime reports.
     """
 
     __name__ = "fake_cupy"
     __version__ = "0.0-emulated"
     ndarray = np.ndarray
 
-    def __init__(self, sm_count: int = 2, order: int = 2, seed: int = 0):
+    def __init__(self, sm_count: int = 2, order: int = 2, seed: int = 0, device_count: int = 1):
         self.sm_count = sm_count
         self.order = order
         self.seed = seed
@@ -305,7 +306,7 @@ class FakeCupy:
                 pass
 
         runtime = types.SimpleNamespace(
-            getDeviceCount=lambda: 1,
+            getDeviceCount=lambda: device_count,
             getDeviceProperties=lambda i: {"multiProcessorCount": owner.sm_count, "name": b"emulated"},
         )
         self.cuda = types.SimpleNamespace(Device=_Device, runtime=runtime)

@@ -21,7 +21,7 @@ from minigrad.device import Device
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
 
-@pytest.fixture(params=["emulated", "gpu"])
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.cuda)])
 def accel(request, monkeypatch):
     """The device string "cuda", backed by the emulated GPU or by a real one."""
     if request.param == "gpu":

@@ -19,7 +19,7 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 DTYPES = [pytest.param(F32, id="f32"), pytest.param(F64, id="f64")]
 
 
-@pytest.fixture(params=["emulated", "gpu"])
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.cuda)])
 def be(request):
     """A CUDA backend: the emulated one or the real GPU."""
     return request.getfixturevalue("emu" if request.param == "emulated" else "gpu")

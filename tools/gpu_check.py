@@ -239,6 +239,13 @@ class Check:
         self.write()
         return step
 
+    def fresh(self, name: str) -> Path:
+        """The path of report ``name`` in the output folder, an earlier run's file removed."""
+        path = self.out / name
+        if path.exists():
+            path.unlink()
+        return path
+
     def log_text(self, step: dict) -> str:
         return (self.out / step["log"]).read_text(errors="replace") if step.get("log") else ""
 
@@ -296,9 +303,7 @@ class Check:
         self.write()
 
     def tests(self) -> None:
-        report = self.out / "tests.xml"
-        if report.exists():
-            report.unlink()
+        report = self.fresh("tests.xml")
         step = self.run("tests", [self.python, "-m", "pytest", *self.test_paths, "-m", "cuda", "-n", self.jobs, "-v", "-rfE",
                                   "-p", "no:cacheprovider", f"--junitxml={report}", "--durations=15"],
                         env={"HYPOTHESIS_PROFILE": "ci"})
@@ -314,9 +319,7 @@ class Check:
         self.write()
 
     def benchmarks(self) -> None:
-        report = self.out / "gpu_bench.json"
-        if report.exists():
-            report.unlink()
+        report = self.fresh("gpu_bench.json")
         step = self.run("benchmarks", [self.python, "benchmarks/gpu_bench.py", "--iters", self.bench_iters,
                                        "--warmup", max(2, self.bench_iters // 4), "--json", report])
         self.summary["benchmarks"] = json.loads(report.read_text()) if report.exists() else None

@@ -136,13 +136,9 @@ class CUDABackend(Backend):
             return self.rng.standard_normal(size=shape, dtype=dt)
         return self.rng.standard_normal(size=shape, dtype=np.float32).astype(dt)
 
-    def uniform(self, shape, low, high, dtype):
+    def _unit_uniform(self, shape, dtype):
         dt = np.dtype(dtype)
-        out = self.rng.random_sample(size=shape, dtype=dt if dt in C_TYPES else np.float32).astype(dt, copy=False)
-        if low != 0.0 or high != 1.0:
-            out *= high - low
-            out += low
-        return out
+        return self.rng.random_sample(size=shape, dtype=dt if dt in C_TYPES else np.float32).astype(dt, copy=False)
 
     def randint(self, low, high, shape, dtype):
         return self.rng.randint(low, high, size=shape, dtype=dtype)
@@ -290,16 +286,20 @@ class CUDABackend(Backend):
         return dx
 
     # ---------------------------------------------------- convolution
+    def _window_kernel(self, name, src, out, *sizes, flag=None):
+        """Launch ``name(src, out, sizes..., [flag])``, one thread per element of ``out``; returns ``out``."""
+        self.launcher.flat(name, out.dtype, out.size, (self.launcher.c(src), out, *geometry(*sizes),
+                                                        *(() if flag is None else (I32(bool(flag)),))))
+        return out
+
     def im2col(self, x, kh, kw, sh, sw, ph, pw):
         dtype = self.launcher.common_dtype(x)
         if dtype is None:
             return super().im2col(x, kh, kw, sh, sw, ph, pw)
         oh, ow = check_window("im2col", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
-        cols = self.xp.empty((n, c * kh * kw, oh * ow), dtype=dtype)
-        self.launcher.flat("im2col", dtype, cols.size,
-                           (self.launcher.c(x), cols, *geometry(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
-        return cols
+        return self._window_kernel("im2col", x, self.xp.empty((n, c * kh * kw, oh * ow), dtype=dtype),
+                                   n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
 
     def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
         dtype = self.launcher.common_dtype(cols)
@@ -308,10 +308,8 @@ class CUDABackend(Backend):
         oh, ow = check_window("col2im", x_shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = (int(s) for s in x_shape)
         check_shape("col2im", "cols", cols, (n, c * kh * kw, oh * ow))
-        x = self.xp.empty((n, c, h, w), dtype=dtype)
-        self.launcher.flat("col2im", dtype, x.size,
-                           (self.launcher.c(cols), x, *geometry(n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)))
-        return x
+        return self._window_kernel("col2im", cols, self.xp.empty((n, c, h, w), dtype=dtype),
+                                   n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
 
     # -------------------------------------------------------- pooling
     def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
@@ -349,11 +347,8 @@ class CUDABackend(Backend):
             return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad)
         oh, ow = check_window("avg_pool2d_forward", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
-        y = self.xp.empty((n, c, oh, ow), dtype=dtype)
-        self.launcher.flat("avg_pool2d_forward", dtype, y.size,
-                           (self.launcher.c(x), y, *geometry(n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),
-                            I32(bool(count_include_pad))))
-        return y
+        return self._window_kernel("avg_pool2d_forward", x, self.xp.empty((n, c, oh, ow), dtype=dtype),
+                                   n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, flag=count_include_pad)
 
     def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
         dtype = self.launcher.common_dtype(grad)
@@ -362,11 +357,8 @@ class CUDABackend(Backend):
         oh, ow = check_window("avg_pool2d_backward", x_shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = (int(s) for s in x_shape)
         check_shape("avg_pool2d_backward", "grad", grad, (n, c, oh, ow))
-        dx = self.xp.empty((n, c, h, w), dtype=dtype)
-        self.launcher.flat("avg_pool2d_backward", dtype, dx.size,
-                           (self.launcher.c(grad), dx, *geometry(n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow),
-                            I32(bool(count_include_pad))))
-        return dx
+        return self._window_kernel("avg_pool2d_backward", grad, self.xp.empty((n, c, h, w), dtype=dtype),
+                                   n * c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, flag=count_include_pad)
 
     # --------------------------------------------- fused elementwise ops
     def sigmoid(self, x):

@@ -59,7 +59,7 @@ def test_kernel_table_matches_the_sources():
 
 def test_launched_names_are_in_the_table():
     source = Path(cuda_backend.__file__).read_text()
-    launched = set(re.findall(r'\.(?:launch|flat|rows|per_channel)\(\s*"(\w+)"', source))
+    launched = set(re.findall(r'\.(?:launch|flat|rows|per_channel|_window_kernel)\(\s*"(\w+)"', source))
     for kind in set(re.findall(r'\.channel_partials\(\s*"(\w+)"', source)):  # the two layouts' kernels
         launched |= set(cuda_launch.Launcher._REDUCTIONS[kind][:2])
     table = {k for ks in KERNEL_FILES.values() for k in ks}

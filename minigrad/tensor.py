@@ -303,7 +303,7 @@ class Tensor(TensorBase):
         if device is not None:
             target = get_backend(device)
             if target is not self.backend:
-                from .ops.device import to_backend
+                from .ops.transfer import to_backend
 
                 out = to_backend(self, target)
         if dtype is not None:

@@ -9,16 +9,17 @@ up-cast.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-from .._ext._engine import Function, TensorBase, unbroadcast
+from .._ext._engine import Function, TensorBase, is_grad_enabled, unbroadcast
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh",
     "sigmoid", "relu", "abs", "clamp", "maximum", "minimum", "where", "cast",
-    "dropout_mask_mul",
+    "dropout_mask_mul", "erf", "softplus",
 ]
 
 
@@ -271,8 +272,8 @@ class _MaxMin(Function):
 
     def backward(self, grad):
         a, b = self.saved_tensors
-        # Ties split the gradient evenly, as the subgradient average.
-        first = self.take_first(a, b).astype(grad.dtype) + 0.5 * (a == b)
+        # Ties split the gradient evenly, as the subgradient average (in the gradient's dtype).
+        first = self.xp.where(a == b, grad.dtype.type(0.5), self.take_first(a, b).astype(grad.dtype))
         need = self.needs_input_grad
         return (unbroadcast(grad * first, _shape(a)) if need[0] else None,
                 unbroadcast(grad * (1 - first), _shape(b)) if need[1] else None)
@@ -294,6 +295,34 @@ class Minimum(_MaxMin):
     @staticmethod
     def take_first(a, b):
         return a < b
+
+
+class Erf(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return self.backend.erf(a).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        # d erf(a)/da = 2/√π·exp(-a²)
+        return grad * (self.xp.exp(-(a * a)) * (2.0 / math.sqrt(math.pi))).astype(grad.dtype, copy=False)
+
+
+class Softplus(Function):
+    """``log(1 + exp(β·a))/β``, and ``a`` itself where ``β·a > threshold`` (PyTorch's softplus)."""
+
+    def forward(self, a, beta=1.0, threshold=math.inf):
+        xp = self.xp
+        ba = a * beta
+        self.save_for_backward(ba)
+        self.threshold = threshold
+        # max(βa, 0) + log1p(exp(-|βa|)) never overflows.
+        out = (xp.maximum(ba, 0) + xp.log1p(xp.exp(-xp.abs(ba)))) / beta
+        return xp.where(ba > threshold, a, out).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        (ba,) = self.saved_tensors
+        return grad * self.xp.where(ba > self.threshold, 1, self.backend.sigmoid(ba)).astype(grad.dtype, copy=False)
 
 
 class Where(Function):
@@ -402,8 +431,18 @@ def sigmoid(a):
     return Sigmoid.apply(a)
 
 
-def relu(a):
-    """Elementwise ``max(a, 0)``."""
+def relu(a, inplace=False):
+    """Elementwise ``max(a, 0)``.
+
+    With ``inplace=True`` the result overwrites ``a``'s storage when no graph
+    records ``a`` (inference, or a tensor that does not require grad); when
+    one does, the result is computed out of place (the same values and
+    gradients), so ``x = relu(x, inplace=True)`` is always right.
+    """
+    if inplace and not (is_grad_enabled() and a.requires_grad):
+        a._begin_inplace("relu_")
+        a.backend.xp.maximum(a.array, 0, out=a.array)
+        return a
     return ReLU.apply(a)
 
 
@@ -429,6 +468,23 @@ def minimum(a, b):
     """Elementwise minimum of two tensors (ties share the gradient)."""
     a, b = _promote(a, b)
     return Minimum.apply(a, b)
+
+
+def erf(a):
+    """The error function ``erf(a) = 2/√π·∫₀ᵃ exp(-t²) dt`` elementwise."""
+    return Erf.apply(a)
+
+
+def softplus(a, beta=1.0, threshold=20.0):
+    """``log(1 + exp(β·a))/β`` elementwise, computed without overflow; ``a`` itself where ``β·a > threshold``.
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> mg.ops.softplus(mg.tensor([0.0, 100.0]))
+        tensor([  0.6931, 100.0000])
+    """
+    return Softplus.apply(a, beta=float(beta), threshold=float(threshold))
 
 
 def where(condition, a, b):

@@ -6,6 +6,6 @@
   without PyTorch) and ``.safetensors`` files (read and written).
 """
 
-from . import data
+from . import data, weights
 
-__all__ = ["data"]
+__all__ = ["data", "weights"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..._ext._engine import TensorBase, make_tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -49,9 +51,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                            f"so it cannot be clipped. To disable this error and scale the gradients by the "
                            f"non-finite norm anyway, set `error_if_nonfinite=False`")
     coef = min(1.0, float(max_norm) / (total_f + 1e-6))
-    for g in grads:
-        g._bump_version()
-        g.array *= coef
+    with np.errstate(invalid="ignore"):  # an infinite gradient times 0 is NaN, as in PyTorch
+        for g in grads:
+            g._bump_version()
+            g.array *= coef
     return make_tensor(xp.asarray(total, dtype=grads[0].dtype), backend)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._ext._engine import Function, TensorBase
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
@@ -14,8 +16,9 @@ class BinaryCrossEntropy(Function):
 
     def forward(self, p, t):
         xp = self.xp
-        log_p = xp.maximum(xp.log(p), -100)
-        log_q = xp.maximum(xp.log1p(-p), -100)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, clamped at -100 below
+            log_p = xp.maximum(xp.log(p), -100)
+            log_q = xp.maximum(xp.log1p(-p), -100)
         self.save_for_backward(p, t, log_p, log_q)
         return -(t * log_p + (1 - t) * log_q)
 

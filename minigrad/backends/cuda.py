@@ -164,7 +164,7 @@ class CUDABackend(Backend):
         if cupy is None:
             return (
                 f"CuPy is not installed or failed to import ({type(_CUPY_ERROR).__name__}: {_CUPY_ERROR}); "
-                "install the GPU extra: pip install 'minigrad[cuda]'"
+                "install the GPU extra: pip install 'minigrad-bn[cuda]'"
             )
         count, why = cls._probe()
         if count == 0:

@@ -1,8 +1,17 @@
 """Shared by the compatibility scripts: run the same code with ``torch`` being PyTorch or minigrad."""
 
 import numpy as np
+import pytest
 
 import minigrad
+
+
+def torch_and_batch(shape, classes=10):
+    """PyTorch (skipping the test without it), seeded, and a float64 batch of ``shape`` with class labels."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    return torch, rng.standard_normal(shape), rng.integers(0, classes, shape[0])
 
 
 def to_minigrad(torch_state_dict):

@@ -4,13 +4,12 @@ import inspect
 import os
 import sys
 
-import numpy as np
 import pytest
 
 import minigrad
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import assert_same_grads, same_weights  # noqa: E402
+from helpers import torch_and_batch, assert_same_grads, same_weights  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     "groups" not in inspect.signature(minigrad.nn.Conv2d).parameters,
@@ -39,10 +38,7 @@ def make_net(torch):
 
 
 def test_grouped_conv_net_matches_pytorch():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((2, 3, 8, 8)), rng.integers(0, 10, 2)
+    torch, x, y = torch_and_batch((2, 3, 8, 8))
     tnet, net = make_net(torch), make_net(minigrad)
     same_weights(tnet, net)
     tl = torch.nn.functional.cross_entropy(tnet(torch.tensor(x)), torch.tensor(y))

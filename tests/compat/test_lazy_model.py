@@ -4,12 +4,11 @@ import os
 import sys
 
 import numpy as np
-import pytest
 
 import minigrad
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import assert_same_state, numpy, same_weights  # noqa: E402
+from helpers import torch_and_batch, assert_same_state, numpy, same_weights  # noqa: E402
 
 
 def make_lenet(torch):
@@ -25,10 +24,7 @@ def make_lenet(torch):
 
 
 def test_lazy_lenet_matches_pytorch():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((4, 1, 16, 16)), rng.integers(0, 10, 4)
+    torch, x, y = torch_and_batch((4, 1, 16, 16))
     tnet, net = make_lenet(torch), make_lenet(minigrad)
     tnet(torch.zeros(2, 1, 16, 16))  # d2l's dry run fixes the shapes
     net(minigrad.zeros(2, 1, 16, 16))

@@ -4,12 +4,11 @@ import os
 import sys
 
 import numpy as np
-import pytest
 
 import minigrad
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import assert_same_grads, assert_same_state, numpy, same_weights  # noqa: E402
+from helpers import torch_and_batch, assert_same_grads, assert_same_state, numpy, same_weights  # noqa: E402
 
 
 def make_resnet(torch):
@@ -79,10 +78,7 @@ def run(torch, model, x, y, steps=3):
 
 
 def test_resnet_block_matches_pytorch():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((2, 3, 8, 8)), rng.integers(0, 10, 2)  # a batch of exactly 2 (issue 13.3)
+    torch, x, y = torch_and_batch((2, 3, 8, 8))  # a batch of exactly 2 (issue 13.3)
     tnet, net = make_resnet(torch), make_resnet(minigrad)
     same_weights(tnet, net)
     theirs, ours = run(torch, tnet, x, y), run(minigrad, net, x, y)

@@ -15,7 +15,7 @@ from ..._ext._engine import TensorBase
 from . import _worker
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
-from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from .sampler import BatchSampler, RandomSampler, SequentialSampler
 
 __all__ = ["DataLoader"]
 
@@ -181,6 +181,8 @@ class DataLoader:
         """What each batch request carries: lists of indices, single indices, or (for a stream) the batch size."""
         if isinstance(self.dataset, IterableDataset):
             return itertools.repeat(self.batch_size)
+        if isinstance(self.batch_sampler, BatchSampler):
+            return self.batch_sampler._index_batches()
         return iter(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
     def __iter__(self):

@@ -53,6 +53,9 @@ class SequentialSampler(Sampler):
     def __iter__(self):
         return iter(range(len(self.data_source)))
 
+    def _epoch_indices(self) -> np.ndarray:
+        return np.arange(len(self.data_source))
+
     def __len__(self) -> int:
         return len(self.data_source)
 
@@ -79,15 +82,15 @@ class RandomSampler(Sampler):
         return len(self.data_source) if self._num_samples is None else self._num_samples
 
     def __iter__(self):
+        return iter(self._epoch_indices().tolist())
+
+    def _epoch_indices(self) -> np.ndarray:
+        """One epoch's indices at once (the loader slices batches from it without a loop per sample)."""
         n, k = len(self.data_source), self.num_samples
         rng = _generator(self.generator)
         if self.replacement:
-            yield from rng.integers(0, n, size=k).tolist()
-            return
-        while k > 0:
-            order = rng.permutation(n).tolist()
-            yield from order[:k]
-            k -= n
+            return rng.integers(0, n, size=k)
+        return np.concatenate([rng.permutation(n) for _ in range(-(-k // n))])[:k] if n else np.arange(0)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -159,6 +162,17 @@ class BatchSampler(Sampler):
         if not isinstance(drop_last, bool):
             raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last!r}")
         self.drop_last = drop_last
+
+    def _index_batches(self):
+        """The batches as index arrays, sliced from the whole epoch when the sampler can give it at once."""
+        epoch = getattr(self.sampler, "_epoch_indices", None)
+        if epoch is None:
+            yield from self
+            return
+        order = epoch()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start:start + self.batch_size]
 
     def __iter__(self):
         batch = []

@@ -5,21 +5,22 @@ from __future__ import annotations
 import random
 import sys
 import traceback
-from dataclasses import dataclass
-
 import numpy as np
 
 _worker_info = None
 
 
-@dataclass(frozen=True)
 class WorkerInfo:
-    """What a worker process knows about itself (see ``get_worker_info``)."""
+    """What a worker process knows about itself (see ``get_worker_info``): ``id``, ``num_workers``,
+    ``seed`` and its copy of the ``dataset``."""
 
-    id: int
-    num_workers: int
-    seed: int
-    dataset: object
+    __slots__ = ("id", "num_workers", "seed", "dataset")
+
+    def __init__(self, id, num_workers, seed, dataset):
+        self.id, self.num_workers, self.seed, self.dataset = id, num_workers, seed, dataset
+
+    def __repr__(self) -> str:
+        return f"WorkerInfo(id={self.id}, num_workers={self.num_workers}, seed={self.seed})"
 
 
 def get_worker_info():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import numbers
 import queue
 import time
@@ -224,6 +223,8 @@ class _WorkerPool:
     """The worker processes of one loader, one index queue each and a shared result queue."""
 
     def __init__(self, loader):
+        import multiprocessing  # only loaders with workers pay for importing it
+
         ctx = loader.multiprocessing_context
         if ctx is None or isinstance(ctx, str):
             ctx = multiprocessing.get_context(ctx)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import defaultdict
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Optimizer:
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
-        self.state: dict = {}  # parameter Tensor -> dict of arrays/numbers
+        self.state: dict = defaultdict(dict)  # parameter Tensor -> dict of arrays/numbers, as in PyTorch
         if isinstance(params, TensorBase):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
                             f"but got {type(params).__name__}")
@@ -127,10 +128,8 @@ class Optimizer:
 
     # ------------------------------------------------------------ state
     def _param_state(self, p) -> dict:
-        st = self.state.get(p)
-        if st is None:
-            st = self.state[p] = {}
-        elif st:
+        st = self.state[p]
+        if st:
             _follow_parameter(p, st)
         return st
 
@@ -188,7 +187,7 @@ class Optimizer:
         for saved, own in zip(groups, self.param_groups):
             for idx, p in zip(saved["params"], own["params"]):
                 by_index[int(idx)] = p
-        new_state = {}
+        new_state = defaultdict(dict)
         for idx, st in state_dict["state"].items():
             p = by_index.get(int(idx))
             if p is None:

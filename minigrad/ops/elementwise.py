@@ -400,22 +400,32 @@ class Erf(Function):
         # d erf(a)/da = 2/√π·exp(-a²)
         return grad * (self.xp.exp(-(a * a)) * (2.0 / math.sqrt(math.pi))).astype(grad.dtype, copy=False)
 
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        return mul(grad, mul(exp(neg(mul(a, a))), 2.0 / math.sqrt(math.pi)))
+
 
 class Softplus(Function):
     """``log(1 + exp(β·a))/β``, and ``a`` itself where ``β·a > threshold`` (PyTorch's softplus)."""
 
     def forward(self, a, beta=1.0, threshold=math.inf):
         xp = self.xp
+        self.save_for_backward(a)
+        self.beta, self.threshold = beta, threshold
         ba = a * beta
-        self.save_for_backward(ba)
-        self.threshold = threshold
         # max(βa, 0) + log1p(exp(-|βa|)) never overflows.
         out = (xp.maximum(ba, 0) + xp.log1p(xp.exp(-xp.abs(ba)))) / beta
         return xp.where(ba > threshold, a, out).astype(a.dtype, copy=False)
 
     def backward(self, grad):
-        (ba,) = self.saved_tensors
+        (a,) = self.saved_tensors
+        ba = a * self.beta
         return grad * self.xp.where(ba > self.threshold, 1, self.backend.sigmoid(ba)).astype(grad.dtype, copy=False)
+
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        ba = mul(a, self.beta)
+        return mul(grad, where(ba > self.threshold, 1.0, sigmoid(ba)))
 
 
 class Where(Function):

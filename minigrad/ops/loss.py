@@ -31,6 +31,18 @@ class BinaryCrossEntropy(Function):
         gt = grad * (log_q - log_p) if need[1] else None
         return gp, gt
 
+    def vjp(self, grad):
+        from .elementwise import clamp, div, log, mul, sub
+
+        p, t, _, _ = self.saved_as_tensors()
+        need = self.needs_input_grad
+        gp = div(mul(grad, sub(p, t)), clamp(mul(p, sub(1.0, p)), min=1e-12)) if need[0] else None
+        gt = None
+        if need[1]:
+            with np.errstate(divide="ignore"):
+                gt = mul(grad, sub(clamp(log(sub(1.0, p)), min=-100.0), clamp(log(p), min=-100.0)))
+        return gp, gt
+
 
 def _reduce(loss, reduction, name):
     if reduction == "none":

@@ -395,12 +395,16 @@ class Backend:
         return y
 
     def erf(self, x):
-        """The error function ``erf(x) = 2/√π·∫₀ˣ exp(-t²) dt`` elementwise (SciPy's, or CuPy's for CuPy arrays)."""
-        import importlib
+        """The error function ``erf(x) = 2/√π·∫₀ˣ exp(-t²) dt`` elementwise, in ``x.dtype``.
 
-        # Keyed by the array module, not the device: SciPy's API over that module's arrays.
-        special = importlib.import_module("cupyx.scipy.special" if self.xp.__name__ == "cupy" else "scipy.special")
-        return special.erf(x)
+        The reference goes through the host and Python's ``math.erf`` (slow,
+        exact to double precision); backends override it with a kernel.
+        """
+        import math
+
+        host = np.asarray(self.to_numpy(x), dtype=np.float64)
+        out = np.vectorize(math.erf, otypes=[np.float64])(host) if host.size else host.copy()
+        return self.from_numpy(out.astype(x.dtype, copy=False))
 
     def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
         """One in-place SGD step on ``param`` (PyTorch's update rule).

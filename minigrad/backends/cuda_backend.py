@@ -370,6 +370,11 @@ class CUDABackend(Backend):
                            (self.launcher.c(x), y, I64(y.size)))
         return y
 
+    def erf(self, x):
+        import cupyx.scipy.special  # part of CuPy (an elementwise kernel; SciPy itself is not needed)
+
+        return cupyx.scipy.special.erf(x).astype(x.dtype, copy=False)
+
     # In-place updates: a parameter or state that is not C-contiguous (or of
     # mixed dtypes) takes the reference, which updates any layout in place.
     def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):

@@ -23,7 +23,7 @@ import zipfile
 import numpy as np
 
 from ._ext._engine import TensorBase, make_tensor
-from .backends import get_backend
+from .backends import backend_of, get_backend, to_host
 
 __all__ = ["save", "load", "CheckpointError"]
 
@@ -37,16 +37,21 @@ class CheckpointError(ValueError):
 
 
 def _digest(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+    return hashlib.sha256(_c_order(arr).tobytes()).hexdigest()
+
+
+def _c_order(arr) -> np.ndarray:
+    """A C-contiguous host array of the same shape (``np.ascontiguousarray`` would make a 0-d array 1-d)."""
+    return np.require(arr, requirements="C")
 
 
 def _encode(obj, arrays: list):
     if isinstance(obj, TensorBase):
-        arr = np.ascontiguousarray(obj.backend.to_numpy(obj.array))
+        arr = _c_order(obj.backend.to_numpy(obj.array))
         arrays.append(arr)
         return {"__tensor__": len(arrays) - 1, "requires_grad": bool(obj.requires_grad)}
-    if isinstance(obj, np.ndarray) or (hasattr(obj, "__cuda_array_interface__") and hasattr(obj, "get")):
-        arr = np.ascontiguousarray(obj.get() if hasattr(obj, "__cuda_array_interface__") else obj)
+    if isinstance(obj, np.ndarray) or backend_of(obj) is not None:
+        arr = _c_order(to_host(obj))
         arrays.append(arr)
         return {"__array__": len(arrays) - 1}
     if isinstance(obj, dict):
@@ -103,8 +108,7 @@ def _decode(node, arrays, backend):
     if isinstance(node, dict):
         if "__tensor__" in node:
             arr = arrays[node["__tensor__"]]
-            data = backend.from_numpy(arr) if backend.name != "cpu" else arr
-            return make_tensor(data, backend, bool(node.get("requires_grad", False)) and arr.dtype.kind == "f")
+            return make_tensor(backend.asarray(arr), backend, bool(node.get("requires_grad", False)) and arr.dtype.kind == "f")
         if "__array__" in node:
             return arrays[node["__array__"]]
         if "__dict__" in node:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
+from ..backends import to_host
 
 __all__ = ["Optimizer"]
 
@@ -130,7 +131,7 @@ class Optimizer:
             converted = {}
             for k, v in st.items():
                 if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:
-                    arr = v.numpy_view() if isinstance(v, TensorBase) else _to_host(v)
+                    arr = v.numpy_view() if isinstance(v, TensorBase) else to_host(v)
                     if tuple(arr.shape) != tuple(p.shape):
                         raise ValueError(
                             f"state {k!r} of parameter {idx} has shape {tuple(arr.shape)}, the parameter {tuple(p.shape)}"
@@ -157,13 +158,6 @@ class Optimizer:
         return "\n".join(lines)
 
 
-def _to_host(array) -> np.ndarray:
-    """A NumPy view or copy of a host or device (CuPy) array."""
-    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
-        return array.get()
-    return np.asarray(array)
-
-
 def _follow_parameter(p, state: dict) -> None:
     """Keep a parameter's state arrays on its device and in its dtype.
 
@@ -176,4 +170,4 @@ def _follow_parameter(p, state: dict) -> None:
     for key, value in state.items():
         if hasattr(value, "shape") and hasattr(value, "dtype") and (type(value) is not array_type
                                                                     or value.dtype != dtype):
-            state[key] = p.backend.from_numpy(np.ascontiguousarray(_to_host(value), dtype=dtype))
+            state[key] = p.backend.from_numpy(np.ascontiguousarray(to_host(value), dtype=dtype))

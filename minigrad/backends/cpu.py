@@ -166,21 +166,18 @@ class CPUBackend(Backend):
     # float32/float64 go to the fused Cython kernels; other dtypes (float16)
     # fall back to the NumPy reference. Inputs whose last axis is strided
     # are copied once; any other layout (channel slices, transposed batch
-    # axes) is read in place. An empty training batch is answered here (the
-    # statistics kernel needs at least one value per channel).
+    # axes) is read in place. Arguments arrive validated (norm/functional.py
+    # checks shapes, dtypes and devices and answers empty inputs).
     # ==================================================================
     def batch_norm_forward_train(self, x, weight, bias, eps):
         if x.dtype not in _KERNEL_DTYPES:
             return super().batch_norm_forward_train(x, weight, bias, eps)
         x = _per_channel_layout(x)
         n, c, s = x.shape
-        if n * s == 0:
-            nan = np.full(c, np.nan, dtype=x.dtype)
-            return np.empty(x.shape, dtype=x.dtype), nan, nan.copy()
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty(c, dtype=x.dtype)
         var = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
+        _norm_kernels().batch_norm_forward_train(x, _vector(weight), _vector(bias), float(eps), y, mean, var)
         return y, mean, var
 
     def channel_affine(self, x, scale, shift):
@@ -188,7 +185,7 @@ class CPUBackend(Backend):
             return super().channel_affine(x, scale, shift)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
+        _norm_kernels().channel_affine(x, _vector(scale), _vector(shift), y)
         return y
 
     def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
@@ -196,8 +193,8 @@ class CPUBackend(Backend):
             return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
-                                                _vector(bias, x), float(eps), y)
+        _norm_kernels().batch_norm_forward_eval(x, _vector(mean), _vector(var), _vector(weight),
+                                                _vector(bias), float(eps), y)
         return y
 
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
@@ -209,7 +206,7 @@ class CPUBackend(Backend):
         c = x.shape[1]
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+        _norm_kernels().batch_norm_backward(grad, x, _vector(mean), _vector(invstd), _vector(weight),
                                             bool(training), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -221,7 +218,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty((n, groups), dtype=x.dtype)
         invstd = np.empty((n, groups), dtype=x.dtype)
-        _norm_kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
+        _norm_kernels().group_norm_forward(x, _vector(weight), _vector(bias), int(groups), float(eps), y,
                                            mean, invstd)
         return y, mean, invstd
 
@@ -234,7 +231,7 @@ class CPUBackend(Backend):
         dx = np.empty(x.shape, dtype=x.dtype)
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+        _norm_kernels().group_norm_backward(grad, x, _vector(mean), _vector(invstd), _vector(weight),
                                             int(groups), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -255,7 +252,7 @@ class CPUBackend(Backend):
         grad = _inner_contiguous(grad)
         xhat = _inner_contiguous(xhat)
         dx = np.empty(grad.shape, dtype=grad.dtype)
-        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd, grad), dx)
+        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd), dx)
         return dx
 
 
@@ -324,11 +321,6 @@ def _per_channel_layout(x):
     return _inner_contiguous(x)
 
 
-def _vector(v, like):
-    """A per-channel vector (or (N, G) statistics) as the kernels take it (None stays None):
-    C-contiguous, x's dtype."""
-    if v is None:
-        return None
-    if v.dtype != like.dtype:
-        raise TypeError(f"normalization kernel: vector of dtype {v.dtype} for an input of dtype {like.dtype}")
-    return np.ascontiguousarray(v)
+def _vector(v):
+    """A per-channel vector (or (N, G) statistics) as the kernels take it: C-contiguous (None stays None)."""
+    return None if v is None else np.ascontiguousarray(v)

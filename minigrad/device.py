@@ -78,6 +78,8 @@ class Device:
             raise ValueError(f"unknown device type {kind!r} in {spec!r}: expected one of {_known_types()}; "
                              f"minigrad.backends.register_backend adds more")
         if index is not None:
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise TypeError(f"a device index must be an int, got {index!r}")
             if idx is not None and idx != index:
                 raise ValueError(f"device {spec!r} given with a different index {index}")
             idx = index

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import warnings
 
 from .._ext._engine import Function, TensorBase
@@ -414,7 +415,9 @@ def _normalized_shape(fname, normalized_shape):
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         normalized_shape = (int(normalized_shape),)
     try:
-        shape = tuple(int(s) for s in normalized_shape)
+        if isinstance(normalized_shape, (str, bytes)):
+            raise TypeError
+        shape = tuple(operator.index(s) for s in normalized_shape)  # ints only: no 2.5, no "3"
     except TypeError:
         raise TypeError(f"{fname}: normalized_shape must be an int or a tuple of ints, got "
                         f"{normalized_shape!r}") from None

@@ -17,8 +17,9 @@ must keep the signatures (``tests/backends/test_backend_api.py`` checks it).
 Conventions: kernels take and return raw arrays of the backend; per-channel
 kernels work on a canonical ``(N, C, S)`` view and per-row kernels on an
 ``(R, K)`` view; statistics are accumulated in float64 and returned in the
-input's dtype. Shapes are validated by the callers (the Functions), in one
-place, before any kernel runs.
+input's dtype. Arguments arrive validated and non-empty: the public entry
+points check them once, above the backends, before any kernel runs
+(docs/architecture.md), so a backend only computes.
 """
 
 from __future__ import annotations

@@ -62,9 +62,9 @@ class CPUBackend(Backend):
         return np.array(array, copy=True)
 
     def transfer(self, array, source):
-        # Another device's to_numpy already returns a fresh host copy.
+        # A device's to_numpy already returns a fresh host copy; a backend on host memory hands out its own.
         host = source.to_numpy(array)
-        return host.copy() if source.name == "cpu" else host
+        return host.copy() if isinstance(array, np.ndarray) and np.shares_memory(host, array) else host
 
     def manual_seed(self, seed):
         self._seed = int(seed)

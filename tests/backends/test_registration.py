@@ -51,6 +51,9 @@ def test_a_registered_backend_is_a_device(toy):
     assert isinstance(x.backend, ToyBackend) and x.device == "toy:0" and x.device == "toy"
     assert mg.tensor([1.0, 2.0], device="toy").backend is x.backend
     assert (x + 1).to("cpu").tolist() == [1.0, 1.0]
+    host = x.to("cpu")
+    host.array[0] = 5  # a copy, though both backends keep NumPy arrays
+    assert x.tolist() == [0.0, 0.0]
     assert mg.ones(3).to("toy").backend is x.backend
     with pytest.raises(ValueError, match="unknown device type 'toyz'.*'toy'"):
         mg.zeros(2, device="toyz")

@@ -89,8 +89,8 @@ def emulated_cuda_backend():
     return _EMULATED["backend"]
 
 
-#: Every backend: the NumPy reference ``Backend``, the CPU backend, CUDA.
-BACKEND_KINDS = ["reference", "cpu", "cuda"]
+#: Every backend: the NumPy reference ``Backend`` and every registered device type (CPU, CUDA, ...).
+BACKEND_KINDS = ["reference", *backends.device_types()]
 
 
 @pytest.fixture(params=BACKEND_KINDS)
@@ -109,7 +109,13 @@ def backend_device(request, backend_tables):
         emulated = emulated_cuda_backend()
         if emulated is None:
             pytest.skip("no CUDA device and no g++ for the CUDA emulation")
-        backend_tables("cuda", emulated)
+        install = backend_tables
+        install("cuda", emulated)
+    elif kind != "cuda":
+        try:
+            backends.get_backend(kind)
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run here is skipped, with why
+            pytest.skip(f"the {kind!r} backend cannot run here: {exc}")
     return kind
 
 

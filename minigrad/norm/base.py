@@ -191,7 +191,7 @@ class Normalizer(Module):
         if axis is None:
             return
         name = type(self).__name__
-        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        if type(axis) is not int and (not isinstance(axis, numbers.Integral) or isinstance(axis, bool)):
             raise TypeError(f"{name}: channel_axis must be an int or None, got {axis!r}")
         if not -x.ndim <= axis < x.ndim:
             raise ValueError(f"{name}: channel_axis={axis} does not exist in a {x.ndim}D input of shape "

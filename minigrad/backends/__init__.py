@@ -97,6 +97,11 @@ def backend_of(array) -> "Backend | None":
     A NumPy array belongs to the CPU backend; a device array (a CuPy array)
     to the backend of its kind. For code that holds raw arrays of unknown
     origin, such as optimizer state in a checkpoint.
+
+    Example::
+
+        backend_of(numpy.ones(2)) is get_backend("cpu")   # True
+        backend_of([1.0]) is None                           # True: not an array
     """
     if isinstance(array, np.ndarray):
         return get_backend("cpu")
@@ -107,6 +112,11 @@ def backend_of(array) -> "Backend | None":
 
 
 def to_host(array) -> np.ndarray:
-    """``array`` (of any loaded backend, or host data) as a NumPy array; no copy where none is needed."""
+    """``array`` (of any loaded backend, or host data) as a NumPy array; no copy where none is needed.
+
+    Example::
+
+        to_host(minigrad.ones(2, device="cuda").array)   # array([1., 1.], dtype=float32)
+    """
     backend = backend_of(array)
     return backend.to_numpy(array) if backend is not None else np.asarray(array)

@@ -28,7 +28,7 @@ class _DeviceType(NamedTuple):
 # Device type -> its backend. Written only through backends.register_backend.
 _DEVICE_TYPES: dict[str, _DeviceType] = {
     "cpu": _DeviceType("minigrad.backends.cpu:CPUBackend", indexed=False),
-    "cuda": _DeviceType("minigrad.backends.cuda:CUDABackend", indexed=True),
+    "cuda": _DeviceType("minigrad.backends.cuda_backend:CUDABackend", indexed=True),
 }
 
 

@@ -37,10 +37,12 @@ ALL_DEVICES = ["cpu", "cuda"]
 
 
 def _device_param(name):
+    # The cuda cases carry the "cuda" marker: ``pytest -m cuda`` runs every test that needs a GPU (tools/gpu_check.py).
+    marks = [] if name == "cpu" else [pytest.mark.cuda]
     if name == "cpu" or name in available_devices():
-        return pytest.param(name, id=name)
+        return pytest.param(name, id=name, marks=marks)
     reason = minigrad.cuda.unavailable_reason() or "CUDA is not available"
-    return pytest.param(name, id=name, marks=pytest.mark.skip(reason=f"no CUDA device: {reason}"))
+    return pytest.param(name, id=name, marks=[*marks, pytest.mark.skip(reason=f"no CUDA device: {reason}")])
 
 
 @pytest.fixture(params=[_device_param(d) for d in ALL_DEVICES], scope="session")
@@ -93,7 +95,7 @@ def emulated_cuda_backend():
 BACKEND_KINDS = ["reference", *backends.device_types()]
 
 
-@pytest.fixture(params=BACKEND_KINDS)
+@pytest.fixture(params=[pytest.param(k, marks=[pytest.mark.cuda] if k == "cuda" else []) for k in BACKEND_KINDS])
 def backend_device(request, backend_tables):
     """A device string run by each backend in turn, for the conformance and bad-input suites.
 

@@ -62,9 +62,10 @@ class CPUBackend(Backend):
         return np.array(array, copy=True)
 
     def transfer(self, array, source):
-        # A device's to_numpy already returns a fresh host copy; a backend on host memory hands out its own.
+        # A device's to_numpy returns a fresh host copy; a backend on host memory hands out its own array
+        # or a view of it, which the new tensor must not share.
         host = source.to_numpy(array)
-        return host.copy() if isinstance(array, np.ndarray) and np.shares_memory(host, array) else host
+        return host.copy() if host is array or host.base is not None else host
 
     def manual_seed(self, seed):
         self._seed = int(seed)
@@ -177,7 +178,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty(c, dtype=x.dtype)
         var = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_train(x, _vector(weight), _vector(bias), float(eps), y, mean, var)
+        _norm_kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
         return y, mean, var
 
     def channel_affine(self, x, scale, shift):
@@ -185,7 +186,7 @@ class CPUBackend(Backend):
             return super().channel_affine(x, scale, shift)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().channel_affine(x, _vector(scale), _vector(shift), y)
+        _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
         return y
 
     def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
@@ -193,8 +194,8 @@ class CPUBackend(Backend):
             return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_eval(x, _vector(mean), _vector(var), _vector(weight),
-                                                _vector(bias), float(eps), y)
+        _norm_kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
+                                                _vector(bias, x), float(eps), y)
         return y
 
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
@@ -206,7 +207,7 @@ class CPUBackend(Backend):
         c = x.shape[1]
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_backward(grad, x, _vector(mean), _vector(invstd), _vector(weight),
+        _norm_kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             bool(training), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -218,7 +219,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty((n, groups), dtype=x.dtype)
         invstd = np.empty((n, groups), dtype=x.dtype)
-        _norm_kernels().group_norm_forward(x, _vector(weight), _vector(bias), int(groups), float(eps), y,
+        _norm_kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
                                            mean, invstd)
         return y, mean, invstd
 
@@ -231,7 +232,7 @@ class CPUBackend(Backend):
         dx = np.empty(x.shape, dtype=x.dtype)
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().group_norm_backward(grad, x, _vector(mean), _vector(invstd), _vector(weight),
+        _norm_kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             int(groups), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -252,7 +253,7 @@ class CPUBackend(Backend):
         grad = _inner_contiguous(grad)
         xhat = _inner_contiguous(xhat)
         dx = np.empty(grad.shape, dtype=grad.dtype)
-        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd), dx)
+        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd, grad), dx)
         return dx
 
 
@@ -321,6 +322,12 @@ def _per_channel_layout(x):
     return _inner_contiguous(x)
 
 
-def _vector(v):
-    """A per-channel vector (or (N, G) statistics) as the kernels take it: C-contiguous (None stays None)."""
-    return None if v is None else np.ascontiguousarray(v)
+def _vector(v, like):
+    """A per-channel vector (or (N, G) statistics) as the kernels take it (None stays None):
+    C-contiguous, x's dtype. The normalizers never pass another dtype (norm/functional.py checks);
+    a direct call that does gets the same TypeError as from the CUDA backend."""
+    if v is None:
+        return None
+    if v.dtype != like.dtype:
+        raise TypeError(f"normalization kernel: vector of dtype {v.dtype} for an input of dtype {like.dtype}")
+    return np.ascontiguousarray(v)

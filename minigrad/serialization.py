@@ -215,7 +215,8 @@ def _sync_directory(directory):
 
 # ---------------------------------------------------------------- reading
 def load(path, device=None):
-    """Read a checkpoint written by ``save``; tensors are placed on ``device`` (default: CPU).
+    """Read a checkpoint written by ``save`` (or a PyTorch ``.pt``/``.safetensors`` file, see
+    ``minigrad.utils.weights``); tensors are placed on ``device`` (default: CPU).
 
     Raises ``FileNotFoundError`` (or another ``OSError``) if the file cannot
     be opened and ``CheckpointError`` if it is truncated, corrupted,
@@ -229,15 +230,20 @@ def load(path, device=None):
     backend = get_backend(device if device is not None else "cpu")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
+    from .utils import weights  # PyTorch .pt and .safetensors files load too, recognised by content
+
     with open(path, "rb") as f:
         try:
-            header, arrays = _read(f, os.fstat(f.fileno()).st_size)
-            return _decode(header["tree"], arrays, backend)
+            foreign = weights.file_format(path)
+            if foreign is None:
+                header, arrays = _read(f, os.fstat(f.fileno()).st_size)
+                return _decode(header["tree"], arrays, backend)
         except CheckpointError as exc:
             raise CheckpointError(f"{path!r}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - anything a damaged file provokes is the documented error
             raise CheckpointError(f"{path!r} is corrupted or not a minigrad checkpoint "
                                   f"({type(exc).__name__}: {exc})") from exc
+    return weights.load_pt(path, device) if foreign == "pt" else weights.load_safetensors(path, device)
 
 
 def _read(f, file_size):

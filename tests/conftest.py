@@ -121,6 +121,22 @@ def backend_device(request, backend_tables):
     return kind
 
 
+# Every case skipped for want of a GPU shares this prefix; the hook below gives them all this file's
+# location, so pytest's summary (-ra) folds them into one "SKIPPED [N] ... no CUDA device: ..." line
+# and the other skip reasons stay visible.
+CUDA_SKIP_PREFIX = "no CUDA device"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        if reason.removeprefix("Skipped: ").startswith(CUDA_SKIP_PREFIX):
+            report.longrepr = (__file__, None, reason.removeprefix("Skipped: "))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Each test starts from the same random state."""

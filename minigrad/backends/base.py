@@ -403,6 +403,14 @@ class Backend:
         y *= 0.5
         return y
 
+    def erf(self, x):
+        """The error function ``erf(x) = 2/√π·∫₀ˣ exp(-t²) dt`` elementwise (SciPy's, or CuPy's for CuPy arrays)."""
+        import importlib
+
+        # Keyed by the array module, not the device: SciPy's API over that module's arrays.
+        special = importlib.import_module("cupyx.scipy.special" if self.xp.__name__ == "cupy" else "scipy.special")
+        return special.erf(x)
+
     def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
         """One in-place SGD step on ``param`` (PyTorch's update rule).
 

@@ -71,7 +71,7 @@ class CUDABackend(Backend):
             err = cupy_import_error()
             return (
                 f"CuPy is not installed or failed to import ({type(err).__name__}: {err}); "
-                "install the GPU extra: pip install 'minigrad[cuda]'"
+                "install the GPU extra: pip install 'minigrad-bn[cuda]'"
             )
         why = cls._probe()[1]
         return None if why is None else f"CuPy {getattr(cupy, '__version__', '?')} is installed but {why}"

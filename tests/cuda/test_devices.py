@@ -202,11 +202,11 @@ def test_optimizer_state_follows_a_moved_model(accel):
     model.to(accel)
     run_steps(model, opt, x, y, 1, accel)  # momentum buffers created on the CPU
     for p in model.parameters():
-        buf = opt.state[id(p)]["momentum_buffer"]
+        buf = opt.state[p]["momentum_buffer"]
         assert type(buf) is type(p.array) and buf.dtype == p.dtype
     model.double()
     run_steps(model, opt, x.double(), y, 1, accel)
-    assert all(opt.state[id(p)]["momentum_buffer"].dtype == np.float64 for p in model.parameters())
+    assert all(opt.state[p]["momentum_buffer"].dtype == np.float64 for p in model.parameters())
 
 
 def test_mixing_devices_raises(accel):

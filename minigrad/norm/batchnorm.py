@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import Example, Normalizer
 from .fold import FoldError
-from .functional import _batch_norm, _values_per_channel_error
+from .functional import _batch_norm, _check_batch_norm
 from .registry import register
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -26,16 +26,14 @@ class _BatchNorm(Normalizer):
 
     def forward(self, x):
         self.check_input(x)
-        shape = x.shape
-        values = x.array.size // shape[1]  # values per channel (N·∏spatial)
-        batch_stats = self.training or not self.track_running_stats
-        if batch_stats and values == 1:  # one value per channel has no variance
-            raise _values_per_channel_error(shape)
+        batch_stats = self.uses_batch_statistics
+        rm, rv, w, b = self.running_mean, self.running_var, self.weight, self.bias
+        _check_batch_norm(type(self).__name__, x, rm, rv, w, b, batch_stats, self.momentum, self.eps,
+                          momentum_may_be_none=True)
         # An empty batch has no statistics: it neither updates nor counts.
-        factor = self._running_stats_factor() if values else 0.0
+        factor = self._running_stats_factor() if x.numel() else 0.0
         track = self.track_running_stats and (factor or not self.training)
-        return _batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
-                           self.weight, self.bias, batch_stats, factor, self.eps)
+        return _batch_norm(x, rm if track else None, rv if track else None, w, b, batch_stats, factor, self.eps)
 
     def inference_affine(self):
         if self.training:

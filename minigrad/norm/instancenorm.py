@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .base import Example, Normalizer
-from .functional import _instance_norm
+from .functional import _check_instance_norm, _instance_norm
 from .registry import register
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d"]
@@ -24,10 +24,7 @@ class _InstanceNorm(Normalizer):
 
     def check_input(self, x) -> None:
         self._check_rank(x)
-        axis = 1 if x.ndim == self.batched_rank else 0  # unbatched inputs have channels first
-        if x.shape[axis] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
-                             f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
+        self._check_channels(x, 1 if x.ndim == self.batched_rank else 0)  # unbatched inputs have channels first
         self._check_dtype(x)
 
     def forward(self, x):
@@ -35,15 +32,15 @@ class _InstanceNorm(Normalizer):
         unbatched = x.ndim == self.batched_rank - 1
         if unbatched:
             x = x.unsqueeze(0)
-        use_input_stats = self.training or not self.track_running_stats
-        if use_input_stats and math.prod(x.shape[2:]) == 1:
-            raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
+        use_input_stats = self.uses_batch_statistics
+        rm, rv, w, b = self.running_mean, self.running_var, self.weight, self.bias
+        _check_instance_norm(type(self).__name__, x, rm, rv, w, b, use_input_stats, self.momentum, self.eps,
+                             momentum_may_be_none=True)
         # PyTorch's rule for InstanceNorm: num_batches_tracked is not counted,
         # and momentum=None leaves the running statistics as they are.
-        factor = (self.momentum or 0.0) if self.training and x.shape[0] else 0.0
+        factor = (self.momentum or 0.0) if self.training else 0.0
         track = self.track_running_stats and (factor or not self.training)
-        y = _instance_norm(x, self.running_mean if track else None, self.running_var if track else None,
-                           self.weight, self.bias, use_input_stats, factor, self.eps)
+        y = _instance_norm(x, rm if track else None, rv if track else None, w, b, use_input_stats, factor, self.eps)
         return y.squeeze(0) if unbatched else y
 
     def statistics_view(self, shape):

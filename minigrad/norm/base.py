@@ -33,7 +33,7 @@ import numpy as np
 from .._ext._engine import TensorBase
 from ..nn.module import Module, Parameter
 from ..tensor import ones, tensor, zeros
-from .functional import update_running_stats
+from .functional import _check_count, _check_eps, _check_floating, _check_momentum, _check_tensor, update_running_stats
 
 __all__ = ["Normalizer", "Example"]
 
@@ -113,14 +113,10 @@ class Normalizer(Module):
                  param_shape=None, device=None, dtype=None):
         super().__init__()
         name = type(self).__name__
-        if not isinstance(num_features, numbers.Integral) or isinstance(num_features, bool) or num_features <= 0:
-            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
-        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0 or not math.isfinite(eps):
-            raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
-        if momentum is not None and (
-            not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum <= 1.0
-        ):
-            raise ValueError(f"{name}: momentum must be in [0, 1] (or None for a cumulative average), got {momentum!r}")
+        # The checks forward runs again (an attribute may be changed later); here for an early error.
+        _check_count(name, "num_features", num_features)
+        _check_eps(name, eps)
+        _check_momentum(name, momentum, allow_none=True)
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
@@ -163,6 +159,15 @@ class Normalizer(Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
 
+    def __call__(self, x, *args, **kwargs):
+        y = self.forward(x, *args, **kwargs)
+        # The contract every caller relies on (fold, Sequential, the tests): a normalizer keeps the shape.
+        if isinstance(y, TensorBase) and isinstance(x, TensorBase) and y.shape != x.shape:
+            raise RuntimeError(f"{type(self).__name__}.forward broke the normalizer contract: it returned shape "
+                               f"{tuple(y.shape)} for an input of shape {tuple(x.shape)} (a normalizer returns "
+                               f"its input's shape)")
+        return y
+
     # -------------------------------------------------------- validation
     def check_input(self, x) -> None:
         """Validate ``x``: a floating Tensor of an accepted rank, the right channel
@@ -172,26 +177,32 @@ class Normalizer(Module):
         or ValueError (rank, channel count) naming what was expected.
         """
         self._check_rank(x)
-        axis = self.channel_axis
-        if axis is not None and x.shape[axis] != self.num_features:
-            raise ValueError(
-                f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
-                f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}"
-            )
+        self._check_channels(x, self.channel_axis)
         self._check_dtype(x)
 
     def _check_rank(self, x) -> None:
-        if not isinstance(x, TensorBase):
-            raise TypeError(f"{type(self).__name__}: expected a minigrad Tensor, got {type(x).__name__}")
+        _check_tensor(type(self).__name__, x)
         if x.ndim not in self.input_ranks:
             raise ValueError(f"{type(self).__name__}: expected {_ranks_text(self.input_ranks)} input "
                              f"(got {x.ndim}D input of shape {tuple(x.shape)})")
 
+    def _check_channels(self, x, axis) -> None:
+        """The input has ``num_features`` channels along ``axis`` (None: nothing to check)."""
+        if axis is None:
+            return
+        name = type(self).__name__
+        if type(axis) is not int and (not isinstance(axis, numbers.Integral) or isinstance(axis, bool)):
+            raise TypeError(f"{name}: channel_axis must be an int or None, got {axis!r}")
+        if not -x.ndim <= axis < x.ndim:
+            raise ValueError(f"{name}: channel_axis={axis} does not exist in a {x.ndim}D input of shape "
+                             f"{tuple(x.shape)} (valid: {-x.ndim} to {x.ndim - 1})")
+        if x.shape[axis] != self.num_features:
+            raise ValueError(f"{name}: expected {self.num_features} channels along axis {axis} "
+                             f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
+
     def _check_dtype(self, x) -> None:
         dt = x.dtype
-        if dt.kind != "f":
-            raise TypeError(f"{type(self).__name__}: expected a floating point input (float32 or float64), "
-                            f"got dtype {dt}")
+        _check_floating(type(self).__name__, x)
         ref = self._parameter_dtype()
         if ref is not None and dt != ref:
             raise TypeError(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import Example, Normalizer
 from .fold import FoldError
-from .functional import _values_per_channel_error, batch_norm_eval, batch_norm_train
+from .functional import _batch_norm_eval, _batch_norm_train, _check_batch_norm
 from .registry import register
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -26,14 +26,14 @@ class _BatchNorm(Normalizer):
 
     def forward(self, x):
         self.check_input(x)
-        values = x.array.size // x.shape[1] if x.shape[1] else 0  # values per channel (N·∏spatial)
-        if not self.uses_batch_statistics:
-            return batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
-        if values == 1:  # one value per channel has no variance
-            raise _values_per_channel_error(x.shape)
-        y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
-        if self.training:  # the running statistics move here, and only here
-            self.update_running_stats(mean, var, values)
+        batch_stats = self.uses_batch_statistics
+        _check_batch_norm(type(self).__name__, x, self.running_mean, self.running_var, self.weight, self.bias,
+                          batch_stats, self.momentum, self.eps, momentum_may_be_none=True)
+        if not batch_stats:
+            return _batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+        y, mean, var = _batch_norm_train(x, self.weight, self.bias, self.eps)
+        if self.training and x.numel():  # the running statistics move here, and only here
+            self.update_running_stats(mean, var, x.numel() // x.shape[1])
         return y
 
     def inference_affine(self):

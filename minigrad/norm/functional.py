@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import warnings
 
 from .._ext._engine import Function, TensorBase
@@ -66,12 +67,7 @@ class BatchNormFunction(Function):
         v = x.reshape(_channel_view(x.shape))
         self.training, self.eps = training, eps
         if training:
-            if v.shape[0] * v.shape[2] == 0:  # an empty batch: nothing to normalize, no statistics
-                y = self.xp.empty(v.shape, dtype=x.dtype)
-                mean = self.xp.zeros(v.shape[1], dtype=x.dtype)
-                var = self.xp.ones(v.shape[1], dtype=x.dtype)
-            else:
-                y, mean, var = self.backend.batch_norm_forward_train(v, weight, bias, eps)
+            y, mean, var = self.backend.batch_norm_forward_train(v, weight, bias, eps)
             self.mark_non_differentiable(mean, var)
             self.save_for_backward(x, weight, mean, 1.0 / self.xp.sqrt(var + eps))
             return y.reshape(x.shape), mean, var
@@ -352,11 +348,24 @@ def update_running_stats(running_mean, running_var, mean, var, factor, count):
 
 
 # ------------------------------------------------------------- validation
-def _check_input(fname, x, min_rank):
+# Every entry of the built-in normalizers, functional or module, runs the
+# check of its family (``_check_batch_norm`` etc.) before any kernel: the
+# backends and their kernels trust the shapes, dtypes and devices they get.
+# One function per problem, so a problem has one message on every path and
+# every backend; ``fname`` names the caller ("batch_norm", "BatchNorm1d").
+def _check_tensor(fname, x):
     if not isinstance(x, TensorBase):
         raise TypeError(f"{fname}: expected a minigrad Tensor as input, got {type(x).__name__}")
+
+
+def _check_floating(fname, x):
     if x.dtype.kind != "f":
         raise TypeError(f"{fname}: expected a floating point input (float32 or float64), got dtype {x.dtype}")
+
+
+def _check_input(fname, x, min_rank):
+    _check_tensor(fname, x)
+    _check_floating(fname, x)
     if x.ndim < min_rank:
         raise ValueError(f"{fname}: expected an input with at least {min_rank} dimensions, got shape "
                          f"{tuple(x.shape)}")
@@ -377,19 +386,44 @@ def _check_vector(fname, name, t, x, shape):
         raise RuntimeError(f"{fname}: {name} is on {t.device} but the input is on {x.device}")
 
 
+def _check_count(fname, name, value):
+    """A number of features, channels or groups: an int >= 0."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{fname}: {name} must be an int >= 0, got {value!r}")
+
+
 def _check_eps(fname, eps):
+    if type(eps) is float and 0.0 <= eps < math.inf:  # the usual case, without the slow ABC isinstance
+        return
     if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0 or not math.isfinite(eps):
         raise ValueError(f"{fname}: eps must be a finite number >= 0, got {eps!r}")
 
 
-def _check_momentum(fname, momentum):
+def _check_momentum(fname, momentum, allow_none=False):
+    if (momentum is None and allow_none) or (type(momentum) is float and 0.0 <= momentum <= 1.0):
+        return
     if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"{fname}: momentum must be a number in [0, 1], got {momentum!r}")
+        also = " (or None for a cumulative average)" if allow_none else ""
+        raise ValueError(f"{fname}: momentum must be a number in [0, 1]{also}, got {momentum!r}")
+
+
+def _check_groups(fname, num_groups, channels):
+    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) or num_groups <= 0:
+        raise ValueError(f"{fname}: num_groups must be a positive int, got {num_groups!r}")
+    if channels % num_groups:
+        raise ValueError(f"{fname}: the number of channels ({channels}) must be divisible by num_groups "
+                         f"({num_groups})")
+
+
+def _values_per_channel(shape):
+    """N·∏spatial: how many values share a channel's batch statistics."""
+    return shape[0] * math.prod(shape[2:])
 
 
 def _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, batch_stats, momentum, eps,
-                             eval_spelling):
+                             eval_spelling, min_rank, momentum_may_be_none):
     """The checks shared by the per-channel normalizers (batch and instance norm)."""
+    _check_input(fname, input, min_rank)
     c = input.shape[1]
     for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                     ("running_var", running_var)):
@@ -401,11 +435,69 @@ def _check_channel_arguments(fname, input, weight, bias, running_mean, running_v
                          f"running_var are required")
     _check_eps(fname, eps)
     if batch_stats and running_mean is not None:
-        _check_momentum(fname, momentum)
+        _check_momentum(fname, momentum, allow_none=momentum_may_be_none)
 
 
-def _values_per_channel_error(shape):
-    return ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(shape)}")
+def _check_batch_norm(fname, input, running_mean, running_var, weight, bias, training, momentum, eps,
+                      momentum_may_be_none=False):
+    """Everything ``batch_norm`` needs: the input (N, C, *), the (C,) vectors, eps, momentum, and more
+    than one value per channel to take batch statistics from. (A module's momentum may be None: a
+    cumulative average.)"""
+    _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, training, momentum, eps,
+                             "training=False", 2, momentum_may_be_none)
+    if training and _values_per_channel(input.shape) == 1:
+        # PyTorch's words, which users search for.
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(input.shape)}")
+
+
+def _check_instance_norm(fname, input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps,
+                         momentum_may_be_none=False):
+    """Everything ``instance_norm`` needs: the input (N, C, *spatial), the (C,) vectors, eps, momentum,
+    and more than one spatial value per instance to take statistics from."""
+    _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+                             "use_input_stats=False", 3, momentum_may_be_none)
+    if use_input_stats and math.prod(input.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(input.shape)}")
+
+
+def _check_layer_norm(fname, input, shape, weight, bias, eps):
+    """Everything ``layer_norm`` needs: an input ending in ``shape``, γ and β of ``shape``, eps."""
+    _check_input(fname, input, len(shape))
+    if tuple(input.shape[input.ndim - len(shape):]) != shape:
+        raise ValueError(f"{fname}: expected an input whose last {len(shape)} dimension(s) are {shape} "
+                         f"(normalized_shape), got input of shape {tuple(input.shape)}")
+    _check_vector(fname, "weight", weight, input, shape)
+    _check_vector(fname, "bias", bias, input, shape)
+    _check_eps(fname, eps)
+
+
+def _check_group_norm(fname, input, num_groups, weight, bias, eps):
+    """Everything ``group_norm`` needs: the input (N, C, *), C divisible by num_groups, (C,) vectors, eps."""
+    _check_input(fname, input, 2)
+    c = input.shape[1]
+    _check_groups(fname, num_groups, c)
+    _check_vector(fname, "weight", weight, input, (c,))
+    _check_vector(fname, "bias", bias, input, (c,))
+    _check_eps(fname, eps)
+
+
+def _empty_output(input, weight, bias, param_shape):
+    """The result for an input without values: empty, the same on every backend, no statistics taken.
+
+    As PyTorch does, it is the affine part alone (``x·γ + β`` on nothing),
+    so γ and β still get their (zero) gradients.
+    """
+    y = input.clone()
+    if weight is not None:
+        y = y * weight.reshape(param_shape)
+    if bias is not None:
+        y = y + bias.reshape(param_shape)
+    return y
+
+
+def _channel_param_shape(input):
+    """γ/β of a per-channel normalizer reshaped to broadcast against (N, C, *)."""
+    return (input.shape[1],) + (1,) * (input.ndim - 2)
 
 
 # ------------------------------------------------------------ batch norm
@@ -423,24 +515,21 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
       variance), whether or not gradients are recorded;
     * ``training=False``: the running statistics (both required).
 
+    An input without values (N, C or a spatial size 0) gives an empty
+    output and leaves the running statistics unchanged.
+
     Example::
 
         x = minigrad.randn(8, 3, 4, 4)
         rm, rv = minigrad.zeros(3), minigrad.ones(3)
         y = batch_norm(x, rm, rv, training=True)   # rm, rv move towards the batch statistics
     """
-    fname = "batch_norm"
-    _check_input(fname, input, 2)
-    c = input.shape[1]
-    _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, training, momentum, eps,
-                             "training=False")
-    if training and input.numel() == c and c > 0:
-        raise _values_per_channel_error(input.shape)
+    _check_batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training, momentum, eps)
     if not training:
-        return batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
-    y, mean, var = batch_norm_train(input, weight, bias, eps)
-    count = input.numel() // c if c else 0
-    if running_mean is not None and momentum and count:
+        return _batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
+    y, mean, var = _batch_norm_train(input, weight, bias, eps)
+    count = _values_per_channel(input.shape)
+    if running_mean is not None and momentum and input.numel():
         update_running_stats(running_mean, running_var, mean, var, momentum, count)
     return y
 
@@ -451,12 +540,25 @@ def batch_norm_train(input, weight=None, bias=None, eps=1e-5):
     The batch mean and *biased* variance per channel come back as Tensors
     outside the graph, for ``update_running_stats`` (the building block of
     ``batch_norm`` and of normalizer plugins with running statistics;
-    arguments as in ``batch_norm``, which validates them).
+    arguments as in ``batch_norm``). An input without values gives an empty
+    ``y`` and statistics of zeros and ones, which must not be folded in.
 
     Example::
 
         y, mean, var = batch_norm_train(minigrad.randn(8, 3), eps=1e-5)
     """
+    _check_batch_norm("batch_norm_train", input, None, None, weight, bias, True, 0.0, eps)
+    return _batch_norm_train(input, weight, bias, eps)
+
+
+def _batch_norm_train(input, weight, bias, eps):
+    """``batch_norm_train`` after ``_check_batch_norm`` (which the modules call with their own name)."""
+    if input.numel() == 0:
+        c = input.shape[1]
+        from ..tensor import ones, zeros
+
+        return (_empty_output(input, weight, bias, _channel_param_shape(input)),
+                zeros(c, dtype=input.dtype, device=input.device), ones(c, dtype=input.dtype, device=input.device))
     return BatchNormFunction.apply(input, weight, bias, training=True, eps=eps)
 
 
@@ -470,6 +572,14 @@ def batch_norm_eval(input, running_mean, running_var, weight=None, bias=None, ep
 
         y = batch_norm_eval(x, bn.running_mean, bn.running_var, bn.weight, bn.bias)
     """
+    _check_batch_norm("batch_norm_eval", input, running_mean, running_var, weight, bias, False, 0.0, eps)
+    return _batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
+
+
+def _batch_norm_eval(input, running_mean, running_var, weight, bias, eps):
+    """``batch_norm_eval`` after ``_check_batch_norm``."""
+    if input.numel() == 0:
+        return _empty_output(input, weight, bias, _channel_param_shape(input))
     return BatchNormFunction.apply(input, weight, bias, training=False, eps=eps, mean=running_mean.array,
                                    var=running_var.array)
 
@@ -479,12 +589,14 @@ def _normalized_shape(fname, normalized_shape):
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         normalized_shape = (int(normalized_shape),)
     try:
-        shape = tuple(int(s) for s in normalized_shape)
+        if isinstance(normalized_shape, (str, bytes)):
+            raise TypeError
+        shape = tuple(operator.index(s) for s in normalized_shape)  # ints only: no 2.5, no "3"
     except TypeError:
         raise TypeError(f"{fname}: normalized_shape must be an int or a tuple of ints, got "
                         f"{normalized_shape!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise ValueError(f"{fname}: normalized_shape must be non-empty with positive entries, got {shape}")
+    if not shape or any(s < 0 for s in shape):
+        raise ValueError(f"{fname}: normalized_shape must be non-empty with entries >= 0, got {shape}")
     return shape
 
 
@@ -494,25 +606,22 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     input: (*, *normalized_shape); weight (γ) and bias (β): normalized_shape
     or None. Each of the R = ∏leading sizes rows of K = ∏normalized_shape
     values is standardized with its own mean and biased variance:
-    ``y = γ·(x - μ)/sqrt(σ² + ε) + β``. Same in training and eval.
+    ``y = γ·(x - μ)/sqrt(σ² + ε) + β``. Same in training and eval. An
+    input without values gives an empty output.
 
     Example::
 
         y = layer_norm(minigrad.randn(2, 5, 16), (16,))
     """
-    fname = "layer_norm"
-    shape = _normalized_shape(fname, normalized_shape)
-    _check_input(fname, input, len(shape))
-    if tuple(input.shape[input.ndim - len(shape):]) != shape:
-        raise ValueError(f"{fname}: expected an input whose last {len(shape)} dimension(s) are {shape} "
-                         f"(normalized_shape), got input of shape {tuple(input.shape)}")
-    _check_vector(fname, "weight", weight, input, shape)
-    _check_vector(fname, "bias", bias, input, shape)
-    _check_eps(fname, eps)
+    shape = _normalized_shape("layer_norm", normalized_shape)
+    _check_layer_norm("layer_norm", input, shape, weight, bias, eps)
     return _layer_norm(input, shape, weight, bias, eps)
 
 
 def _layer_norm(input, shape, weight, bias, eps):
+    """``layer_norm`` after ``_check_layer_norm``."""
+    if input.numel() == 0:
+        return _empty_output(input, weight, bias, shape)
     k = math.prod(shape)
     # The (R, K, 1) view: K "channels" of one value each, one group per row, so γ and β act per element.
     y, _, _ = GroupNormFunction.apply(input, weight, bias, view=(input.numel() // k, k, 1), groups=1, eps=eps)
@@ -526,22 +635,14 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     input: (N, C, *) with C divisible by ``num_groups``; weight (γ) and
     bias (β): (C,) or None. The C/G·∏spatial values of each (sample,
     group) share one mean and biased variance:
-    ``y = γ_c·(x - μ_ng)/sqrt(σ²_ng + ε) + β_c``. Same in training and eval.
+    ``y = γ_c·(x - μ_ng)/sqrt(σ²_ng + ε) + β_c``. Same in training and
+    eval. An input without values gives an empty output.
 
     Example::
 
         y = group_norm(minigrad.randn(2, 6, 4, 4), 3)
     """
-    fname = "group_norm"
-    _check_input(fname, input, 2)
-    if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) or num_groups <= 0:
-        raise ValueError(f"{fname}: num_groups must be a positive int, got {num_groups!r}")
-    c = input.shape[1]
-    if c % num_groups:
-        raise ValueError(f"{fname}: the number of channels ({c}) must be divisible by num_groups ({num_groups})")
-    _check_vector(fname, "weight", weight, input, (c,))
-    _check_vector(fname, "bias", bias, input, (c,))
-    _check_eps(fname, eps)
+    _check_group_norm("group_norm", input, num_groups, weight, bias, eps)
     return _group_norm(input, int(num_groups), weight, bias, eps)
 
 
@@ -551,6 +652,9 @@ def _channel_view(shape):
 
 
 def _group_norm(input, num_groups, weight, bias, eps):
+    """``group_norm`` after ``_check_group_norm``."""
+    if input.numel() == 0:
+        return _empty_output(input, weight, bias, _channel_param_shape(input))
     y, _, _ = GroupNormFunction.apply(input, weight, bias, view=_channel_view(input.shape), groups=num_groups,
                                       eps=eps)
     return y
@@ -571,22 +675,23 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     * ``use_input_stats=False``: the running statistics are used (the
       inference path of ``track_running_stats=True``), one multiply-add.
 
+    An input without values (N, C or a spatial size 0) gives an empty
+    output and leaves the running statistics unchanged (as PyTorch does
+    for L = 0; PyTorch turns them into NaN for N = 0).
+
     Example::
 
         y = instance_norm(minigrad.randn(2, 3, 8, 8))
     """
-    fname = "instance_norm"
-    _check_input(fname, input, 3)
-    _check_channel_arguments(fname, input, weight, bias, running_mean, running_var, use_input_stats, momentum,
-                             eps, "use_input_stats=False")
-    if use_input_stats and math.prod(input.shape[2:]) == 1:
-        raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(input.shape)}")
+    _check_instance_norm("instance_norm", input, running_mean, running_var, weight, bias, use_input_stats, momentum,
+                         eps)
     return _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
 
 
 def _instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
+    """``instance_norm`` after ``_check_instance_norm``."""
     if not use_input_stats:
-        return batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
+        return _batch_norm_eval(input, running_mean, running_var, weight, bias, eps)
     y, mean, var, count = instance_norm_train(input, weight, bias, eps, with_statistics=running_mean is not None)
     if running_mean is not None and momentum and count:
         update_running_stats(running_mean, running_var, mean, var, momentum, count)
@@ -598,9 +703,10 @@ def instance_norm_train(input, weight=None, bias=None, eps=1e-5, with_statistics
 
     ``mean`` and ``var`` are the batch averages of the instance means and
     *biased* variances (Tensors (C,) outside the graph; None unless
-    ``with_statistics``) over ``count`` = ∏spatial values each: what
+    ``with_statistics``, or when the input has no values) over ``count`` =
+    ∏spatial values each (0 with no statistics): what
     ``update_running_stats`` folds into running statistics (PyTorch's
-    rule). Arguments as in ``instance_norm``.
+    rule). Arguments as in ``instance_norm``, which validates them.
 
     Example::
 
@@ -608,12 +714,14 @@ def instance_norm_train(input, weight=None, bias=None, eps=1e-5, with_statistics
     """
     from .._ext._engine import make_tensor
 
+    if input.numel() == 0:
+        return _empty_output(input, weight, bias, _channel_param_shape(input)), None, None, 0
     n, c = input.shape[0], input.shape[1]
     y, _, _ = GroupNormFunction.apply(input, weight, bias, view=_channel_view(input.shape), groups=c, eps=eps)
-    count = math.prod(input.shape[2:])
-    if not with_statistics or n == 0 or count == 0:
+    if not with_statistics:
         return y, None, None, 0
     # Exact instance variances from the data (recovering them from 1/sqrt(var + ε) loses precision).
+    count = math.prod(input.shape[2:])
     xp = input.backend.xp
     v = input.array.reshape(n, c, count).astype(xp.float64)
     inst_mean = v.mean(axis=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .base import Example, Normalizer
-from .functional import batch_norm_eval, instance_norm_train, update_running_stats
+from .functional import _batch_norm_eval, _check_instance_norm, instance_norm_train, update_running_stats
 from .registry import register
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d"]
@@ -24,10 +24,7 @@ class _InstanceNorm(Normalizer):
 
     def check_input(self, x) -> None:
         self._check_rank(x)
-        axis = 1 if x.ndim == self.batched_rank else 0  # unbatched inputs have channels first
-        if x.shape[axis] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
-                             f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
+        self._check_channels(x, 1 if x.ndim == self.batched_rank else 0)  # unbatched inputs have channels first
         self._check_dtype(x)
 
     def forward(self, x):
@@ -35,12 +32,11 @@ class _InstanceNorm(Normalizer):
         unbatched = x.ndim == self.batched_rank - 1
         if unbatched:
             x = x.unsqueeze(0)
+        _check_instance_norm(type(self).__name__, x, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.uses_batch_statistics, self.momentum, self.eps, momentum_may_be_none=True)
         if not self.uses_batch_statistics:
-            y = batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+            y = _batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
         else:
-            if math.prod(x.shape[2:]) == 1:
-                raise ValueError(f"Expected more than 1 spatial element when training, got input size "
-                                 f"{tuple(x.shape)}")
             track = self.training and self.track_running_stats
             y, mean, var, count = instance_norm_train(x, self.weight, self.bias, self.eps, with_statistics=track)
             if track:  # the running statistics move here, and only here

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import Example, Normalizer
 from .fold import FoldError
-from .functional import _batch_norm, _check_batch_norm
+from .functional import _batch_norm_eval, _batch_norm_train, _check_batch_norm
 from .registry import register
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -27,13 +27,14 @@ class _BatchNorm(Normalizer):
     def forward(self, x):
         self.check_input(x)
         batch_stats = self.uses_batch_statistics
-        rm, rv, w, b = self.running_mean, self.running_var, self.weight, self.bias
-        _check_batch_norm(type(self).__name__, x, rm, rv, w, b, batch_stats, self.momentum, self.eps,
-                          momentum_may_be_none=True)
-        # An empty batch has no statistics: it neither updates nor counts.
-        factor = self._running_stats_factor() if x.numel() else 0.0
-        track = self.track_running_stats and (factor or not self.training)
-        return _batch_norm(x, rm if track else None, rv if track else None, w, b, batch_stats, factor, self.eps)
+        _check_batch_norm(type(self).__name__, x, self.running_mean, self.running_var, self.weight, self.bias,
+                          batch_stats, self.momentum, self.eps, momentum_may_be_none=True)
+        if not batch_stats:
+            return _batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+        y, mean, var = _batch_norm_train(x, self.weight, self.bias, self.eps)
+        if self.training and x.numel():  # the running statistics move here, and only here
+            self.update_running_stats(mean, var, x.numel() // x.shape[1])
+        return y
 
     def inference_affine(self):
         if self.training:
@@ -43,7 +44,7 @@ class _BatchNorm(Normalizer):
                 f"{type(self).__name__} has no running statistics (track_running_stats=False): it normalizes with "
                 f"the statistics of each batch even in eval mode, so it is not an affine map and cannot be folded"
             )
-        return self._running_affine()
+        return self.running_affine()
 
 
 @register("BatchNorm1d")

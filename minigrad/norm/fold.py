@@ -140,7 +140,7 @@ def _ranks(ranks):
 
 def _channel_axis(norm, rank):
     """The axis the per-channel map of ``norm`` acts on, for an input of ``rank`` dimensions."""
-    return norm._affine_shape(rank).index(-1)
+    return norm.affine_shape(rank).index(-1)
 
 
 def _feature_axis(layer, rank):

@@ -53,7 +53,7 @@ class LayerNorm(Normalizer):
         k = math.prod(self.normalized_shape)
         return (math.prod(shape) // k, k), (1,)
 
-    def _affine_shape(self, ndim):
+    def affine_shape(self, ndim):
         return (1,) * (ndim - len(self.normalized_shape)) + self.normalized_shape
 
     def extra_repr(self) -> str:

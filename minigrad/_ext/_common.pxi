@@ -6,7 +6,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport sqrt, NAN
+from libc.math cimport erf as c_erf, erff, sqrt, NAN
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 

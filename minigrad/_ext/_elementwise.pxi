@@ -1,4 +1,4 @@
-# Elementwise activations in one pass over flat arrays (ReLU forward and backward): NumPy's
+# Elementwise kernels in one pass over flat arrays: ReLU forward and backward (NumPy's
 # ``maximum(x, 0)`` and ``grad * (y > 0)`` make a temporary and two passes each. Large arrays are cut
 # into one contiguous range per thread. Included by every build of the kernels (see _kernels.pyx).
 
@@ -44,3 +44,17 @@ def relu_backward(const floating[::1] grad not None, const floating[::1] y not N
                 mg_relu_back_f32(gp, yp, dp, t * n // parts, (t + 1) * n // parts)
             else:
                 mg_relu_back_f64(gp, yp, dp, t * n // parts, (t + 1) * n // parts)
+
+
+def erf(const floating[::1] x not None, floating[::1] out not None):
+    """``out[i] = erf(x[i])`` with the C library's ``erf`` (``erff`` for float32), without the GIL."""
+    if x.shape[0] != out.shape[0]:
+        raise ValueError(f"erf: x has {x.shape[0]} elements but out has {out.shape[0]}")
+    cdef Py_ssize_t i, n = x.shape[0]
+    with nogil:
+        if floating is float:
+            for i in range(n):
+                out[i] = erff(x[i])
+        else:
+            for i in range(n):
+                out[i] = c_erf(x[i])

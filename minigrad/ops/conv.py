@@ -8,6 +8,7 @@ PyTorch's arguments: stride, zero padding (an int, a pair, ``"valid"`` or
 from __future__ import annotations
 
 from .._ext._engine import Function
+from .linalg import check_same_kind
 
 __all__ = ["conv2d", "pair", "conv_padding"]
 
@@ -83,6 +84,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         x = mg.randn(2, 4, 8, 8)
         y = mg.nn.functional.conv2d(x, mg.randn(6, 2, 3, 3), padding="same", groups=2)   # (2, 6, 8, 8)
     """
+    check_same_kind("conv2d", input, weight)
     if input.ndim != 4:
         raise ValueError(f"conv2d: input must be (N, C, H, W), got shape {tuple(input.shape)}")
     if weight.ndim != 4:

@@ -31,27 +31,74 @@
 # parallel region), thread t of T walks its own contiguous range of the
 # N·nb blocks; the team split keeps every thread busy when there are few
 # channels and halves what each core holds in L2 between the two passes
-# over a channel. The per-thread sums of a channel go to ``part`` (two
-# buffers, alternating by channel, so a fast thread writing the next
-# channel's sums never overwrites sums a slow one is still reading), and
-# after a barrier every thread merges them in the same order, so all
-# threads (and every run) get identical statistics.
+# over a channel.
+#
+# The sums are taken per chunk of CHUNK_BLOCKS consecutive blocks, a unit
+# that does not depend on the threads, and a channel's chunks are merged in
+# their order: a thread owns whole chunks, publishes each chunk's sums to
+# ``part`` (two buffers, alternating by channel, so a fast thread writing
+# the next channel's sums never overwrites sums a slow one is still
+# reading) and after a barrier every thread merges them; alone on a channel,
+# a thread merges each chunk as it closes. Either way the statistics are
+# the same bits whatever the number of threads or the split.
+cdef enum:
+    CHUNK_BLOCKS = 8
+
 cdef struct mg_walk:
-    Py_ssize_t S, bl, nb, b0, b1, ahead
+    Py_ssize_t S, bl, nb, B, K, b0, b1, ahead
     int t, T
 
 
+cdef inline Py_ssize_t _walk_chunks(Py_ssize_t N, Py_ssize_t S) noexcept nogil:
+    """The number of chunks of a channel's walk (the ``part`` buffers hold 2 x this many entries)."""
+    cdef Py_ssize_t bl = min(<Py_ssize_t>PIPE_BLOCK, S)
+    return (N * ((S + bl - 1) // bl) + CHUNK_BLOCKS - 1) // CHUNK_BLOCKS
+
+
 cdef inline void _walk_init(mg_walk* wk, Py_ssize_t N, Py_ssize_t S, size_t itemsize, bint team) noexcept nogil:
-    cdef Py_ssize_t B
     wk.t = omp_get_thread_num() if team else 0
     wk.T = omp_get_num_threads() if team else 1
     wk.S = S
     wk.bl = min(<Py_ssize_t>PIPE_BLOCK, S)
     wk.nb = (S + wk.bl - 1) // wk.bl
-    B = N * wk.nb
-    wk.b0 = wk.t * B // wk.T
-    wk.b1 = (wk.t + 1) * B // wk.T
+    wk.B = N * wk.nb
+    wk.K = _walk_chunks(N, S)
+    wk.b0 = min(wk.B, wk.t * wk.K // wk.T * CHUNK_BLOCKS)
+    wk.b1 = min(wk.B, (wk.t + 1) * wk.K // wk.T * CHUNK_BLOCKS)
     wk.ahead = max(1, <Py_ssize_t>PREFETCH_BYTES // (wk.bl * <Py_ssize_t>itemsize))
+
+
+cdef inline bint _chunk_closes(const mg_walk* wk, Py_ssize_t blk) noexcept nogil:
+    """Whether block ``blk`` is the last of its chunk."""
+    return (blk + 1) % CHUNK_BLOCKS == 0 or blk + 1 == wk.B
+
+
+cdef inline void _close_stats(mg_stats* chunk, mg_stats* total, double* part, Py_ssize_t blk,
+                              bint team) noexcept nogil:
+    """Close the chunk of block ``blk``: publish it to ``part`` (team) or merge it into the channel's
+    ``total`` (one thread), and start the next one empty."""
+    cdef Py_ssize_t k = blk // CHUNK_BLOCKS
+    if team:
+        part[3 * k] = chunk.n
+        part[3 * k + 1] = chunk.mean
+        part[3 * k + 2] = chunk.m2
+    else:
+        mg_stats_merge(total, chunk.n, chunk.mean, chunk.m2)
+    chunk[0] = mg_stats(n=0, mean=0, m2=0)
+
+
+cdef inline void _close_sums(double* csg, double* csgx, double* sg, double* sgx, double* part, Py_ssize_t blk,
+                             bint team) noexcept nogil:
+    """The same for the backward's two sums."""
+    cdef Py_ssize_t k = blk // CHUNK_BLOCKS
+    if team:
+        part[2 * k] = csg[0]
+        part[2 * k + 1] = csgx[0]
+    else:
+        sg[0] += csg[0]
+        sgx[0] += csgx[0]
+    csg[0] = 0
+    csgx[0] = 0
 
 
 cdef inline void _walk_start(const mg_walk* wk, Py_ssize_t* n, Py_ssize_t* s0) noexcept nogil:
@@ -87,30 +134,24 @@ cdef inline void _prefetch_first(const floating* base, Py_ssize_t ld, const mg_w
         _prefetch_block(base, ld, wk, blk)
 
 
-cdef inline void _team_stats(mg_stats* st, double* part, const mg_walk* wk) noexcept nogil:
-    """Publish this thread's statistics of a channel (3 doubles a thread), wait for the team, merge all."""
-    cdef int i
-    cdef double* mine = part + 3 * wk.t
-    mine[0] = st.n
-    mine[1] = st.mean
-    mine[2] = st.m2
+cdef inline void _team_stats(mg_stats* st, const double* part, const mg_walk* wk) noexcept nogil:
+    """Wait for the team to publish every chunk of a channel (3 doubles each), merge them in order."""
+    cdef Py_ssize_t k
     minigrad_omp_barrier()
     st[0] = mg_stats(n=0, mean=0, m2=0)
-    for i in range(wk.T):
-        mg_stats_merge(st, part[3 * i], part[3 * i + 1], part[3 * i + 2])
+    for k in range(wk.K):
+        mg_stats_merge(st, part[3 * k], part[3 * k + 1], part[3 * k + 2])
 
 
-cdef inline void _team_sums(double* sg, double* sgx, double* part, const mg_walk* wk) noexcept nogil:
-    """Publish this thread's two sums of a channel, wait for the team, add all in thread order."""
-    cdef int i
-    part[2 * wk.t] = sg[0]
-    part[2 * wk.t + 1] = sgx[0]
+cdef inline void _team_sums(double* sg, double* sgx, const double* part, const mg_walk* wk) noexcept nogil:
+    """Wait for the team to publish every chunk's two sums, add them in chunk order."""
+    cdef Py_ssize_t k
     minigrad_omp_barrier()
     sg[0] = 0
     sgx[0] = 0
-    for i in range(wk.T):
-        sg[0] += part[2 * i]
-        sgx[0] += part[2 * i + 1]
+    for k in range(wk.K):
+        sg[0] += part[2 * k]
+        sgx[0] += part[2 * k + 1]
 
 
 cdef inline void _forward_coeffs(double mean, double var, double eps, const floating* w, const floating* b,
@@ -157,7 +198,8 @@ cdef void _bn_train_pipe(const floating* x, floating* y, Py_ssize_t c_begin, Py_
     The output pass of channel c (from L2) runs interleaved, block by
     block, with the statistics pass of channel c + 1 (from memory,
     prefetched ``PREFETCH_BYTES`` ahead), so the thread keeps memory busy
-    while it computes. ``team``: see above; ``part`` holds 2·3·T doubles.
+    while it computes. ``team``: see above; ``part`` holds 2·3·K doubles
+    (K chunks).
     """
     cdef mg_walk wk
     cdef Py_ssize_t n, c, blk, s0, ns
@@ -166,21 +208,24 @@ cdef void _bn_train_pipe(const floating* x, floating* y, Py_ssize_t c_begin, Py_
     cdef const floating* xn
     cdef floating* yc
     cdef floating a, beta, mhi, mlo
-    cdef mg_stats st, nx
+    cdef mg_stats st, nx, chunk
     if c_begin >= c_end:
         return
     _walk_init(&wk, N, S, sizeof(floating), team)
     st = mg_stats(n=0, mean=0, m2=0)
+    chunk = st
     xc = x + c_begin * xs1
     _prefetch_first(xc, xs0, &wk)
     _walk_start(&wk, &n, &s0)
     for blk in range(wk.b0, wk.b1):
         _prefetch_block(xc, xs0, &wk, blk + wk.ahead)
-        _stats(xc + n * xs0 + s0, min(wk.bl, S - s0), &st)
+        _stats(xc + n * xs0 + s0, min(wk.bl, S - s0), &chunk)
+        if _chunk_closes(&wk, blk):
+            _close_stats(&chunk, &st, part + 3 * (c_begin % 2) * wk.K if team else NULL, blk, team)
         _walk_next(&wk, &n, &s0)
     for c in range(c_begin, c_end):
         if team:
-            _team_stats(&st, part + 3 * (c % 2) * wk.T, &wk)
+            _team_stats(&st, part + 3 * (c % 2) * wk.K, &wk)
         var = st.m2 / st.n
         _forward_coeffs(st.mean, var, eps, w, b, c, &a, &beta, &mhi, &mlo)
         if wk.t == 0:
@@ -198,7 +243,9 @@ cdef void _bn_train_pipe(const floating* x, floating* y, Py_ssize_t c_begin, Py_
             _affine(xc + n * xs0 + s0, yc + n * ys0 + s0, ns, mhi, mlo, a, beta, stream)
             if c + 1 < c_end:
                 _prefetch_block(xn, xs0, &wk, blk + wk.ahead)
-                _stats(xn + n * xs0 + s0, ns, &nx)
+                _stats(xn + n * xs0 + s0, ns, &chunk)
+                if _chunk_closes(&wk, blk):
+                    _close_stats(&chunk, &nx, part + 3 * ((c + 1) % 2) * wk.K if team else NULL, blk, team)
             _walk_next(&wk, &n, &s0)
         st = nx
     if stream:
@@ -215,12 +262,12 @@ cdef void _bn_backward_pipe(const floating* g, const floating* x, floating* dx, 
 
     Pipelined like the forward: pass 2 of channel c runs block by block
     interleaved with pass 1 of channel c + 1, whose two streams (grad and
-    x) are prefetched ahead. ``part`` holds 2·2·T doubles.
+    x) are prefetched ahead. ``part`` holds 2·2·K doubles (K chunks).
     """
     cdef mg_walk wk
     cdef Py_ssize_t n, c, blk, s0, ns
     cdef double inv_m = 1.0 / <double>(N * S)
-    cdef double sg = 0, sgx = 0, nsg, nsgx, dweight
+    cdef double sg = 0, sgx = 0, nsg, nsgx, dweight, csg = 0, csgx = 0
     cdef floating mhi, mlo, ka, kb, kc
     cdef const floating* gc
     cdef const floating* xc
@@ -238,11 +285,13 @@ cdef void _bn_backward_pipe(const floating* g, const floating* x, floating* dx, 
     for blk in range(wk.b0, wk.b1):
         _prefetch_block(gc, gs0, &wk, blk + wk.ahead)
         _prefetch_block(xc, xs0, &wk, blk + wk.ahead)
-        _sum2(gc + n * gs0 + s0, xc + n * xs0 + s0, min(wk.bl, S - s0), <double>mean[c_begin], &sg, &sgx)
+        _sum2(gc + n * gs0 + s0, xc + n * xs0 + s0, min(wk.bl, S - s0), <double>mean[c_begin], &csg, &csgx)
+        if _chunk_closes(&wk, blk):
+            _close_sums(&csg, &csgx, &sg, &sgx, part + 2 * (c_begin % 2) * wk.K if team else NULL, blk, team)
         _walk_next(&wk, &n, &s0)
     for c in range(c_begin, c_end):
         if team:
-            _team_sums(&sg, &sgx, part + 2 * (c % 2) * wk.T, &wk)
+            _team_sums(&sg, &sgx, part + 2 * (c % 2) * wk.K, &wk)
         gc = g + c * gs1
         xc = x + c * xs1
         dc = dx + c * ds1
@@ -266,7 +315,10 @@ cdef void _bn_backward_pipe(const floating* g, const floating* x, floating* dx, 
             if c + 1 < c_end:
                 _prefetch_block(gn, gs0, &wk, blk + wk.ahead)
                 _prefetch_block(xn, xs0, &wk, blk + wk.ahead)
-                _sum2(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, <double>mean[c + 1], &nsg, &nsgx)
+                _sum2(gn + n * gs0 + s0, xn + n * xs0 + s0, ns, <double>mean[c + 1], &csg, &csgx)
+                if _chunk_closes(&wk, blk):
+                    _close_sums(&csg, &csgx, &nsg, &nsgx, part + 2 * ((c + 1) % 2) * wk.K if team else NULL, blk,
+                                team)
             _walk_next(&wk, &n, &s0)
         sg, sgx = nsg, nsgx
     if stream:
@@ -405,7 +457,7 @@ def batch_norm_forward_train(const floating[:, :, :] x not None, const floating[
     cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= stream_min_bytes()
     cdef double* part
     if _use_team(C, N * S * <Py_ssize_t>sizeof(floating), threads):
-        part = <double*>calloc(2 * 3 * threads, sizeof(double))
+        part = <double*>calloc(2 * 3 * _walk_chunks(N, S), sizeof(double))
         if part == NULL:
             raise MemoryError()
         with nogil, parallel(num_threads=threads):
@@ -482,7 +534,7 @@ def batch_norm_backward(const floating[:, :, :] grad not None, const floating[:,
     cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= stream_min_bytes()
     cdef double* part
     if _use_team(C, 2 * N * S * <Py_ssize_t>sizeof(floating), threads):
-        part = <double*>calloc(2 * 2 * threads, sizeof(double))
+        part = <double*>calloc(2 * 2 * _walk_chunks(N, S), sizeof(double))
         if part == NULL:
             raise MemoryError()
         with nogil, parallel(num_threads=threads):

@@ -217,6 +217,12 @@ cdef void _gn_backward_rows(const floating* g, const floating* x, floating* dx, 
         mg_store_fence()
 
 
+cdef enum:
+    # Chunks of rows whose dweight/dbias sums the group backward adds in order (at most this many
+    # threads share one call: enough for the machines minigrad is measured on).
+    GN_CHUNKS = 16
+
+
 cdef int _check_groups(Py_ssize_t C, Py_ssize_t groups) except -1:
     if groups < 1 or C % groups:
         raise ValueError(f"groups must be a positive divisor of the {C} channels, got {groups}")
@@ -299,8 +305,9 @@ def group_norm_backward(const floating[:, :, :] grad not None, const floating[:,
                         floating[::1] dweight not None, floating[::1] dbias not None):
     """Gradients of ``group_norm_forward`` into ``dx``, ``dweight`` = Σ grad·x̂ and ``dbias`` = Σ grad.
 
-    ``weight`` may be None. Each thread sums its rows' per-channel terms
-    into its own buffer; the buffers are added in a fixed order at the end.
+    ``weight`` may be None. The per-channel terms are summed per chunk of
+    rows (a fixed number of chunks, shared out among the threads) and the
+    chunks added in order: the same bits for every thread count.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
     cdef Py_ssize_t G = groups, R, t, c, nparts
@@ -331,7 +338,10 @@ def group_norm_backward(const floating[:, :, :] grad not None, const floating[:,
     if S == 1 and C > 1 and (gs1 != 1 or xs1 != 1 or ds1 != 1):
         raise ValueError("group_norm_backward: with S = 1 the channel axis must have unit stride")
     cdef bint stream = N * C * S * <Py_ssize_t>sizeof(floating) >= stream_min_bytes()
-    nparts = min(R, threads_for(N * C * S))
+    # dweight/dbias are summed per chunk of rows (GN_CHUNKS of them whatever the threads: the sums are
+    # the same bits for every thread count), the chunks added in order at the end
+    nparts = min(R, <Py_ssize_t>GN_CHUNKS)
+    cdef int threads = min(nparts, threads_for(N * C * S))
     cdef const floating* wp = &weight[0] if weight is not None else NULL
     cdef floating* ones = NULL
     cdef double* part = <double*>calloc(2 * C * nparts, sizeof(double))
@@ -349,14 +359,10 @@ def group_norm_backward(const floating[:, :, :] grad not None, const floating[:,
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* dp = &dx[0, 0, 0]
     with nogil:
-        if nparts == 1:
-            _gn_backward_rows(gp, xp, dp, 0, R, G, C // G, S, gs0, gs1, xs0, xs1, ds0, ds1, &mean[0, 0],
-                              &invstd[0, 0], wp, part, part + C, stream)
-        else:
-            for t in prange(nparts, schedule="static", num_threads=nparts):
-                _gn_backward_rows(gp, xp, dp, t * R // nparts, (t + 1) * R // nparts, G, C // G, S, gs0, gs1, xs0,
-                                  xs1, ds0, ds1, &mean[0, 0], &invstd[0, 0], wp, part + 2 * C * t,
-                                  part + 2 * C * t + C, stream)
+        for t in prange(nparts, schedule="static", num_threads=threads, use_threads_if=threads > 1):
+            _gn_backward_rows(gp, xp, dp, t * R // nparts, (t + 1) * R // nparts, G, C // G, S, gs0, gs1, xs0, xs1,
+                              ds0, ds1, &mean[0, 0], &invstd[0, 0], wp, part + 2 * C * t, part + 2 * C * t + C,
+                              stream)
         for c in range(C):
             sw = 0
             sb = 0

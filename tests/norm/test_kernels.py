@@ -364,3 +364,41 @@ def test_simd_instructions_only_in_the_primitives():
             elif fn and vector.search(line) and not fn.startswith("mg_"):
                 offenders.add(fn)
         assert not offenders, f"{name}: vector instructions outside the primitives: {sorted(offenders)[:10]}"
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 700), (64, 4, 37), (3, 2, 5000), (7, 300, 1), (17, 6, 3)])
+def test_statistics_are_identical_for_every_thread_count(shape, cpu_build):
+    # honest claims: the sums are taken per chunk of the data (a unit that does not depend on the
+    # threads) and merged in order, so 1, 2 or 3 threads, and either way of sharing channels, give the
+    # same bits (the adaptive team may pick any of them on a busy machine)
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(shape[1]).astype(np.float32)
+    old = (_parallel.get_num_threads(), _parallel.parallel_min_size(), _parallel.get_team_mode(),
+           _parallel.adaptive())
+    backend = get_backend("cpu")
+    results = []
+    try:
+        _parallel.set_parallel_min_size(0)
+        _parallel.set_adaptive(False)
+        for threads in (1, 2, 3):
+            for mode in (0, 1):
+                _parallel.set_num_threads(threads)
+                _parallel.set_team_mode(mode)
+                y, mean, var = backend.batch_norm_forward_train(x, w, None, 1e-5)
+                invstd = (1 / np.sqrt(var.astype(np.float64) + 1e-5)).astype(np.float32)
+                grads = backend.batch_norm_backward(g, x, mean, invstd, w, True)
+                groups = shape[1] if shape[2] > 1 else 1
+                gy, gmean, ginv = backend.group_norm_forward(x, w, w, groups, 1e-5)
+                ggrads = backend.group_norm_backward(g, x, gmean, ginv, w, groups)
+                results.append((f"{threads} threads, team mode {mode}", [y, mean, var, *grads, gy, *ggrads]))
+    finally:
+        _parallel.set_num_threads(old[0])
+        _parallel.set_parallel_min_size(old[1])
+        _parallel.set_team_mode(old[2])
+        _parallel.set_adaptive(old[3])
+    first_label, first = results[0]
+    for label, arrays in results[1:]:
+        for i, (a, b) in enumerate(zip(first, arrays)):
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i}: {first_label} vs {label}")

@@ -10,13 +10,15 @@ HYPOTHESIS_PROFILE ?= ci
 # Arguments for the experiment script, e.g. make experiment ARGS="--steps 50000".
 ARGS ?=
 
-.PHONY: help venv experiment cnn test docs bench bench-quick dist-check gpu-check clean
+.PHONY: help venv experiment cnn test docs bench bench-quick bench-sweep dist-check gpu-check clean
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
 	@echo "make test        set up and run the test suite"
 	@echo "make docs        build the documentation site (mkdocs, strict)"
-	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
+	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch, each in its own process"
+	@echo "                 (ARGS=\"--load 1\": also beside one busy process; see docs/benchmarks.md)"
+	@echo "make bench-sweep minigrad's thread settings (wait policy, adaptive team, BLAS pool), quiet and loaded"
 	@echo "make cnn         train the seed CNN with and without BatchNorm, then fold it"
 	@echo "make gpu-check   on a GPU machine, with its Python (no venv, no installs): build, run the GPU tests"
 	@echo "                 and benchmarks, summary in gpu-check/ (under 8 minutes)"
@@ -58,6 +60,9 @@ bench: install-examples
 
 bench-quick: install-examples
 	$(PY) benchmarks/bench.py --quick
+
+bench-sweep: install-examples
+	$(PY) benchmarks/sweep.py --load 1 $(ARGS)
 
 # Build an sdist and a wheel (the wheel is built from the sdist, so this also
 # checks the sdist is complete), install the wheel into a fresh virtual

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .._dtypes import is_floating
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
 from ..backends import get_backend
@@ -254,13 +255,13 @@ class Module:
         device, dtype = _device_and_dtype("Module.to", args, device, dtype)
         target = get_backend(device) if device is not None else None
         dt = _check_dtype(dtype)
-        if dt is not None and dt.kind != "f":
+        if dt is not None and not is_floating(dt):
             raise TypeError(f"Module.to() only casts to floating dtypes, got {dt}")
 
         def convert(arr, backend):
             if target is not None and target is not backend:
                 arr, backend = target.transfer(arr, backend), target
-            if dt is not None and arr.dtype.kind == "f" and arr.dtype != dt:
+            if dt is not None and is_floating(arr.dtype) and arr.dtype != dt:
                 arr = arr.astype(dt)
             return arr, backend
 

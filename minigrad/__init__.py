@@ -54,5 +54,10 @@ __all__ = [
 
 def __getattr__(name):
     if name == "bfloat16":  # without ml_dtypes: a clear error, never a None that .to() would ignore
-        raise AttributeError("minigrad.bfloat16 needs the ml_dtypes package: pip install 'minigrad-bn[bfloat16]'")
+        from .tensor import _bfloat16_dtype
+
+        try:
+            _bfloat16_dtype()
+        except TypeError as exc:
+            raise AttributeError(f"minigrad.{exc}") from None
     raise AttributeError(f"module 'minigrad' has no attribute {name!r}")

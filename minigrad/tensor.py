@@ -41,6 +41,13 @@ else:  # minigrad.bfloat16 then raises, naming the missing package (minigrad/__i
     __all__.remove("bfloat16")
 
 _SUPPORTED_KINDS = "biuf"
+
+
+def _bfloat16_dtype():
+    """bfloat16, or an error naming the package it needs."""
+    if _dtypes.bfloat16 is None:
+        raise TypeError("bfloat16 needs the ml_dtypes package: pip install 'minigrad-bn[bfloat16]'")
+    return _dtypes.bfloat16
 _default_dtype = float32
 
 
@@ -338,6 +345,14 @@ class Tensor(TensorBase):
     def double(self) -> "Tensor":
         """Convert to float64."""
         return self.to(float64)
+
+    def half(self) -> "Tensor":
+        """Convert to float16."""
+        return self.to(float16)
+
+    def bfloat16(self) -> "Tensor":
+        """Convert to bfloat16 (needs the ml_dtypes package)."""
+        return self.to(_bfloat16_dtype())
 
     def long(self) -> "Tensor":
         """Convert to int64."""

@@ -17,7 +17,7 @@ from .._dtypes import is_floating
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
 from ..backends import get_backend
-from ..tensor import Tensor, _check_dtype, _device_and_dtype
+from ..tensor import Tensor, _bfloat16_dtype, _check_dtype, _device_and_dtype
 
 __all__ = ["Module", "Parameter"]
 
@@ -283,6 +283,14 @@ class Module:
         """Cast floating parameters and buffers to float64."""
         return self.to(dtype="float64")
 
+    def half(self) -> "Module":
+        """Cast floating parameters and buffers to float16."""
+        return self.to(dtype="float16")
+
+    def bfloat16(self) -> "Module":
+        """Cast floating parameters and buffers to bfloat16 (needs the ml_dtypes package)."""
+        return self.to(dtype=_bfloat16_dtype())
+
     def apply(self, fn) -> "Module":
         """Call ``fn(module)`` on every submodule (children first) and on self."""
         for child in self.children():
@@ -335,7 +343,7 @@ class Module:
                     f"size mismatch for {key!r}: the checkpoint has shape {tuple(src.shape)}, "
                     f"the model {tuple(target.shape)}"
                 )
-            if (src.dtype.kind == "f") != (target.dtype.kind == "f"):
+            if is_floating(src.dtype) != is_floating(target.dtype):
                 raise TypeError(f"dtype mismatch for {key!r}: checkpoint {src.dtype}, model {target.dtype}")
             staged.append((target, src))
         for target, src in staged:

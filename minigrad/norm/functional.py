@@ -24,6 +24,12 @@ them), never inside a Function.
 The public functions validate their arguments on the host, in one place,
 then call the Functions. ``minigrad.nn.functional`` re-exports them with
 PyTorch's signatures.
+
+Mixed precision (cuDNN's and PyTorch's rule): a float16 or bfloat16 input
+may come with float32 γ, β and running statistics, or half ones, all of
+one dtype; anything else is one TypeError. The statistics are float32,
+never rounded to the half type, y and dx have the input's dtype, dγ and dβ
+their parameter's (docs/normalizers.md, "Mixed precision").
 """
 
 from __future__ import annotations

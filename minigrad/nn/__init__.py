@@ -10,14 +10,18 @@ from . import functional, init
 from .layers import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Identity, Linear, LogSoftmax,
                      MaxPool2d, ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
 from .module import Module, Parameter
+from . import parallel
+from .parallel import DistributedDataParallel
 
 _NORM_LAYERS = ("BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d")
+_NORM_LAYERS += ("SyncBatchNorm",)
 
 __all__ = [
     "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "Linear", "LogSoftmax",
     "MaxPool2d", "Module", "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid",
     "Softmax", "Tanh", "functional", "init", *_NORM_LAYERS,
 ]
+__all__ += ["DistributedDataParallel", "parallel"]
 
 
 def __getattr__(name):

@@ -17,18 +17,38 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 
 
 @dataclass
 class Context:
+    """What a check knows: its rank, the world size, backend and device, a directory all ranks share.
+
+    ``expect_close``/``expect`` record a failed comparison instead of
+    raising at once, so a rank whose numbers are wrong still joins every
+    collective the others make; the runner raises the recorded failures
+    when the check returns.
+    """
+
     rank: int
     size: int
     backend: str
     device: str
     tmp: str
+    failures: list = field(default_factory=list)
+
+    def expect_close(self, actual, desired, err_msg="", **tol):
+        try:
+            np.testing.assert_allclose(actual, desired, err_msg=err_msg, **tol)
+        except AssertionError as exc:
+            self.failures.append(str(exc))
+
+    def expect(self, condition, message):
+        if not condition:
+            self.failures.append(message)
 
 
 def main(argv):
@@ -44,26 +64,36 @@ def main(argv):
     spec.loader.exec_module(module)
     names = [n for n in vars(module) if n.startswith("check_") and callable(getattr(module, n))]
     group = dist.process_group.default_group()
-    results = {}
+    results, failed = {}, None
     for name in names:
+        if failed is not None:  # a rank left a check early: the ranks may be out of step in their collectives
+            results[name] = [f"skip: not run, because {failed} failed first"] * ctx.size
+            continue
         minigrad.manual_seed(1234)
+        ctx.failures = []
+        raised = False
         try:
             getattr(module, name)(ctx)
-            outcome = None
+            outcome = "\n\n".join(ctx.failures) or None
         except pytest.skip.Exception as exc:  # the check called pytest.skip(reason)
             outcome = f"skip: {exc.msg}"
         except BaseException:  # noqa: BLE001 - reported to pytest with the traceback
-            outcome = traceback.format_exc()
-        results[name] = group.allgather_object(outcome)
+            outcome, raised = traceback.format_exc(), True
+        gathered = group.allgather_object((outcome, raised))
+        results[name] = [o for o, _ in gathered]
+        if any(r for _, r in gathered):
+            failed = name
         if ctx.rank == 0:
-            with open(out + ".part", "w") as f:
-                json.dump({"done": False, "results": results}, f)
-            os.replace(out + ".part", out)
+            _write(out, results, done=False)
     if ctx.rank == 0:
-        with open(out + ".part", "w") as f:
-            json.dump({"done": True, "results": results}, f)
-        os.replace(out + ".part", out)
+        _write(out, results, done=True)
     dist.destroy_process_group()
+
+
+def _write(out, results, done):
+    with open(out + ".part", "w") as f:
+        json.dump({"done": done, "results": results}, f)
+    os.replace(out + ".part", out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Example::
 from .dataset import Dataset, TensorDataset
 from .idx import IDXError, read_idx, write_idx
 from .loader import DataLoader
+from .sampler import DistributedSampler
 from .mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, ImageClassificationData, load_dataset,
                     load_fashion_mnist, load_mnist, load_mnist5k, read_idx_pair)
 
@@ -27,3 +28,4 @@ __all__ = [
     "ImageClassificationData", "load_dataset", "load_mnist", "load_mnist5k", "load_fashion_mnist",
     "FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES",
 ]
+__all__ += ["DistributedSampler"]

@@ -34,6 +34,9 @@ class DataLoader:
         generator: a ``numpy.random.Generator`` to draw the orders from
             (give either this or ``seed``).
         device: where the batches go (default: the default device).
+        sampler: an iterable of sample indices with ``len`` (e.g. a
+            ``DistributedSampler``) giving each epoch's order instead of
+            ``shuffle``.
 
     A batch is a tuple of Tensors when the samples are tuples (as with
     ``TensorDataset``), else a single Tensor. Each ``iter(loader)`` is one epoch; successive epochs draw successive
@@ -48,7 +51,7 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, *, seed=None, generator=None,
-                 device=None):
+                 device=None, sampler=None):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader needs a Dataset (with __len__ and __getitem__), got {type(dataset).__name__}")
         self.dataset = dataset
@@ -56,6 +59,9 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.device = device
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+        self.sampler = sampler
         if seed is not None and generator is not None:
             raise ValueError("DataLoader: give either seed or generator, not both")
         if generator is not None:
@@ -71,10 +77,12 @@ class DataLoader:
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _order(self):
+        if self.sampler is not None:
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
         n = len(self.dataset)
         return self.generator.permutation(n) if self.shuffle else np.arange(n)
 

@@ -136,6 +136,18 @@ def check_bad_arguments_raise_before_any_communication(ctx):
         dist.init_process_group()
 
 
+def check_distributed_sampler_takes_rank_and_size_from_the_group(ctx):
+    from minigrad.data import DistributedSampler, TensorDataset
+
+    sampler = DistributedSampler(TensorDataset(np.arange(10)), seed=4)
+    assert (sampler.rank, sampler.num_replicas) == (ctx.rank, ctx.size)
+    mine = minigrad.tensor(sampler.indices(), device=ctx.device)
+    every = [minigrad.zeros_like(mine) for _ in range(ctx.size)]
+    dist.all_gather(every, mine)
+    counts = np.bincount(np.concatenate([e.numpy() for e in every]), minlength=10)
+    assert counts.min() == 1 and counts.sum() == ctx.size * -(-10 // ctx.size)
+
+
 CHECKS = [n for n in list(globals()) if n.startswith("check_")]
 
 

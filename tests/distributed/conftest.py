@@ -104,6 +104,26 @@ def _job(root: Path, test_file: str, size: int, backend: str, device: str) -> di
         return record
 
 
+@pytest.fixture
+def mpi_launch():
+    """``launch`` (see above), skipped where MPI is missing."""
+    reason = mpi_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return launch
+
+
+def nccl_unavailable_reason() -> str | None:
+    import minigrad
+    import minigrad.distributed as dist
+
+    if not dist.is_nccl_available():
+        return "NCCL needs CuPy with NCCL support (pip install 'minigrad[cuda]') and a GPU"
+    if not minigrad.cuda.is_available():
+        return f"no CUDA device: {minigrad.cuda.unavailable_reason()}"
+    return None
+
+
 @pytest.fixture(scope="session")
 def mpi_run(tmp_path_factory):
     """``mpi_run(test_file, size, check, backend="mpi", device="cpu")``: report ``check``'s outcome on every rank."""
@@ -111,7 +131,7 @@ def mpi_run(tmp_path_factory):
     memo = {}
 
     def run(test_file, size, check, backend="mpi", device="cpu"):
-        reason = mpi_unavailable_reason()
+        reason = mpi_unavailable_reason() or (nccl_unavailable_reason() if backend == "nccl" else None)
         if reason:
             pytest.skip(reason)
         key = (str(test_file), size, backend, device)

@@ -155,3 +155,9 @@ CHECKS = [n for n in list(globals()) if n.startswith("check_")]
 @pytest.mark.parametrize("check", CHECKS)
 def test_on_ranks(check, size, mpi_run):
     mpi_run(__file__, size, check)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("check", CHECKS)
+def test_on_one_gpu_with_nccl(check, mpi_run):
+    mpi_run(__file__, 1, check, backend="nccl", device="cuda")

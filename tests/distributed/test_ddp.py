@@ -36,6 +36,11 @@ def batches(steps, size=60, seed=0):
         yield rng.standard_normal((size, 784)), rng.integers(0, 10, size)
 
 
+def on(ctx, a):
+    """A host array as a tensor on the check's device."""
+    return minigrad.tensor(a, device=ctx.device)
+
+
 def shard(ctx, a):
     n = len(a) // ctx.size
     return a[ctx.rank * n:(ctx.rank + 1) * n]
@@ -54,7 +59,7 @@ def flat_parameters(model):
 
 def expect_same_everywhere(ctx, model, what):
     """The parameters are bitwise identical on every rank."""
-    mine = minigrad.tensor(flat_parameters(model))
+    mine = on(ctx, flat_parameters(model))
     every = [minigrad.zeros_like(mine) for _ in range(ctx.size)]
     dist.all_gather(every, mine)
     ctx.expect(all(np.array_equal(e.numpy(), mine.numpy()) for e in every), f"{what}: ranks disagree")
@@ -94,19 +99,19 @@ def check_no_sync_accumulation_equals_one_big_step(ctx):
     ref_opt, ddp_opt = optim.SGD(ref.parameters(), lr=0.5), optim.SGD(ddp.parameters(), lr=0.5)
     micro = list(batches(3, size=20, seed=5))
     ref_opt.zero_grad()
-    sum(F.cross_entropy(ref(minigrad.tensor(x)), minigrad.tensor(y)) for x, y in micro).backward()
+    sum(F.cross_entropy(ref(on(ctx, x)), on(ctx, y)) for x, y in micro).backward()
     ref_opt.step()
     ddp_opt.zero_grad()
     with ddp.no_sync():
         for x, y in micro[:-1]:
-            F.cross_entropy(ddp(minigrad.tensor(shard(ctx, x))), minigrad.tensor(shard(ctx, y))).backward()
+            F.cross_entropy(ddp(on(ctx, shard(ctx, x))), on(ctx, shard(ctx, y))).backward()
     local = flat_grads(ddp.module)
     x, y = micro[-1]
-    F.cross_entropy(ddp(minigrad.tensor(shard(ctx, x))), minigrad.tensor(shard(ctx, y))).backward()
+    F.cross_entropy(ddp(on(ctx, shard(ctx, x))), on(ctx, shard(ctx, y))).backward()
     ddp_opt.step()
     ctx.expect_close(flat_parameters(ddp.module), flat_parameters(ref), **TOL, err_msg="after the accumulated step")
     expect_same_everywhere(ctx, ddp.module, "after no_sync")
-    mine = minigrad.tensor(local)
+    mine = on(ctx, local)
     every = [minigrad.zeros_like(mine) for _ in range(ctx.size)]
     dist.all_gather(every, mine)
     ctx.expect(ctx.size == 1 or not np.array_equal(every[0].numpy(), every[1].numpy()),
@@ -144,15 +149,15 @@ def check_find_unused_parameters(ctx):
     x = minigrad.tensor(np.random.default_rng(1).standard_normal((4 * ctx.size, 4)), device=ctx.device)
     # Rank 0 uses the spare head, the others do not: its gradient is rank 0's divided by the world size.
     head = "spare" if ctx.rank == 0 else "used"
-    ddp(minigrad.tensor(shard(ctx, x.numpy())), head=head).sum().backward()
+    ddp(on(ctx, shard(ctx, x.numpy())), head=head).sum().backward()
     ctx.expect(model.spare.weight.grad is not None, "spare head: no gradient")
-    xs0 = minigrad.tensor(x.numpy()[:4])
+    xs0 = on(ctx, x.numpy()[:4])
     ref(xs0, head="spare").sum().backward()
     ctx.expect_close(model.spare.weight.grad.numpy(), ref.spare.weight.grad.numpy() / ctx.size, **TOL,
                      err_msg="spare head")
     # Used by no rank: .grad stays None.
     model.zero_grad()
-    ddp(minigrad.tensor(shard(ctx, x.numpy()))).sum().backward()
+    ddp(on(ctx, shard(ctx, x.numpy()))).sum().backward()
     ctx.expect(model.spare.weight.grad is None, "a parameter no rank used got a gradient")
     ctx.expect(model.used.weight.grad is not None, "the used head got no gradient")
 
@@ -188,15 +193,15 @@ def check_models_that_differ_between_ranks_raise(ctx):
 
 
 def check_batchnorm_buffers_follow_rank_0(ctx):
-    ddp = DDP(paper_mlp(hidden=(8,)))  # plain BatchNorm: each rank updates its own running statistics
+    ddp = DDP(paper_mlp(hidden=(8,)).to(ctx.device))  # plain BatchNorm: each rank updates its own running statistics
     bn = ddp.module[1]
     bn.momentum = 0.0  # forward leaves them as they are: what remains is DDP's broadcast
     bn.running_mean.array[...] = ctx.rank
     ddp.eval()
-    ddp(minigrad.randn(6, 784, dtype="float64"))
+    ddp(minigrad.randn(6, 784, dtype="float64", device=ctx.device))
     ctx.expect_close(bn.running_mean.numpy(), float(ctx.rank), rtol=0, atol=0, err_msg="eval: no broadcast")
     ddp.train()
-    ddp(minigrad.randn(6, 784, dtype="float64"))
+    ddp(minigrad.randn(6, 784, dtype="float64", device=ctx.device))
     ctx.expect_close(bn.running_mean.numpy(), 0.0, rtol=0, atol=0, err_msg="training forward: rank 0's buffers")
 
 
@@ -220,7 +225,7 @@ def check_input_gradients_are_not_disturbed(ctx):
 
 
 def check_arguments_are_validated(ctx):
-    model = paper_mlp(hidden=(8,))
+    model = paper_mlp(hidden=(8,)).to(ctx.device)
     with pytest.raises(TypeError, match="wraps a minigrad Module"):
         DDP(lambda x: x)
     with pytest.raises(ValueError, match="device_ids"):
@@ -233,10 +238,16 @@ def check_arguments_are_validated(ctx):
 CHECKS = [n for n in list(globals()) if n.startswith("check_")]
 
 
-@pytest.mark.parametrize("size", [2])
+@pytest.mark.parametrize("size", [1, 2])
 @pytest.mark.parametrize("check", CHECKS)
 def test_on_ranks(check, size, mpi_run):
     mpi_run(__file__, size, check)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("check", CHECKS)
+def test_on_one_gpu_with_nccl(check, mpi_run):
+    mpi_run(__file__, 1, check, backend="nccl", device="cuda")
 
 
 def test_needs_a_process_group():

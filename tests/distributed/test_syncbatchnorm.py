@@ -172,10 +172,16 @@ def check_no_process_group_argument_means_the_default_group(ctx):
 CHECKS = [n for n in list(globals()) if n.startswith("check_")]
 
 
-@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("size", [1, 2, 3])
 @pytest.mark.parametrize("check", CHECKS)
 def test_on_ranks(check, size, mpi_run):
     mpi_run(__file__, size, check)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("check", CHECKS)
+def test_on_one_gpu_with_nccl(check, mpi_run):
+    mpi_run(__file__, 1, check, backend="nccl", device="cuda")
 
 
 def test_without_a_process_group_it_is_batchnorm():

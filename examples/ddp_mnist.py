@@ -44,16 +44,15 @@ import minigrad
 import minigrad.distributed as dist
 from minigrad import nn, optim
 from minigrad.data import DataLoader, DistributedSampler, TensorDataset
-from minigrad.nn import functional as F
 from minigrad.nn.parallel import DistributedDataParallel
 
 if __package__ in (None, ""):  # run as a file: make the sibling helpers importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import add_common_args, environment, load_data, progress, sync, write_json
+    from _common import add_common_args, environment, load_data, progress, sync, train_step_each, write_json
     from bn_mnist import build_mlp
     from cnn import build_cnn
 else:
-    from ._common import add_common_args, environment, load_data, progress, sync, write_json
+    from ._common import add_common_args, environment, load_data, progress, sync, train_step_each, write_json
     from .bn_mnist import build_mlp
     from .cnn import build_cnn
 
@@ -119,14 +118,7 @@ def train(args, data):
     while step < args.steps:
         sampler.set_epoch(epoch)
         for xb, yb in loader:
-            for v, model in models.items():
-                t0 = time.perf_counter()
-                loss = F.cross_entropy(model(xb), yb)
-                opts[v].zero_grad()
-                loss.backward()
-                opts[v].step()
-                loss_sum[v] += loss.item()
-                step_time[v] += time.perf_counter() - t0
+            train_step_each(models, opts, xb, yb, loss_sum, step_time)
             step, since = step + 1, since + 1
             next(bar_iter, None)
             if step % args.eval_every == 0 or step == args.steps:

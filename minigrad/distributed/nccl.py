@@ -89,39 +89,38 @@ class NCCLProcessGroup(ProcessGroup):
         stream = self._cupy.cuda.get_current_stream().ptr
         return interface["data"][0], array.size, dtype, stream
 
+    def _run(self, what, array, backend, over_mpi, over_nccl, finish=None) -> Work:
+        """``over_nccl(ptr, count, nccl_type, stream)`` for a CUDA array, else ``over_mpi()``."""
+        args = self._nccl_args(array, backend, what)
+        if args is None:
+            return over_mpi()
+        over_nccl(*args)
+        return Work.completed(finish)
+
     def allreduce(self, array, op, backend, async_op=True) -> Work:
         """Reduce a CUDA ``array`` in place over NCCL (host arrays over MPI)."""
-        args = self._nccl_args(array, backend, "all_reduce")
-        if args is None:
-            return self.host.allreduce(array, op, backend, async_op)
-        ptr, count, dtype, stream = args
-        self.comm.allReduce(ptr, ptr, count, dtype, self._ops[op], stream)
         size = self.size
 
-        def finish():
-            if op is ReduceOp.AVG:
-                array[...] /= size  # queued on the same stream, after the sum
+        def average():
+            array[...] /= size  # queued on the same stream, after the sum
 
-        return Work.completed(finish)
+        return self._run("all_reduce", array, backend, lambda: self.host.allreduce(array, op, backend, async_op),
+                         lambda ptr, count, dtype, stream: self.comm.allReduce(ptr, ptr, count, dtype, self._ops[op],
+                                                                               stream),
+                         average if op is ReduceOp.AVG else None)
 
     def broadcast(self, array, src, backend, async_op=True) -> Work:
         """Overwrite a CUDA ``array`` with rank ``src``'s (host arrays over MPI)."""
-        args = self._nccl_args(array, backend, "broadcast")
-        if args is None:
-            return self.host.broadcast(array, src, backend, async_op)
-        ptr, count, dtype, stream = args
-        self.comm.bcast(ptr, count, dtype, src, stream)
-        return Work.completed(None)
+        return self._run("broadcast", array, backend, lambda: self.host.broadcast(array, src, backend, async_op),
+                         lambda ptr, count, dtype, stream: self.comm.bcast(ptr, count, dtype, src, stream))
 
     def allgather(self, array, out, backend, async_op=True) -> Work:
         """``out[r]`` = rank r's CUDA ``array`` (host arrays over MPI)."""
-        args = self._nccl_args(array, backend, "all_gather")
-        if args is None:
-            return self.host.allgather(array, out, backend, async_op)
-        ptr, count, dtype, stream = args
-        out_ptr = self._nccl_args(out, backend, "all_gather")[0]
-        self.comm.allGather(ptr, out_ptr, count, dtype, stream)
-        return Work.completed(None)
+        def gather(ptr, count, dtype, stream):
+            self.comm.allGather(ptr, self._nccl_args(out, backend, "all_gather")[0], count, dtype, stream)
+
+        return self._run("all_gather", array, backend, lambda: self.host.allgather(array, out, backend, async_op),
+                         gather)
 
     def barrier(self) -> None:
         """Wait for this rank's queued GPU work, then for every rank (over MPI)."""

@@ -1,8 +1,12 @@
 """Running checks across MPI ranks from pytest.
 
-A test file in this folder defines ``check_*(ctx)`` functions and one
-parametrized test per world size that calls the ``mpi_run`` fixture with
-a check's name. The first such call for a (file, world size, backend)
+A test file in this folder defines ``check_*(ctx)`` functions, the world
+sizes to run them at (``WORLD_SIZES``) and one test taking the
+``mpi_case`` parameter, ``(size, check, backend, device)``, that calls
+``mpi_run(__file__, *mpi_case)``; ``pytest_generate_tests`` below makes
+one case per check and world size with MPI on the CPU, and one per check
+on one GPU with NCCL (marked ``cuda``, skipped with the reason where there
+is no GPU). The first case of a (file, world size, backend)
 launches ONE job, ``mpiexec -n SIZE python mpi_runner.py FILE ...``, that
 runs every check of the file on all ranks; its per-check, per-rank
 outcomes are cached on disk (shared by the pytest-xdist workers, under a
@@ -31,6 +35,16 @@ REPO = HERE.parents[1]
 RUNNER = HERE / "mpi_runner.py"
 #: Seconds one launch may take on a loaded 2-core machine before it counts as hung.
 LAUNCH_TIMEOUT = 300
+
+
+def pytest_generate_tests(metafunc):
+    if "mpi_case" not in metafunc.fixturenames:
+        return
+    checks = [n for n, f in vars(metafunc.module).items() if n.startswith("check_") and callable(f)]
+    cases = [pytest.param((size, c, "mpi", "cpu"), id=f"{c}-{size}")
+             for c in checks for size in getattr(metafunc.module, "WORLD_SIZES", (2,))]
+    cases += [pytest.param((1, c, "nccl", "cuda"), id=f"{c}-nccl", marks=pytest.mark.cuda) for c in checks]
+    metafunc.parametrize("mpi_case", cases)
 
 
 def mpiexec() -> str | None:

@@ -148,16 +148,8 @@ def check_distributed_sampler_takes_rank_and_size_from_the_group(ctx):
     assert counts.min() == 1 and counts.sum() == ctx.size * -(-10 // ctx.size)
 
 
-CHECKS = [n for n in list(globals()) if n.startswith("check_")]
+WORLD_SIZES = (3,)
 
 
-@pytest.mark.parametrize("size", [3])
-@pytest.mark.parametrize("check", CHECKS)
-def test_on_ranks(check, size, mpi_run):
-    mpi_run(__file__, size, check)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("check", CHECKS)
-def test_on_one_gpu_with_nccl(check, mpi_run):
-    mpi_run(__file__, 1, check, backend="nccl", device="cuda")
+def test_on_ranks(mpi_case, mpi_run):
+    mpi_run(__file__, *mpi_case)

@@ -235,19 +235,11 @@ def check_arguments_are_validated(ctx):
     DDP(model, device_ids=[model[0].weight.device], output_device=str(model[0].weight.device))
 
 
-CHECKS = [n for n in list(globals()) if n.startswith("check_")]
+WORLD_SIZES = (1, 2)
 
 
-@pytest.mark.parametrize("size", [1, 2])
-@pytest.mark.parametrize("check", CHECKS)
-def test_on_ranks(check, size, mpi_run):
-    mpi_run(__file__, size, check)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("check", CHECKS)
-def test_on_one_gpu_with_nccl(check, mpi_run):
-    mpi_run(__file__, 1, check, backend="nccl", device="cuda")
+def test_on_ranks(mpi_case, mpi_run):
+    mpi_run(__file__, *mpi_case)
 
 
 def test_needs_a_process_group():

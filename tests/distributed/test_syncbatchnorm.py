@@ -169,19 +169,11 @@ def check_no_process_group_argument_means_the_default_group(ctx):
     np.testing.assert_allclose(host(bn.running_mean), 0.1 * expected_mean, rtol=1e-12)
 
 
-CHECKS = [n for n in list(globals()) if n.startswith("check_")]
+WORLD_SIZES = (1, 2, 3)
 
 
-@pytest.mark.parametrize("size", [1, 2, 3])
-@pytest.mark.parametrize("check", CHECKS)
-def test_on_ranks(check, size, mpi_run):
-    mpi_run(__file__, size, check)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("check", CHECKS)
-def test_on_one_gpu_with_nccl(check, mpi_run):
-    mpi_run(__file__, 1, check, backend="nccl", device="cuda")
+def test_on_ranks(mpi_case, mpi_run):
+    mpi_run(__file__, *mpi_case)
 
 
 def test_without_a_process_group_it_is_batchnorm():

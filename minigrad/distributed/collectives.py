@@ -63,6 +63,19 @@ def _text(description) -> str:
     return repr(description)
 
 
+def _contiguous(tensor):
+    """``(array, work -> work)``: a C-contiguous array to communicate, and what copies it back into a view."""
+    array = tensor.array
+    if array.flags.c_contiguous:
+        return array, lambda work: work
+    buf = tensor.backend.xp.ascontiguousarray(array)
+
+    def write_back():
+        array[...] = buf
+
+    return buf, lambda work: work.then(write_back)
+
+
 def _finish(tensors, work, async_op):
     """Count the in-place write in each tensor's version, and return what PyTorch returns."""
     for t in tensors:
@@ -92,7 +105,8 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     _check_tensor(fname, tensor)
     _check_op(fname, op, tensor)
     check_same_on_all_ranks(fname, g, _describe(tensor))
-    return _finish([tensor], g.allreduce(tensor.array, op, tensor.backend, async_op), async_op)
+    array, copied_back = _contiguous(tensor)
+    return _finish([tensor], copied_back(g.allreduce(array, op, tensor.backend, async_op)), async_op)
 
 
 def broadcast(tensor, src=0, group=None, async_op=False):
@@ -109,7 +123,8 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     if not isinstance(src, int) or isinstance(src, bool) or not 0 <= src < g.size:
         raise ValueError(f"{fname}: src must be a rank in [0, {g.size}), got {src!r}")
     check_same_on_all_ranks(fname, g, _describe(tensor) + (src,))
-    return _finish([tensor], g.broadcast(tensor.array, src, tensor.backend, async_op), async_op)
+    array, copied_back = _contiguous(tensor)
+    return _finish([tensor], copied_back(g.broadcast(array, src, tensor.backend, async_op)), async_op)
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -135,9 +150,8 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
             raise ValueError(f"{fname}: tensor_list[{i}] is {_text(_describe(t))} on {t.device}, but the input is "
                              f"{_text(_describe(tensor))} on {tensor.device}; they must match")
     check_same_on_all_ranks(fname, g, _describe(tensor))
-    xp = tensor.backend.xp
-    src = xp.ascontiguousarray(tensor.array)
-    out = xp.empty((g.size,) + tuple(tensor.shape), dtype=tensor.dtype)
+    src, _ = _contiguous(tensor)
+    out = tensor.backend.xp.empty((g.size,) + tuple(tensor.shape), dtype=tensor.dtype)
 
     def scatter_out():
         for r, t in enumerate(tensor_list):

@@ -1,8 +1,8 @@
 """``MPIProcessGroup``: collectives over MPI (mpi4py), the default backend.
 
-Host (NumPy) arrays are handed to MPI in place; an array MPI cannot read
-directly (a CUDA array, a non-contiguous view) goes through a contiguous
-host copy that is written back when the collective completes. Every
+Host (NumPy) arrays are handed to MPI in place; a CUDA array goes through
+a host copy that is written back when the collective completes. Arrays
+are C-contiguous (the Tensor-level functions make them so). Every
 operation is started non-blocking (``Iallreduce``, ``Ibcast``,
 ``Iallgather``) when the caller wants a ``Work`` to overlap, blocking
 otherwise. The group owns a duplicate of the communicator it was given,
@@ -94,24 +94,18 @@ def _nothing():
 
 
 def _host_buffer(array, backend):
-    """``(buffer, write_back)``: a C-contiguous host array MPI can use for ``array``.
+    """``(buffer, write_back)``: a C-contiguous host array MPI can use for ``array`` (itself contiguous).
 
-    The array itself when it is a contiguous host array (``write_back`` does
-    nothing); otherwise a contiguous host copy, and ``write_back`` copies
-    the buffer into ``array`` once the collective has completed.
+    A host array is used in place (``write_back`` does nothing); a device
+    array is copied to the host, and ``write_back`` copies the buffer back
+    once the collective has completed.
     """
     host = backend.to_numpy(array)
-    if host is array:  # a host array
-        if array.flags.c_contiguous:
-            return array, _nothing
-        buf = np.ascontiguousarray(array)
+    if host is array:
+        return array, _nothing
+    buf = np.ascontiguousarray(host)
 
-        def write_back():
-            array[...] = buf
-    else:  # a device array: ``host`` is a fresh copy
-        buf = np.ascontiguousarray(host)
-
-        def write_back():
-            array[...] = backend.from_numpy(buf)
+    def write_back():
+        array[...] = backend.from_numpy(buf)
 
     return buf, write_back

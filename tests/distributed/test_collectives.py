@@ -75,6 +75,11 @@ def check_all_reduce_noncontiguous_view(ctx):
     view = base.transpose(0, 1)  # (4, 6), not contiguous
     dist.all_reduce(view)
     assert_close(view.numpy(), inputs.sum(axis=0), "float64")
+    assert_close(base.numpy(), inputs.sum(axis=0).T, "float64")  # written through the view
+    view = minigrad.tensor(inputs[ctx.rank].T.copy(), device=ctx.device).transpose(0, 1)
+    work = dist.broadcast(view, src=ctx.size - 1, async_op=True)
+    work.wait()
+    assert_close(view.numpy(), inputs[ctx.size - 1], "float64")
 
 
 def check_broadcast_from_every_source(ctx):

@@ -7,10 +7,13 @@ the seed CNN at 64, float32, synthetic MNIST-shaped data):
 * the time per training step (SGD) of
   - ``compute``: the plain model, no communication (what one rank computes);
   - ``ddp+syncbn``: DistributedDataParallel around the model with SyncBatchNorm;
-  - ``ddp+bn``: DistributedDataParallel, BatchNorm on each rank's samples;
+  - ``ddp+bn``: DistributedDataParallel, BatchNorm on each rank's samples
+    (rank 0's BN buffers broadcast at each forward, as by default);
   - ``per-param``: the plain model, then one blocking all-reduce per
     parameter after backward (what hand-written averaging does);
-  - ``ddp+bn, bucket 0``: DDP with one bucket per parameter (non-blocking);
+  - ``bucketed``: DDP's bucketed, non-blocking averaging alone (no buffer
+    broadcast), to compare with ``per-param`` like for like;
+  - ``bucket 0``: the same with one bucket per parameter;
 * the share of each step spent blocked in communication (every collective
   and every wait goes through a timing wrapper of the process group);
 * the SyncBatchNorm layer's forward+backward against BatchNorm's on the
@@ -18,9 +21,11 @@ the seed CNN at 64, float32, synthetic MNIST-shaped data):
 * the latency of an all-reduce of 16 doubles and of 1 MiB, with and
   without minigrad's MPICH waiting settings (``MINIGRAD_MPI_TUNING=0``).
 
-Each rank uses ``cores // ranks`` threads (at least 1). The load average
-before and after each job is recorded: the figures of a loaded machine are
-not those of a quiet one.
+Each rank uses ``cores // ranks`` threads (at least 1; ``--threads`` pins
+it). The load average before and after each job is recorded: the figures of
+a loaded machine are not those of a quiet one. "Blocked in communication"
+includes waiting for a slower rank: on a machine whose cores are shared
+with other work, that waiting dominates.
 
 Usage:
     python benchmarks/distributed_bench.py                     # 1, 2, 4 ranks (a few minutes)
@@ -46,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODELS = {"mlp": dict(batch=60, shape=(784,)), "cnn": dict(batch=64, shape=(1, 28, 28))}
-MODES = ("compute", "ddp+syncbn", "ddp+bn", "per-param", "ddp+bn, bucket 0")
+MODES = ("compute", "ddp+syncbn", "ddp+bn", "per-param", "bucketed", "bucket 0")
 BN_INPUTS = {"BatchNorm1d (60, 100)": (60, 100), "BatchNorm2d (64, 32, 26, 26)": (64, 32, 26, 26)}
 
 
@@ -123,8 +128,9 @@ def train_steps(name, mode, group, steps, warmup):
     spec = MODELS[name]
     clock = timed_group(group)
     model = build(name, clock if mode == "ddp+syncbn" else None)
-    if mode.startswith("ddp"):
-        model = DDP(model, process_group=clock, bucket_cap_mb=0 if "bucket 0" in mode else None)
+    if mode.startswith("ddp") or mode.startswith("bucket"):
+        model = DDP(model, process_group=clock, broadcast_buffers=mode.startswith("ddp"),
+                    bucket_cap_mb=0 if mode == "bucket 0" else None)
     opt = optim.SGD(model.parameters(), lr=0.01)
     rng = np.random.default_rng(clock.rank)
     x = minigrad.tensor(rng.standard_normal((spec["batch"],) + spec["shape"]).astype(np.float32))
@@ -199,7 +205,7 @@ def worker(args):
     dist.init_process_group()
     group = dist.process_group.default_group()
     _, local = dist.process_group.local_rank_and_size()
-    threads = max(1, (os.cpu_count() or 1) // local)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // local)
     minigrad.set_num_threads(threads)
     minigrad.manual_seed(0)
     result = {"ranks": group.size, "threads_per_rank": threads,
@@ -243,7 +249,8 @@ def launch(ranks, args, latency_only=False, tuning=True):
         out = Path(tmp) / "result.json"
         cmd = [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(ranks), sys.executable, __file__,
                "--worker-out", str(out), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--repeat", str(args.repeat)] + (["--latency-only"] if latency_only else [])
+               "--repeat", str(args.repeat), "--threads", str(args.threads or 0)]
+        cmd += ["--latency-only"] if latency_only else []
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         if not tuning:
             env["MINIGRAD_MPI_TUNING"] = "0"
@@ -263,7 +270,7 @@ def fmt(seconds):
 
 
 def report(runs):
-    lines = ["| model | ranks | " + " | ".join(MODES) + " | communication share (ddp+syncbn / ddp+bn) |",
+    lines = ["| model | ranks | " + " | ".join(MODES) + " | blocked in communication (ddp+syncbn / ddp+bn) |",
              "|---|---:|" + "---:|" * len(MODES) + "---:|"]
     for name in MODELS:
         for r in runs["jobs"]:
@@ -292,6 +299,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed training steps per case")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--repeat", type=int, default=30, help="repetitions of the layer timings (latency: x10)")
+    p.add_argument("--threads", type=int, default=None, help="threads per rank (default: cores // ranks)")
     p.add_argument("--quick", action="store_true", help="ranks 1,2 and a few steps: a smoke test")
     p.add_argument("--json", help="write the results (and the machine) to this file")
     p.add_argument("--timeout", type=int, default=1800, help="seconds one job may take")
@@ -303,7 +311,7 @@ def main(argv=None):
     if args.quick:
         args.steps, args.warmup, args.repeat = 2, 1, 2
     ranks = [int(r) for r in (args.ranks or ("1,2" if args.quick else "1,2,4")).split(",")]
-    runs = {"machine": machine(), "config": {k: getattr(args, k) for k in ("steps", "warmup", "repeat")},
+    runs = {"machine": machine(), "config": {k: getattr(args, k) for k in ("steps", "warmup", "repeat", "threads")},
             "models": MODELS, "jobs": [], "latency_untuned": []}
     for r in ranks:
         print(f"{r} rank(s) ...", flush=True)

@@ -37,5 +37,6 @@ def test_distributed_bench_quick(mpi_launch, tmp_path):
         for mode, (seconds, share) in modes.items():
             assert seconds > 0 and 0 <= share <= 1, (name, mode)
         assert modes["compute"][1] == 0  # no communication without DDP
+        assert set(modes) == {"compute", "ddp+syncbn", "ddp+bn", "per-param", "bucketed", "bucket 0"}
     assert np.isfinite(job["latency_s"]["16 float64"]) and len(runs["latency_untuned"]) == 1
     assert "| cnn | 2 |" in runs["table"]

@@ -10,7 +10,7 @@ HYPOTHESIS_PROFILE ?= ci
 # Arguments for the experiment script, e.g. make experiment ARGS="--steps 50000".
 ARGS ?=
 
-.PHONY: help venv experiment cnn test docs bench bench-quick dist-check clean ddp bench-dist
+.PHONY: help venv experiment cnn test docs bench bench-quick dist-check gpu-check clean ddp bench-dist
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
@@ -18,6 +18,8 @@ help:
 	@echo "make docs        build the documentation site (mkdocs, strict)"
 	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
 	@echo "make cnn         train the seed CNN with and without BatchNorm, then fold it"
+	@echo "make gpu-check   on a GPU machine, with its Python (no venv, no installs): build, run the GPU tests"
+	@echo "                 and benchmarks, summary in gpu-check/ (under 8 minutes)"
 	@echo "make ddp         data-parallel MNIST on NP=4 MPI processes, per-process BN vs SyncBatchNorm"
 	@echo "make bench-dist  distributed benchmarks: DDP step time and communication share at 1/2/4 ranks"
 
@@ -72,6 +74,12 @@ dist-check: $(PY)
 	x = mg.randn(16, 4); y = mg.randint(0, 2, size=(16,)); \
 	[(o.zero_grad(), nn.functional.cross_entropy(m(x), y).backward(), o.step()) for _ in range(5)]; \
 	print('wheel OK:', mg.__file__)"
+
+# On a machine with an NVIDIA GPU and NumPy, Cython, pytest, pytest-xdist, Hypothesis, CuPy (and PyTorch
+# for the comparisons) already installed: no virtual environment and no network. Builds in place with
+# $(PYTHON), runs every test that needs a GPU and the GPU benchmarks, and writes gpu-check/summary.{md,json}.
+gpu-check:
+	$(PYTHON) tools/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf build dist site *.egg-info minigrad/_ext/*.c minigrad/_ext/*.so minigrad/_ext/*.html

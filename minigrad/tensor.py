@@ -268,8 +268,10 @@ class Tensor(TensorBase):
         return self.numpy_view().tolist()
 
     def detach(self) -> "Tensor":
-        """A tensor sharing storage with this one but outside the graph."""
-        return make_tensor(self.array, self.backend, False)
+        """A tensor sharing storage (and the in-place version counter) with this one, outside the graph."""
+        out = make_tensor(self.array, self.backend, False)
+        out._share_version(self)
+        return out
 
     def detach_(self) -> "Tensor":
         """Detach in place (this tensor becomes a leaf without grad)."""
@@ -301,7 +303,7 @@ class Tensor(TensorBase):
         if device is not None:
             target = get_backend(device)
             if target is not self.backend:
-                from .ops.device import to_backend
+                from .ops.transfer import to_backend
 
                 out = to_backend(self, target)
         if dtype is not None:

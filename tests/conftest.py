@@ -32,10 +32,12 @@ ALL_DEVICES = ["cpu", "cuda"]
 
 
 def _device_param(name):
+    # The cuda cases carry the "cuda" marker: ``pytest -m cuda`` runs every test that needs a GPU (tools/gpu_check.py).
+    marks = [] if name == "cpu" else [pytest.mark.cuda]
     if name == "cpu" or name in available_devices():
-        return pytest.param(name, id=name)
+        return pytest.param(name, id=name, marks=marks)
     reason = minigrad.cuda.unavailable_reason() or "CUDA is not available"
-    return pytest.param(name, id=name, marks=pytest.mark.skip(reason=f"no CUDA device: {reason}"))
+    return pytest.param(name, id=name, marks=[*marks, pytest.mark.skip(reason=f"no CUDA device: {reason}")])
 
 
 @pytest.fixture(params=[_device_param(d) for d in ALL_DEVICES], scope="session")

@@ -109,11 +109,15 @@ class Backend:
 
     def uniform(self, shape, low, high, dtype):
         """Samples from U[low, high)."""
-        out = self.rng.random(shape, dtype=dtype)
+        out = self._unit_uniform(shape, dtype)
         if low != 0.0 or high != 1.0:
             out *= high - low
             out += low
         return out
+
+    def _unit_uniform(self, shape, dtype):
+        # Samples from U[0, 1): the one call that differs between generators.
+        return self.rng.random(shape, dtype=dtype)
 
     def randint(self, low, high, shape, dtype):
         """Integers in [low, high)."""

@@ -44,6 +44,32 @@ class MatMul(Function):
             gb = unbroadcast(gb, b.shape)
         return ga, gb
 
+    def vjp(self, grad):
+        from .reduce import sum_to
+        from .shape import reshape, transpose, unsqueeze
+
+        a, b = self.saved_as_tensors()
+        # Treat vectors as matrices (row for a, column for b), as matmul does.
+        a2 = unsqueeze(a, 0) if a.ndim == 1 else a
+        b2 = unsqueeze(b, 1) if b.ndim == 1 else b
+        g = grad
+        if b.ndim == 1:
+            g = unsqueeze(g, -1)
+        if a.ndim == 1:
+            g = unsqueeze(g, -2)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = matmul(g, transpose(b2, -1, -2))
+            if a.ndim == 1:
+                ga = reshape(ga, ga.shape[:-2] + ga.shape[-1:])
+            ga = sum_to(ga, a.shape)
+        if self.needs_input_grad[1]:
+            gb = matmul(transpose(a2, -1, -2), g)
+            if b.ndim == 1:
+                gb = reshape(gb, gb.shape[:-1])
+            gb = sum_to(gb, b.shape)
+        return ga, gb
+
 
 class Linear(Function):
     """``y = x @ W.T + b`` for x of shape (..., in), W (out, in), b (out,) or None."""
@@ -67,6 +93,18 @@ class Linear(Function):
         gx = grad @ weight if need[0] else None
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
         gb = g2.sum(axis=0) if len(need) > 2 and need[2] else None
+        return gx, gw, gb
+
+    def vjp(self, grad):
+        from .reduce import sum as _sum
+        from .shape import reshape, transpose
+
+        x, weight = self.saved_as_tensors()
+        need = self.needs_input_grad
+        g2 = reshape(grad, -1, grad.shape[-1])
+        gx = matmul(grad, weight) if need[0] else None
+        gw = matmul(transpose(g2), reshape(x, -1, x.shape[-1])) if need[1] else None
+        gb = _sum(g2, 0) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 
 

@@ -11,7 +11,7 @@ import builtins
 
 from .._ext._engine import Function
 
-__all__ = ["normalize_axes", "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin"]
+__all__ = ["normalize_axes", "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin", "sum_to"]
 
 
 _ALL_AXES = [tuple(range(n)) for n in range(33)]
@@ -50,8 +50,14 @@ def _count(shape, axes):
 
 class _Reduction(Function):
     def _expand(self, grad):
-        """Reshape ``grad`` to keepdims form so it broadcasts against the input."""
+        """Reshape ``grad`` (an array or a Tensor) to keepdims form so it broadcasts against the input."""
         return grad if self.keepdims else grad.reshape(_keep_shape(self.in_shape, self.axes))
+
+    def _spread(self, grad):
+        """The Tensor ``grad`` broadcast back over the reduced axes (differentiable)."""
+        from .shape import broadcast_to
+
+        return broadcast_to(self._expand(grad), self.in_shape)
 
 
 def _np_axis(axes, ndim):
@@ -67,6 +73,9 @@ class Sum(_Reduction):
     def backward(self, grad):
         return self.xp.broadcast_to(self._expand(grad), self.in_shape)
 
+    def vjp(self, grad):
+        return self._spread(grad)
+
 
 class Mean(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
@@ -75,6 +84,9 @@ class Mean(_Reduction):
 
     def backward(self, grad):
         return self.xp.broadcast_to(self._expand(grad) / _count(self.in_shape, self.axes), self.in_shape)
+
+    def vjp(self, grad):
+        return self._spread(grad / float(_count(self.in_shape, self.axes)))
 
 
 class _Extremum(_Reduction):
@@ -87,11 +99,19 @@ class _Extremum(_Reduction):
         return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
 
     def backward(self, grad):
+        return self._expand(grad) * self._mask(grad.dtype)
+
+    def vjp(self, grad):  # the selection is piecewise constant
+        from .elementwise import dropout_mask_mul
+
+        return dropout_mask_mul(self._spread(grad), self._mask(grad.dtype))
+
+    def _mask(self, dtype):
+        """Where the extremum was taken; ties share the gradient evenly."""
         x, out = self.saved_tensors
-        # Ties share the gradient evenly.
-        mask = (x == out).astype(grad.dtype)
+        mask = (x == out).astype(dtype)
         mask /= mask.sum(axis=self.axes, keepdims=True)
-        return self._expand(grad) * mask
+        return mask
 
 
 class Max(_Extremum):
@@ -122,6 +142,11 @@ class Var(_Reduction):
         (centered,) = self.saved_tensors
         return self._expand(grad) * centered * (2.0 / self.denom)
 
+    def vjp(self, grad):
+        (x,) = self.inputs
+        centered = x - mean(x, self.axes, keepdims=True)
+        return self._expand(grad) * centered * (2.0 / self.denom)
+
 
 class LogSumExp(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
@@ -136,6 +161,37 @@ class LogSumExp(_Reduction):
     def backward(self, grad):
         x, out = self.saved_tensors
         return self._expand(grad) * self.xp.exp(x - out)
+
+    def vjp(self, grad):
+        from .elementwise import exp
+
+        (x,) = self.inputs
+        return self._expand(grad) * exp(x - logsumexp(x, self.axes, keepdims=True))
+
+
+def sum_to(x, shape):
+    """Sum the Tensor ``x`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``x.shape``).
+
+    The differentiable twin of ``unbroadcast``, for ``vjp`` methods: sums
+    the leading axes ``x`` has beyond ``shape`` and the axes where ``shape``
+    has length 1. ``x`` itself when the shapes match.
+
+    Example::
+
+        g = minigrad.ones(4, 3)
+        sum_to(g, (1, 3))     # tensor([[4., 4., 4.]])
+    """
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
+    out = sum(x, axes, keepdims=True) if axes else x
+    if lead:
+        from .shape import reshape
+
+        out = reshape(out, *shape)
+    return out
 
 
 def _reduce(cls, x, axis, keepdims, **kw):

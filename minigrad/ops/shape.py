@@ -21,6 +21,9 @@ class Reshape(Function):
     def backward(self, grad):
         return grad.reshape(self.in_shape)
 
+    def vjp(self, grad):
+        return reshape(grad, self.in_shape)
+
 
 class Permute(Function):
     def forward(self, x, axes=()):
@@ -29,6 +32,9 @@ class Permute(Function):
 
     def backward(self, grad):
         return grad.transpose(self.inverse)
+
+    def vjp(self, grad):
+        return permute(grad, *self.inverse)
 
 
 class BroadcastTo(Function):
@@ -39,6 +45,11 @@ class BroadcastTo(Function):
     def backward(self, grad):
         return unbroadcast(grad, self.in_shape)
 
+    def vjp(self, grad):
+        from .reduce import sum_to
+
+        return sum_to(grad, self.in_shape)
+
 
 class GetItem(Function):
     def forward(self, x, index=None, advanced=False):
@@ -46,14 +57,38 @@ class GetItem(Function):
         return x[index]
 
     def backward(self, grad):
-        xp = self.xp
-        dx = xp.zeros(self.in_shape, dtype=grad.dtype)
-        if self.advanced:
-            # Repeated indices must accumulate, which plain assignment would not.
-            self.backend.index_add(dx, self.index, grad)
-        else:
-            dx[self.index] = grad
-        return dx
+        return _scatter(self.backend, grad, self.index, self.advanced, self.in_shape)
+
+    def vjp(self, grad):
+        return Scatter.apply(grad, index=self.index, advanced=self.advanced, shape=self.in_shape)
+
+
+class Scatter(Function):
+    """Place ``g`` at ``index`` of zeros of ``shape`` (adding repeated indices): the adjoint of indexing.
+
+    ``GetItem`` and ``Scatter`` are each other's vjp, so indexing can be
+    differentiated to any order.
+    """
+
+    def forward(self, g, index=None, advanced=False, shape=()):
+        self.index, self.advanced = index, advanced
+        return _scatter(self.backend, g, index, advanced, shape)
+
+    def backward(self, grad):
+        return grad[self.index]
+
+    def vjp(self, grad):
+        return GetItem.apply(grad, index=self.index, advanced=self.advanced)
+
+
+def _scatter(backend, g, index, advanced, shape):
+    out = backend.xp.zeros(shape, dtype=g.dtype)
+    if advanced:
+        # Repeated indices must accumulate, which plain assignment would not.
+        backend.index_add(out, index, g)
+    else:
+        out[index] = g
+    return out
 
 
 class Concatenate(Function):
@@ -66,6 +101,14 @@ class Concatenate(Function):
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(self.xp.split(grad, bounds, axis=self.axis))
 
+    def vjp(self, grad):
+        out, start = [], 0
+        lead = (slice(None),) * self.axis
+        for size in self.sizes:
+            out.append(getitem(grad, lead + (slice(start, start + size),)))
+            start += size
+        return tuple(out)
+
 
 class Stack(Function):
     def forward(self, *arrays, axis=0):
@@ -75,6 +118,10 @@ class Stack(Function):
     def backward(self, grad):
         n = grad.shape[self.axis]
         return tuple(self.xp.take(grad, i, axis=self.axis) for i in range(n))
+
+    def vjp(self, grad):
+        lead = (slice(None),) * self.axis
+        return tuple(getitem(grad, lead + (i,)) for i in range(grad.shape[self.axis]))
 
 
 # ----------------------------------------------------------------- functions

@@ -26,6 +26,10 @@ class Softmax(Function):
         # J^T g = y·(g - Σ g·y)
         return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
 
+    def vjp(self, grad):
+        (y,) = self.saved_as_tensors()
+        return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
+
 
 class LogSoftmax(Function):
     def forward(self, x, axis=-1):
@@ -37,6 +41,10 @@ class LogSoftmax(Function):
     def backward(self, grad):
         (out,) = self.saved_tensors
         return grad - self.xp.exp(out) * grad.sum(axis=self.axis, keepdims=True)
+
+    def vjp(self, grad):
+        (out,) = self.saved_as_tensors()
+        return grad - out.exp() * grad.sum(axis=self.axis, keepdims=True)
 
 
 class CrossEntropy(Function):
@@ -71,24 +79,41 @@ class CrossEntropy(Function):
 
     def backward(self, grad):
         xp = self.xp
-        logp, t, w_rows, valid = self.saved_tensors
-        n, c = logp.shape
-        p = xp.exp(logp)
+        logp = self.saved_tensors[0]
+        n = logp.shape[0]
         if self.reduction == "none":
             g_rows = grad
         else:
             g_rows = xp.broadcast_to(grad / self.denom, (n,))
-        # d loss_i / d x = w_i·(softmax - onehot), mixed with the smoothing term.
-        onehot = xp.zeros_like(p)
+        dx = self._dlogits(xp.exp(logp))
+        dx *= g_rows[:, None]
+        return dx.astype(logp.dtype, copy=False)
+
+    def vjp(self, grad):
+        from .._ext._engine import make_tensor
+
+        (x,) = [t for t in self.inputs if t is not None]
+        if self.reduction == "none":
+            g_rows = grad.reshape(x.shape[0], 1)
+        else:
+            g_rows = (grad / float(self.denom)).reshape(1, 1)
+        return self._dlogits(softmax(x, 1), const=lambda a: make_tensor(a, self.backend)) * g_rows
+
+    def _dlogits(self, p, const=lambda a: a):
+        """``d loss_i / d x = w_i·(softmax - onehot)`` mixed with the label-smoothing term, before the
+        upstream gradient; ``p`` the softmax (an array, or a Tensor with ``const`` wrapping the constants)."""
+        xp = self.xp
+        _, t, w_rows, valid = self.saved_tensors
+        n, c = p.shape
+        onehot = xp.zeros(p.shape, dtype=p.dtype)
         onehot[xp.arange(n), t] = 1
         eps = self.label_smoothing
-        dx = (p - onehot) * (w_rows * (1 - eps))[:, None]
+        dx = (p - const(onehot)) * const((w_rows * (1 - eps))[:, None].astype(p.dtype))
         if eps:
             w_all = self.weight[None, :] if self.weight is not None else xp.ones((1, c), dtype=p.dtype)
             # d/dx of -(Σ_j w_j log p_j)/C = (p·Σ_j w_j - w)/C
-            dx += eps * (p * w_all.sum() - w_all) / c * valid[:, None]
-        dx *= g_rows[:, None]
-        return dx.astype(logp.dtype, copy=False)
+            dx = dx + (p * float(w_all.sum()) - const(w_all)) * const((eps / c * valid[:, None]).astype(p.dtype))
+        return dx
 
 
 def softmax(x, axis=-1):

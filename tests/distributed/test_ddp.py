@@ -211,7 +211,8 @@ class Shift(nn.Module):
         self.shift = nn.Parameter(minigrad.zeros(3, 4, dtype="float64"))
 
     def forward(self, x):
-        return x * 2.0 + self.shift  # the add hands the same gradient array to x's branch and to shift
+        # The add hands one gradient array (made by the product, not the caller's) to x's branch and to shift.
+        return (x * 2.0 + self.shift) * 3.0
 
 
 def check_input_gradients_are_not_disturbed(ctx):
@@ -220,8 +221,8 @@ def check_input_gradients_are_not_disturbed(ctx):
     x = minigrad.ones(3, 4, dtype="float64", device=ctx.device, requires_grad=True)
     dy = np.full((3, 4), float(ctx.rank + 1))
     ddp(x).backward(minigrad.tensor(dy, device=ctx.device))
-    ctx.expect_close(x.grad.numpy(), 2 * dy, rtol=0, atol=0, err_msg="input gradient")
-    ctx.expect_close(ddp.module.shift.grad.numpy(), (ctx.size + 1) / 2, rtol=1e-15, atol=0, err_msg="shift")
+    ctx.expect_close(x.grad.numpy(), 6 * dy, rtol=0, atol=0, err_msg="input gradient")
+    ctx.expect_close(ddp.module.shift.grad.numpy(), 3 * (ctx.size + 1) / 2, rtol=1e-15, atol=0, err_msg="shift")
 
 
 def check_arguments_are_validated(ctx):

@@ -18,12 +18,10 @@ MPI's progress while backward goes on. When the last gradient is ready,
 DDP waits for the buckets, divides by the world size and writes the
 averages back into ``.grad``.
 
-"Gradient ready" comes from the autograd engine's post-accumulate-grad
-hook (``Tensor.register_post_accumulate_grad_hook``) where the engine has
-one; otherwise DDP's forward hands the wrapped module, for the duration
-of the call, an identity node in front of each parameter, whose backward
-receives the parameter's complete gradient (the engine sums every use
-before calling a node) and reports it.
+"Gradient ready" is the autograd engine's post-accumulate-grad hook
+(``Tensor.register_post_accumulate_grad_hook``), which runs once per
+backward for each parameter, after the gradients of all its uses have
+been summed into ``.grad``.
 
 A parameter that gets no gradient never hangs the job: DDP walks the
 graph of the forward's outputs; a parameter outside it raises an error
@@ -34,6 +32,8 @@ zero contribution (its ``.grad`` stays None if no rank used it).
 from __future__ import annotations
 
 import contextlib
+import functools
+import weakref
 
 from ... import distributed as dist
 from ..._ext._engine import Function, TensorBase, make_tensor
@@ -105,7 +105,6 @@ class DistributedDataParallel(Module):
         _verify_same_model(module, group)
         _broadcast_coalesced([p for p in module.parameters()] + list(module.buffers()), group)
         self._reducer = _Reducer(named, group, self.bucket_bytes_cap, self.find_unused_parameters)
-        self._reducer.register_hooks()
 
     def forward(self, *inputs, **kwargs):
         """Run the wrapped module; with grad enabled (and outside ``no_sync``) prepare the gradient averaging."""
@@ -113,11 +112,9 @@ class DistributedDataParallel(Module):
         reducer.check_finished()
         if self.training and self.broadcast_buffers:
             _broadcast_coalesced(list(self.module.buffers()), self.process_group)
-        if not (is_grad_enabled() and self.require_backward_grad_sync):
-            return self.module(*inputs, **kwargs)
-        with reducer.report_gradients(self.module):
-            out = self.module(*inputs, **kwargs)
-        reducer.prepare_for_backward(out)
+        out = self.module(*inputs, **kwargs)
+        if is_grad_enabled() and self.require_backward_grad_sync:
+            reducer.prepare_for_backward(out)
         return out
 
     @contextlib.contextmanager
@@ -221,11 +218,11 @@ def _graph_leaves(outputs) -> set:
                 leaves.add(id(item))
             elif id(node) not in seen:
                 seen.add(id(node))
-                stack.extend(p for p in node.parents if p is not None)
+                stack.extend(p for p in node.parents or () if p is not None)
         elif isinstance(item, Function):
             if id(item) not in seen:
                 seen.add(id(item))
-                stack.extend(p for p in item.parents if p is not None)
+                stack.extend(p for p in item.parents or () if p is not None)
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
@@ -268,45 +265,22 @@ class _Reducer:
         self.find_unused = find_unused
         self.buckets = _assign_buckets(named[::-1], cap_bytes)
         self.slot = {id(p): (b, i) for b in self.buckets for i, p in enumerate(b.params)}
-        self.params = [p for _, p in named]
         self.open = False        # a forward prepared a reduction that has not finished
         self.hooked = False      # a gradient arrived in this round (so an unfinished round is an error)
         self.next_launch = 0
-        self.uses_hooks = False
+        # The hooks hold only a weak reference: a discarded DDP (and its buffers) is not kept alive by its model.
+        ref = weakref.ref(self)
+        self.handles = [p.register_post_accumulate_grad_hook(functools.partial(_notify, ref)) for _, p in named]
+
+    def __del__(self):
+        for handle in getattr(self, "handles", ()):
+            handle.remove()
 
     # ---------------------------------------------------- "gradient ready"
-    def register_hooks(self):
-        """Use the engine's post-accumulate-grad hooks when it has them (else ``report_gradients``)."""
-        if not self.params or not hasattr(self.params[0], "register_post_accumulate_grad_hook"):
-            return
-        for p in self.params:
-            p.register_post_accumulate_grad_hook(self._on_accumulated)
-        self.uses_hooks = True
-
     def _on_accumulated(self, param):
+        """The engine's post-accumulate-grad hook: ``param.grad`` is complete for this backward."""
         if self.open:
             self.grad_ready(param, param.grad.array)
-
-    @contextlib.contextmanager
-    def report_gradients(self, module):
-        """Without engine hooks: put an identity node in front of each parameter for one forward call."""
-        if self.uses_hooks:
-            yield
-            return
-        swapped, views = [], {}
-        for m in module.modules():
-            for name, p in m._parameters.items():
-                if p is not None and id(p) in self.slot:
-                    if id(p) not in views:
-                        views[id(p)] = _GradientReady.apply(p, reducer=self, param=p)
-                    m._parameters[name] = views[id(p)]
-                    swapped.append((m, name, p))
-        try:
-            yield
-        finally:
-            for m, name, p in swapped:
-                if m._parameters.get(name) is views[id(p)]:
-                    m._parameters[name] = p
 
     # -------------------------------------------------------------- rounds
     def check_finished(self):
@@ -352,7 +326,7 @@ class _Reducer:
         b, i = self.slot[id(param)]
         if b.ready[i]:
             raise RuntimeError(f"DistributedDataParallel: parameter {b.names[i]!r} received a gradient twice in one "
-                               f"backward (was the wrapped module called twice before backward?)")
+                               f"round (a second backward through the same forward?)")
         b.ready[i] = True
         b.pending -= 1
         start, n = b.offsets[i], param.array.size
@@ -387,6 +361,12 @@ class _Reducer:
                 p.grad = make_tensor(grads[start:start + p.array.size].reshape(p.shape).copy(), p.backend)
 
 
+def _notify(reducer_ref, param):
+    reducer = reducer_ref()
+    if reducer is not None:
+        reducer._on_accumulated(param)
+
+
 def _assign_buckets(named, cap_bytes):
     """Split ``named`` (in reduction order) into buckets of one device and dtype, each closed once it
     reaches the cap (the first bucket's cap is 1 MiB, or the cap if smaller)."""
@@ -401,27 +381,3 @@ def _assign_buckets(named, cap_bytes):
             del open_buckets[key]
     buckets.extend(_Bucket(m) for m in open_buckets.values())
     return buckets
-
-
-class _GradientReady(Function):
-    """Identity on a parameter whose backward reports the parameter's complete gradient to the reducer.
-
-    The engine calls it once, with the sum over every use of the
-    parameter; the parameter's ``.grad`` then receives what it returns.
-    The gradient bucketed is that sum plus what ``.grad`` already holds
-    (``no_sync`` accumulation). If this report completes the reduction,
-    ``.grad`` already holds the average, so it returns zeros.
-    """
-
-    def forward(self, x, reducer=None, param=None):
-        self.reducer, self.param = reducer, param
-        return x
-
-    def backward(self, grad):
-        reducer, param = self.reducer, self.param
-        if not reducer.open:
-            return grad
-        full = grad if param.grad is None else param.grad.array + grad
-        reducer.grad_ready(param, full)
-        return grad if reducer.open else self.xp.zeros_like(grad)
-

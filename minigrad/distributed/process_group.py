@@ -228,29 +228,26 @@ def get_backend(group=None) -> str:
 
 
 def _tune_mpich_waiting() -> dict:
-    """Before MPI starts: make MPICH's busy-wait give the core away sooner (env defaults; user settings win).
+    """Before MPI starts, with more ranks on this machine than cores: let MPICH's waiting ranks sleep.
 
-    A rank waiting in a collective polls in a loop and by default yields
-    the core only every 1000 polls. When ranks share cores (more ranks than
-    cores, or a machine busy with other work) the rank being waited for
-    then gets scheduled late: on a shared 2-core machine a 16-double
-    allreduce took 0.03 to 1.5 ms with 2 ranks, 3 to 7 ms with 4;
-    yielding every 100 polls gave 0.03 to 0.05 ms with 2 ranks, and with
-    more ranks than cores sleeping instead of yielding (HEAVY_YIELD) gave
-    0.8 to 1.5 ms with 4 (docs/distributed.md). Only MPICH reads these
-    variables; ``MINIGRAD_MPI_TUNING=0`` leaves them alone. Returns what
-    was set.
+    A rank waiting in a collective busy-polls, yielding its core now and
+    then; with more ranks than cores the rank being waited for is then
+    scheduled late. ``MPIR_CVAR_ENABLE_HEAVY_YIELD=1`` makes the waiting
+    rank sleep instead. Measured on a shared 2-core machine (load 12-15), a
+    16-double allreduce over 4 ranks took 7-11 ms by default and 0.85-1.9 ms
+    with it (docs/distributed.md); with 2 ranks nothing changed, so nothing
+    is set there. A value already in the environment wins, only MPICH reads
+    the variable, and ``MINIGRAD_MPI_TUNING=0`` leaves it alone. Returns
+    what was set.
     """
     if "mpi4py.MPI" in sys.modules or os.environ.get("MINIGRAD_MPI_TUNING", "1").strip().lower() in {
             "0", "false", "no", "off"}:
         return {}
-    settings = {"MPIR_CVAR_POLLS_BEFORE_YIELD": "100"}
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    if local_rank_and_size()[1] > cores:
-        settings["MPIR_CVAR_ENABLE_HEAVY_YIELD"] = "1"
+    settings = {"MPIR_CVAR_ENABLE_HEAVY_YIELD": "1"} if local_rank_and_size()[1] > cores else {}
     applied = {k: v for k, v in settings.items() if k not in os.environ}
     os.environ.update(applied)
     return applied

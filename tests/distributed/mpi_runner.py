@@ -63,7 +63,6 @@ def main(argv):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     names = [n for n in vars(module) if n.startswith("check_") and callable(getattr(module, n))]
-    group = dist.process_group.default_group()
     results, failed = {}, None
     for name in names:
         if failed is not None:  # a rank left a check early: the ranks may be out of step in their collectives
@@ -79,6 +78,7 @@ def main(argv):
             outcome = f"skip: {exc.msg}"
         except BaseException:  # noqa: BLE001 - reported to pytest with the traceback
             outcome, raised = traceback.format_exc(), True
+        group = dist.process_group.default_group()  # a check may have destroyed and re-created it
         gathered = group.allgather_object((outcome, raised))
         results[name] = [o for o, _ in gathered]
         if any(r for _, r in gathered):

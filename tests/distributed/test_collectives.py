@@ -153,6 +153,19 @@ def check_distributed_sampler_takes_rank_and_size_from_the_group(ctx):
     assert counts.min() == 1 and counts.sum() == ctx.size * -(-10 // ctx.size)
 
 
+def check_destroy_and_initialize_again(ctx):
+    first = dist.process_group.default_group()
+    dist.destroy_process_group()
+    assert not dist.is_initialized()
+    with pytest.raises(dist.DistributedError, match="not initialized"):
+        dist.get_rank()
+    again = dist.init_process_group(ctx.backend, abort_on_exception=False)
+    assert again is not first and dist.get_world_size() == ctx.size
+    t = minigrad.ones(2, device=ctx.device)
+    dist.all_reduce(t)
+    assert t.numpy().tolist() == [ctx.size] * 2
+
+
 WORLD_SIZES = (3,)
 
 

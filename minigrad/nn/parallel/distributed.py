@@ -44,8 +44,9 @@ from ..module import Module
 __all__ = ["DistributedDataParallel"]
 
 _MIB = 1 << 20
-#: PyTorch's defaults: 25 MiB buckets, the first one 1 MiB.
-DEFAULT_BUCKET_CAP_MB = 25
+#: Buckets of a few MiB (PyTorch's default is 25, tuned for NCCL on large models): enough of them to overlap
+#: the averaging with backward on mid-sized models; the first bucket 1 MiB (PyTorch's), so it starts early.
+DEFAULT_BUCKET_CAP_MB = 4
 FIRST_BUCKET_BYTES = 1 * _MIB
 
 
@@ -68,7 +69,7 @@ class DistributedDataParallel(Module):
     model, and ``load_state_dict`` accepts keys with or without PyTorch's
     ``"module."`` prefix). ``device_ids``/``output_device`` may name the
     model's own device (PyTorch code passes them); ``bucket_cap_mb``
-    defaults to 25.
+    defaults to 4.
 
     Example::
 

@@ -29,9 +29,19 @@ $(PY):
 
 venv: $(PY)
 
-# Installing (editable) compiles the Cython extensions.
-install-%: $(PY)
+# Installing (editable) compiles the Cython extensions. It happens again only when what it
+# depends on changes: a stamp per set of extras, newer than the metadata and the compiled
+# sources, so a second `make experiment ARGS=--help` starts at once.
+BUILD_SOURCES := pyproject.toml setup.py $(wildcard minigrad/_ext/*.pyx minigrad/_ext/*.pxd minigrad/_ext/*.h)
+
+$(VENV)/.installed-%: $(BUILD_SOURCES) | $(PY)
 	$(PIP) install --quiet -e ".[$*]"
+	touch $@
+
+install-%: $(VENV)/.installed-% ;
+
+# The stamps are the point: never delete them as intermediate files.
+.PRECIOUS: $(VENV)/.installed-%
 
 experiment: install-examples
 	$(PY) examples/bn_mnist.py $(ARGS)
@@ -68,7 +78,7 @@ dist-check: $(PY)
 	$(PIP) install --quiet build
 	$(PY) -m build --outdir dist .
 	$(PYTHON) -m venv /tmp/minigrad-dist-venv
-	/tmp/minigrad-dist-venv/bin/pip install --quiet dist/minigrad-*.whl
+	/tmp/minigrad-dist-venv/bin/pip install --quiet dist/minigrad_bn-*.whl
 	cd /tmp && /tmp/minigrad-dist-venv/bin/python -c "import minigrad as mg; from minigrad import nn, optim; \
 	m = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2)); o = optim.SGD(m.parameters(), lr=0.1); \
 	x = mg.randn(16, 4); y = mg.randint(0, 2, size=(16,)); \
@@ -83,3 +93,4 @@ gpu-check:
 
 clean:
 	rm -rf build dist site *.egg-info minigrad/_ext/*.c minigrad/_ext/*.so minigrad/_ext/*.html
+	rm -f $(VENV)/.installed-*

@@ -144,7 +144,7 @@ def checkpoint(models, path, device):
     state = minigrad.load(path, device=device)
     for v, m in models.items():
         for key, value in m.state_dict().items():
-            if not np.array_equal(value.numpy(), state[v][key].numpy().reshape(value.shape)):
+            if not np.array_equal(value.numpy(), state[v][key].numpy()):
                 raise RuntimeError(f"rank {dist.get_rank()}: {v}.{key} differs from rank 0's checkpoint")
 
 

@@ -14,8 +14,9 @@ import numpy as np
 from . import ops
 from ._ext import _engine
 from ._ext._engine import TensorBase, make_tensor
-from .backends import get_backend
+from .backends import backend_of, get_backend
 from .device import Device
+from .ops.dims import normalize_dim
 
 __all__ = [
     "Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace",
@@ -77,6 +78,10 @@ def _host_array(data, dtype):
             raise TypeError(f"could not convert {type(data).__name__} to a tensor: {exc}") from None
         if dtype is None and arr.dtype == float64 and not isinstance(data, np.generic):
             arr = arr.astype(_default_dtype)  # Python floats -> the default dtype
+    return _check_array_dtype(arr)
+
+
+def _check_array_dtype(arr):
     if arr.dtype.kind not in _SUPPORTED_KINDS:
         raise TypeError(
             f"could not convert data of dtype {arr.dtype} to a tensor: expected numbers or booleans"
@@ -94,15 +99,20 @@ def _to_backend(data, dtype, backend, copy):
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
         return arr.copy() if copy else arr
-    if backend.name != "cpu" and hasattr(data, "__cuda_array_interface__"):
-        arr = backend.asarray(data, dtype=dtype)
-        return arr.copy() if copy and arr is data else arr
-    if hasattr(data, "__cuda_array_interface__"):
-        raise TypeError("a GPU array cannot become a CPU tensor implicitly; copy it to the host first")
+    if not isinstance(data, np.ndarray):
+        owner = backend_of(data)
+        if owner is backend:  # already an array of this device
+            arr = _check_array_dtype(backend.asarray(data, dtype=dtype))
+            return arr.copy() if copy and arr is data else arr
+        if owner is not None:
+            raise TypeError(f"an array of device {owner.device} cannot become a tensor on {backend.device} "
+                            f"implicitly; make it a tensor on {owner.device} first, then .to({str(backend.device)!r})")
     host = _host_array(data, dtype)
-    if backend.name == "cpu":
-        return np.array(host, copy=True) if copy and (host is data or host.base is not None) else host
-    return backend.from_numpy(host)
+    arr = backend.asarray(host)
+    # A backend whose arrays live in host memory hands ``host`` back: copy it if it is the caller's memory.
+    if copy and arr is host and (host is data or host.base is not None):
+        arr = arr.copy()
+    return arr
 
 
 class Tensor(TensorBase):
@@ -211,7 +221,7 @@ class Tensor(TensorBase):
 
     def size(self, dim=None):
         """The shape, or the length of dimension ``dim``."""
-        return self.shape if dim is None else self.shape[dim]
+        return self.shape if dim is None else self.shape[normalize_dim(dim, self.ndim)]
 
     def numel(self) -> int:
         """Number of elements."""
@@ -294,11 +304,7 @@ class Tensor(TensorBase):
 
         Returns self when nothing changes (unless ``copy``). Differentiable.
         """
-        for a in args:
-            if isinstance(a, (str, Device)) and not _is_dtype_name(a):
-                device = a
-            else:
-                dtype = a
+        device, dtype = _device_and_dtype("to", args, device, dtype)
         out = self
         if device is not None:
             target = get_backend(device)
@@ -508,7 +514,7 @@ class Tensor(TensorBase):
         from .ops.shape import _index_to_device, _raw_index
 
         raw, advanced = _raw_index(index)
-        if advanced and self.backend.name != "cpu":
+        if advanced:
             raw = _index_to_device(raw, self.backend)
         if isinstance(value, TensorBase):
             if value.device != self.device:
@@ -519,7 +525,6 @@ class Tensor(TensorBase):
     def __getitem__(self, index):
         return ops.getitem(self, index)
 
-    # -------------------------------------------------------- comparison
     def _compare(self, other, op):
         other = other.array if isinstance(other, TensorBase) else other
         return make_tensor(op(self.array, other), self.backend)
@@ -612,49 +617,91 @@ class Tensor(TensorBase):
         """Matrix product."""
         return ops.matmul(self, other)
 
-    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Sum over ``axis`` (``dim``/``keepdim`` accepted as PyTorch spellings)."""
-        return ops.sum(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Sum over ``dim`` (see ``minigrad.sum``)."""
+        return ops.sum(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Mean over ``axis``."""
-        return ops.mean(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Mean over ``dim`` (see ``minigrad.mean``)."""
+        return ops.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Maximum over ``axis`` (values only; see ``argmax``)."""
-        return ops.max(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The maximum; ``(values, indices)`` along ``dim``; or the elementwise maximum with a Tensor
+        (see ``minigrad.max``)."""
+        return ops.max(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Minimum over ``axis``."""
-        return ops.min(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The minimum; ``(values, indices)`` along ``dim``; or the elementwise minimum (see ``minigrad.min``)."""
+        return ops.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def var(self, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
-        """Variance over ``axis`` (unbiased by default, ``correction=0`` for biased)."""
-        return ops.var(self, _axis(axis, dim), _keep(keepdims, keepdim), correction)
+    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Maximum over one or several dimensions, values only (see ``minigrad.amax``)."""
+        return ops.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def std(self, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
-        """Standard deviation over ``axis``."""
-        return ops.std(self, _axis(axis, dim), _keep(keepdims, keepdim), correction)
+    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Minimum over one or several dimensions, values only (see ``minigrad.amin``)."""
+        return ops.amin(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """``log Σ exp`` over ``axis``, computed stably."""
-        return ops.logsumexp(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def var(self, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
+        """Variance over ``dim`` (unbiased by default, ``correction=0`` for biased)."""
+        return ops.var(self, dim, keepdim, correction, unbiased=unbiased, axis=axis, keepdims=keepdims)
 
-    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Indices of maxima (int64)."""
-        return ops.argmax(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def std(self, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
+        """Standard deviation over ``dim``."""
+        return ops.std(self, dim, keepdim, correction, unbiased=unbiased, axis=axis, keepdims=keepdims)
 
-    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Indices of minima (int64)."""
-        return ops.argmin(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def logsumexp(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """``log Σ exp`` over ``dim``, computed stably."""
+        return ops.logsumexp(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def softmax(self, axis=-1, *, dim=None):
-        """Softmax along ``axis``."""
-        return ops.softmax(self, _axis(axis, dim))
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Indices of maxima along ``dim`` (int64)."""
+        return ops.argmax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def log_softmax(self, axis=-1, *, dim=None):
-        """Log-softmax along ``axis``."""
-        return ops.log_softmax(self, _axis(axis, dim))
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Indices of minima along ``dim`` (int64)."""
+        return ops.argmin(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def softmax(self, dim=None, *, axis=None):
+        """Softmax along ``dim`` (the last when None)."""
+        return ops.softmax(self, dim, axis=axis)
+
+    def log_softmax(self, dim=None, *, axis=None):
+        """Log-softmax along ``dim`` (the last when None)."""
+        return ops.log_softmax(self, dim, axis=axis)
+
+    def relu_(self):
+        """``max(x, 0)`` in place (out of place, returning the result, while a graph records this tensor)."""
+        return ops.relu(self, inplace=True)
+
+    # -------------------------------------------------------- comparison
+    def eq(self, other) -> "Tensor":
+        """Elementwise ``self == other`` (a bool tensor)."""
+        return self == other
+
+    def ne(self, other) -> "Tensor":
+        """Elementwise ``self != other``."""
+        return self != other
+
+    def lt(self, other) -> "Tensor":
+        """Elementwise ``self < other``."""
+        return self < other
+
+    def le(self, other) -> "Tensor":
+        """Elementwise ``self <= other``."""
+        return self <= other
+
+    def gt(self, other) -> "Tensor":
+        """Elementwise ``self > other``."""
+        return self > other
+
+    def ge(self, other) -> "Tensor":
+        """Elementwise ``self >= other``."""
+        return self >= other
+
+    def equal(self, other) -> bool:
+        """True if ``other`` has the same shape and the same values."""
+        return isinstance(other, TensorBase) and self.shape == other.shape and bool((self == other).all())
 
     # ------------------------------------------------------------- shape
     def reshape(self, *shape):
@@ -663,21 +710,35 @@ class Tensor(TensorBase):
 
     view = reshape
 
+    def reshape_as(self, other) -> "Tensor":
+        """Reshaped to ``other``'s shape."""
+        return ops.reshape(self, other.shape)
+
+    view_as = reshape_as
+
+    def expand_as(self, other) -> "Tensor":
+        """Broadcast to ``other``'s shape (no copy)."""
+        return ops.broadcast_to(self, other.shape)
+
+    def type_as(self, other) -> "Tensor":
+        """Converted to ``other``'s dtype."""
+        return self.to(other.dtype)
+
     def flatten(self, start_dim=0, end_dim=-1):
         """Merge dimensions ``start_dim..end_dim`` into one."""
         return ops.flatten(self, start_dim, end_dim)
 
-    def squeeze(self, axis=None, *, dim=None):
-        """Remove length-1 axes."""
-        return ops.squeeze(self, _axis(axis, dim))
+    def squeeze(self, dim=None, *, axis=None):
+        """Remove dimensions of length 1 (all, or those among ``dim``)."""
+        return ops.squeeze(self, dim, axis=axis)
 
-    def unsqueeze(self, axis):
-        """Insert a length-1 axis."""
-        return ops.unsqueeze(self, axis)
+    def unsqueeze(self, dim=None, *, axis=None):
+        """Insert a dimension of length 1 at ``dim``."""
+        return ops.unsqueeze(self, dim, axis=axis)
 
-    def permute(self, *axes):
+    def permute(self, *dims):
         """Reorder dimensions."""
-        return ops.permute(self, *axes)
+        return ops.permute(self, *dims)
 
     def transpose(self, dim0=None, dim1=None):
         """Swap two dimensions (or reverse all)."""
@@ -693,26 +754,31 @@ class Tensor(TensorBase):
 def _rebuild_tensor(cls, host, device, requires_grad):
     backend = get_backend(device)
     new = cls.__new__(cls)
-    new._set_fields(backend.from_numpy(host) if backend.name != "cpu" else host, backend, requires_grad)
+    new._set_fields(backend.asarray(host), backend, requires_grad)
     return new
 
 
-def _is_dtype_name(value) -> bool:
-    if isinstance(value, Device):
-        return False
-    try:
-        Device(value)
-        return False
-    except (ValueError, TypeError):
-        return True
+def _device_and_dtype(fname, args, device, dtype):
+    """Sort ``to()``'s positional arguments into a device and a dtype (PyTorch: ``t.to("cuda", float64)``).
 
-
-def _axis(axis, dim):
-    return dim if dim is not None else axis
-
-
-def _keep(keepdims, keepdim):
-    return keepdim if keepdim is not None else keepdims
+    A string is a device if it names one, else a dtype; one that is neither
+    raises naming both readings (``t.to("tpu")``).
+    """
+    for a in args:
+        if isinstance(a, Device):
+            device = a
+        elif isinstance(a, str):
+            try:
+                device = Device(a)
+                continue
+            except ValueError as device_error:
+                try:
+                    dtype = _check_dtype(a)
+                except TypeError:
+                    raise ValueError(f"{fname}(): {device_error} ({a!r} is not a dtype either)") from None
+        else:
+            dtype = a
+    return device, dtype
 
 
 def _coerce(value, ref):
@@ -751,6 +817,11 @@ def from_numpy(array: np.ndarray) -> Tensor:
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
     _check_dtype(array.dtype)
     return make_tensor(array, get_backend("cpu"))
+
+
+def _check_sampled(dt, fname):
+    if dt.kind != "f":
+        raise TypeError(f"{fname} samples floating point numbers: dtype must be float16, float32 or float64, got {dt}")
 
 
 def _shape_of(shape):
@@ -797,16 +868,14 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Samples from the standard normal distribution."""
     dt = _check_dtype(dtype) or _default_dtype
-    if dt.kind != "f":
-        raise TypeError(f"randn needs a floating dtype, got {dt}")
+    _check_sampled(dt, "randn")
     return _make(lambda b, s, d: b.standard_normal(s, d), shape, dt, device, requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Samples from U[0, 1)."""
     dt = _check_dtype(dtype) or _default_dtype
-    if dt.kind != "f":
-        raise TypeError(f"rand needs a floating dtype, got {dt}")
+    _check_sampled(dt, "rand")
     return _make(lambda b, s, d: b.uniform(s, 0.0, 1.0, d), shape, dt, device, requires_grad)
 
 

@@ -71,7 +71,7 @@ class CUDABackend(Backend):
             err = cupy_import_error()
             return (
                 f"CuPy is not installed or failed to import ({type(err).__name__}: {err}); "
-                "install the GPU extra: pip install 'minigrad[cuda]'"
+                "install the GPU extra: pip install 'minigrad-bn[cuda]'"
             )
         why = cls._probe()[1]
         return None if why is None else f"CuPy {getattr(cupy, '__version__', '?')} is installed but {why}"
@@ -369,6 +369,11 @@ class CUDABackend(Backend):
         self.launcher.flat("sigmoid", dtype, self.launcher.vec_units(y.size, dtype),
                            (self.launcher.c(x), y, I64(y.size)))
         return y
+
+    def erf(self, x):
+        import cupyx.scipy.special  # part of CuPy (an elementwise kernel; SciPy itself is not needed)
+
+        return cupyx.scipy.special.erf(x).astype(x.dtype, copy=False)
 
     # In-place updates: a parameter or state that is not C-contiguous (or of
     # mixed dtypes) takes the reference, which updates any layout in place.

@@ -147,7 +147,7 @@ def probe(cupy) -> "tuple[int, str | None]":
             f"a kernel cannot be compiled and run on the {count} CUDA device(s) found "
             f"({type(exc).__name__}: {str(exc).strip()[:500]}); CuPy compiles minigrad's kernels with NVRTC, "
             "which needs the CUDA headers and libraries: install CuPy with its [ctk] extra "
-            "(pip install 'minigrad[cuda]') or a CUDA toolkit"
+            "(pip install 'minigrad-bn[cuda]') or a CUDA toolkit"
         )
     i = np.arange(_PROBE_SIZE)
     if not np.array_equal(got, np.minimum(i, _PROBE_SIZE - 1 - i)):

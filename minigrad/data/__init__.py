@@ -1,7 +1,7 @@
 """Data: datasets, a mini-batch loader and offline readers for MNIST-format data.
 
-* ``Dataset``, ``TensorDataset``: indexable collections of samples;
-* ``DataLoader``: seeded, shuffled mini-batches as Tensors on a device;
+* ``Dataset``, ``TensorDataset``, ``DataLoader``: re-exported from
+  ``minigrad.utils.data`` (the one implementation, PyTorch's API);
 * ``read_idx``/``write_idx``: the IDX format of MNIST, validated;
 * ``load_dataset("mnist5k" | "fashion-mnist" | DIR)``: train/test images
   and labels, with a description of which data they are.
@@ -16,10 +16,9 @@ Example::
                        batch_size=60, shuffle=True, seed=0)
 """
 
-from .dataset import Dataset, TensorDataset
+from ..utils.data import DataLoader, Dataset, TensorDataset
+from ..distributed import DistributedSampler
 from .idx import IDXError, read_idx, write_idx
-from .loader import DataLoader
-from .sampler import DistributedSampler
 from .mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, ImageClassificationData, load_dataset,
                     load_fashion_mnist, load_mnist, load_mnist5k, read_idx_pair)
 

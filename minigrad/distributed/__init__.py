@@ -18,10 +18,12 @@ finds its rank and the world size there::
 * collectives on Tensors of either device: ``all_reduce`` (``ReduceOp``
   SUM, AVG, PRODUCT, MAX, MIN), ``broadcast``, ``all_gather``, ``barrier``;
   ``async_op=True`` returns a ``Work`` to ``wait()`` on;
-* built on it: ``minigrad.nn.parallel.DistributedDataParallel``,
-  ``minigrad.nn.SyncBatchNorm`` and ``minigrad.data.DistributedSampler``.
+* ``DistributedSampler``: each rank's share of a dataset (also in
+  ``minigrad.data`` and ``minigrad.utils.data``);
+* built on them: ``minigrad.nn.parallel.DistributedDataParallel`` and
+  ``minigrad.nn.SyncBatchNorm``.
 
-The engines are optional: ``pip install 'minigrad[distributed]'`` brings
+The engines are optional: ``pip install 'minigrad-bn[distributed]'`` brings
 mpi4py and the MPICH wheel (``mpiexec`` included); "nccl" also needs
 CuPy. ``import minigrad`` never imports them. With more than one rank an
 uncaught exception on any rank aborts the whole job (see
@@ -29,12 +31,13 @@ uncaught exception on any rank aborts the whole job (see
 """
 
 from .collectives import all_gather, all_reduce, barrier, broadcast
+from .sampler import DistributedSampler
 from .process_group import (DistributedError, ProcessGroup, ReduceOp, Work, destroy_process_group, get_backend,
                             get_rank, get_world_size, init_process_group, is_available, is_initialized,
                             is_mpi_available, is_nccl_available)
 
 __all__ = [
-    "DistributedError", "ProcessGroup", "ReduceOp", "Work", "all_gather", "all_reduce", "barrier", "broadcast",
+    "DistributedError", "DistributedSampler", "ProcessGroup", "ReduceOp", "Work", "all_gather", "all_reduce", "barrier", "broadcast",
     "destroy_process_group", "get_backend", "get_rank", "get_world_size", "init_process_group", "is_available",
     "is_initialized", "is_mpi_available", "is_nccl_available",
 ]

@@ -41,7 +41,7 @@ class NCCLProcessGroup(ProcessGroup):
             except Exception as exc:
                 raise DistributedError(
                     f"the 'nccl' backend needs CuPy built with NCCL on a CUDA machine ({type(exc).__name__}: {exc}); "
-                    f"install minigrad[cuda] or use backend='mpi'"
+                    f"install minigrad-bn[cuda] or use backend='mpi'"
                 ) from exc
         self._cupy = cupy
         self._nccl = cupy.cuda.nccl

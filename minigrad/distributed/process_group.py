@@ -260,7 +260,7 @@ def _mpi():
         from mpi4py import MPI
     except ImportError as exc:
         raise ImportError(
-            "minigrad.distributed needs mpi4py and an MPI library: pip install 'minigrad[distributed]' "
+            "minigrad.distributed needs mpi4py and an MPI library: pip install 'minigrad-bn[distributed]' "
             f"(installs the mpi4py and mpich wheels) ({exc})"
         ) from exc
     return MPI

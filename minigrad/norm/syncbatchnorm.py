@@ -33,7 +33,6 @@ import numpy as np
 from .._ext._engine import Function
 from .batchnorm import _BatchNorm
 from .base import Example
-from .functional import _update_running
 from .registry import register
 
 __all__ = ["SyncBatchNorm", "SyncBatchNormFunction", "global_batch_statistics"]
@@ -174,11 +173,7 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(shape)} "
                              f"on rank {group.rank} and 1 value per channel over all {group.size} ranks")
         var = m2 / count if count else m2
-        if count and self.track_running_stats:
-            factor = self._running_stats_factor()
-            if factor:
-                _update_running(self.running_mean.array, self.running_var.array, mean, var, factor,
-                                count / (count - 1))
+        self.update_running_stats(mean, var, count)  # the global mean and biased variance, over count values
         dtype = x.dtype
         return SyncBatchNormFunction.apply(x, self.weight, self.bias, mean=mean.astype(dtype), var=var.astype(dtype),
                                            count=count, eps=self.eps, group=group)

@@ -14,13 +14,13 @@ import numbers
 
 import numpy as np
 
-from .._ext._engine import Function, TensorBase, make_tensor, unbroadcast
+from .._ext._engine import Function, TensorBase, is_grad_enabled, make_tensor, unbroadcast
 from .reduce import sum_to
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh",
     "sigmoid", "relu", "abs", "clamp", "maximum", "minimum", "where", "cast",
-    "dropout_mask_mul",
+    "dropout_mask_mul", "erf", "softplus",
 ]
 
 
@@ -390,6 +390,44 @@ class Minimum(_MaxMin):
         return a < b
 
 
+class Erf(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return self.backend.erf(a).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        # d erf(a)/da = 2/√π·exp(-a²)
+        return grad * (self.xp.exp(-(a * a)) * (2.0 / math.sqrt(math.pi))).astype(grad.dtype, copy=False)
+
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        return mul(grad, mul(exp(neg(mul(a, a))), 2.0 / math.sqrt(math.pi)))
+
+
+class Softplus(Function):
+    """``log(1 + exp(β·a))/β``, and ``a`` itself where ``β·a > threshold`` (PyTorch's softplus)."""
+
+    def forward(self, a, beta=1.0, threshold=math.inf):
+        xp = self.xp
+        self.save_for_backward(a)
+        self.beta, self.threshold = beta, threshold
+        ba = a * beta
+        # max(βa, 0) + log1p(exp(-|βa|)) never overflows.
+        out = (xp.maximum(ba, 0) + xp.log1p(xp.exp(-xp.abs(ba)))) / beta
+        return xp.where(ba > threshold, a, out).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        ba = a * self.beta
+        return grad * self.xp.where(ba > self.threshold, 1, self.backend.sigmoid(ba)).astype(grad.dtype, copy=False)
+
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        ba = mul(a, self.beta)
+        return mul(grad, where(ba > self.threshold, 1.0, sigmoid(ba)))
+
+
 class Where(Function):
     def forward(self, a, b, condition=None):
         self.condition = condition
@@ -508,8 +546,18 @@ def sigmoid(a):
     return Sigmoid.apply(a)
 
 
-def relu(a):
-    """Elementwise ``max(a, 0)``."""
+def relu(a, inplace=False):
+    """Elementwise ``max(a, 0)``.
+
+    With ``inplace=True`` the result overwrites ``a``'s storage when no graph
+    records ``a`` (inference, or a tensor that does not require grad); when
+    one does, the result is computed out of place (the same values and
+    gradients), so ``x = relu(x, inplace=True)`` is always right.
+    """
+    if inplace and not (is_grad_enabled() and a.requires_grad):
+        a._begin_inplace("relu_")
+        a.backend.xp.maximum(a.array, 0, out=a.array)
+        return a
     return ReLU.apply(a)
 
 
@@ -535,6 +583,23 @@ def minimum(a, b):
     """Elementwise minimum of two tensors (ties share the gradient)."""
     a, b = _promote(a, b)
     return Minimum.apply(a, b)
+
+
+def erf(a):
+    """The error function ``erf(a) = 2/√π·∫₀ᵃ exp(-t²) dt`` elementwise."""
+    return Erf.apply(a)
+
+
+def softplus(a, beta=1.0, threshold=20.0):
+    """``log(1 + exp(β·a))/β`` elementwise, computed without overflow; ``a`` itself where ``β·a > threshold``.
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> mg.ops.softplus(mg.tensor([0.0, 100.0]))
+        tensor([  0.6931, 100.0000])
+    """
+    return Softplus.apply(a, beta=float(beta), threshold=float(threshold))
 
 
 def where(condition, a, b):

@@ -3,7 +3,7 @@ fused ``linear`` (``x @ W.T + b``, one graph node instead of three)."""
 
 from __future__ import annotations
 
-from .._ext._engine import Function, unbroadcast
+from .._ext._engine import Function, TensorBase, unbroadcast
 
 __all__ = ["matmul", "linear"]
 
@@ -108,15 +108,30 @@ class Linear(Function):
         return gx, gw, gb
 
 
+def check_same_kind(name, *tensors):
+    """Refuse to mix integer/bool and floating operands (PyTorch's "must have the same dtype"), at forward
+    time: NumPy would silently compute in float64 and the backward pass would fail later."""
+    kinds = {t.dtype.kind == "f" for t in tensors if isinstance(t, TensorBase)}
+    if len(kinds) > 1:
+        dtypes = ", ".join(str(t.dtype) for t in tensors if isinstance(t, TensorBase))
+        raise TypeError(f"{name}: expected operands of the same kind, got dtypes {dtypes}; convert the integer "
+                        f"input with .float() (or .to(weight.dtype))")
+
+
 def matmul(a, b):
     """Matrix product with NumPy's rules (1-D operands, batch broadcasting)."""
+    check_same_kind("matmul", a, b)
     return MatMul.apply(a, b)
 
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` as one node (the layer ``nn.Linear`` uses)."""
+    check_same_kind("linear", x, weight)
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+    if x.ndim == 0:
+        raise ValueError(f"linear: the input needs at least 1 dimension, the last of in_features={weight.shape[1]} "
+                         f"features; got a 0-d tensor")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     if bias is None:

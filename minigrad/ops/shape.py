@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .._ext._engine import Function, TensorBase, unbroadcast
+from .dims import dim_arg, normalize_dim, normalize_dims
 
 __all__ = ["reshape", "permute", "transpose", "broadcast_to", "getitem", "concatenate", "stack",
            "squeeze", "unsqueeze", "flatten"]
@@ -151,61 +152,63 @@ def reshape(x, *shape):
     return Reshape.apply(x, shape=shape)
 
 
-def flatten(x, start_dim=0, end_dim=-1):
+def flatten(input, start_dim=0, end_dim=-1):
     """Merge dimensions ``start_dim..end_dim`` (inclusive) into one."""
-    nd = x.ndim
+    nd = input.ndim
+    s, e = normalize_dim(start_dim, nd, "start_dim"), normalize_dim(end_dim, nd, "end_dim")
     if nd == 0:
-        return reshape(x, 1)
-    s, e = start_dim % nd, end_dim % nd
+        return reshape(input, 1)
     if s > e:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    shape = x.shape
-    return reshape(x, shape[:s] + (-1,) + shape[e + 1 :])
+        raise ValueError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
+    shape = input.shape
+    return reshape(input, shape[:s] + (-1,) + shape[e + 1 :])
 
 
-def squeeze(x, axis=None):
-    """Remove axes of length 1 (all of them, or the given one)."""
-    if axis is None:
-        new = tuple(s for s in x.shape if s != 1)
-    else:
-        a = axis % max(x.ndim, 1)
-        if x.shape[a] != 1:
-            raise ValueError(f"squeeze: axis {axis} has length {x.shape[a]}, not 1")
-        new = x.shape[:a] + x.shape[a + 1 :]
-    return reshape(x, new)
+def squeeze(input, dim=None, *, axis=None):
+    """Remove dimensions of length 1: all of them, or those among ``dim`` (an int or a tuple).
+
+    As in PyTorch, a named dimension whose length is not 1 is left alone.
+    """
+    dim = dim_arg(dim, axis)
+    dims = range(input.ndim) if dim is None else normalize_dims(dim, input.ndim)
+    new = tuple(s for i, s in enumerate(input.shape) if not (i in dims and s == 1))
+    return reshape(input, new)
 
 
-def unsqueeze(x, axis):
-    """Insert an axis of length 1 at position ``axis``."""
-    nd = x.ndim + 1
-    if not -nd <= axis < nd:
-        raise IndexError(f"unsqueeze: axis {axis} out of range for a result with {nd} dimensions")
-    a = axis % nd
-    return reshape(x, x.shape[:a] + (1,) + x.shape[a:])
+def unsqueeze(input, dim=None, *, axis=None):
+    """Insert a dimension of length 1 at position ``dim`` (in ``[-ndim-1, ndim]``)."""
+    dim = dim_arg(dim, axis)
+    if dim is None:
+        raise TypeError("unsqueeze() missing required argument 'dim'")
+    a = normalize_dim(dim, input.ndim + 1)
+    return reshape(input, input.shape[:a] + (1,) + input.shape[a:])
 
 
-def permute(x, *axes):
-    """Reorder the dimensions: ``permute(x, 2, 0, 1)``."""
-    axes = _shape_arg(axes)
-    nd = x.ndim
-    if sorted(a % nd for a in axes) != list(range(nd)) or len(axes) != nd:
-        raise ValueError(f"permute: {axes} is not a permutation of the {nd} dimensions")
-    axes = tuple(a % nd for a in axes)
+def permute(input, *dims):
+    """Reorder the dimensions: ``permute(x, 2, 0, 1)`` or ``permute(x, (2, 0, 1))``."""
+    dims = _shape_arg(dims)
+    nd = input.ndim
+    if len(dims) != nd:
+        raise ValueError(f"permute(): number of dims don't match: the tensor has {nd}, got {len(dims)} ({dims})")
+    axes = tuple(normalize_dim(d, nd) for d in dims)
+    if len(set(axes)) != nd:
+        raise ValueError(f"permute(): {dims} repeats a dimension; expected a permutation of the {nd} dimensions")
     if axes == tuple(range(nd)):
-        return x
-    return Permute.apply(x, axes=axes)
+        return input
+    return Permute.apply(input, axes=axes)
 
 
-def transpose(x, dim0=None, dim1=None):
-    """Swap two dimensions; with no arguments, reverse all of them (``x.T``)."""
-    nd = x.ndim
+def transpose(input, dim0=None, dim1=None):
+    """Swap dimensions ``dim0`` and ``dim1``; with neither, reverse all of them (``x.T``)."""
+    nd = input.ndim
     if dim0 is None and dim1 is None:
-        return permute(x, *reversed(range(nd)))
+        return permute(input, *reversed(range(nd)))
     if dim0 is None or dim1 is None:
         raise TypeError("transpose takes either no dimensions or two")
+    d0, d1 = normalize_dim(dim0, nd), normalize_dim(dim1, nd)
     axes = list(range(nd))
-    axes[dim0 % nd], axes[dim1 % nd] = axes[dim1 % nd], axes[dim0 % nd]
-    return permute(x, *axes)
+    axes[d0], axes[d1] = axes[d1], axes[d0]
+    return permute(input, *axes)
 
 
 def broadcast_to(x, *shape):
@@ -244,7 +247,7 @@ def _raw_index(index):
 def getitem(x, index):
     """``x[index]`` with basic (ints, slices, None, ...) and integer/bool array indices."""
     raw, advanced = _raw_index(index)
-    if advanced and x.backend.name != "cpu":
+    if advanced:
         raw = _index_to_device(raw, x.backend)
     return GetItem.apply(x, index=raw, advanced=advanced)
 
@@ -263,30 +266,27 @@ def _check_same_rank(name, tensors):
             raise TypeError(f"{name} expects Tensors, got {type(t).__name__}")
 
 
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis (shapes must match elsewhere)."""
+def concatenate(tensors, dim=0, *, axis=None):
+    """Join tensors along an existing dimension ``dim`` (shapes must match elsewhere); ``cat`` is an alias."""
     tensors = list(tensors)
-    _check_same_rank("concatenate", tensors)
+    _check_same_rank("cat", tensors)
     nd = tensors[0].ndim
     if nd == 0:
-        raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
-    ax = axis % nd
+        raise ValueError("cat(): zero-dimensional tensors cannot be concatenated")
+    ax = normalize_dim(dim_arg(dim, axis, 0), nd)
     for t in tensors[1:]:
         if t.ndim != nd or any(s != r for i, (s, r) in enumerate(zip(t.shape, tensors[0].shape)) if i != ax):
             raise ValueError(
-                f"concatenate: shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside axis {axis}"
+                f"cat(): shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside dimension {ax}"
             )
     return Concatenate.apply(*tensors, axis=ax)
 
 
-def stack(tensors, axis=0):
-    """Join same-shaped tensors along a new axis."""
+def stack(tensors, dim=0, *, axis=None):
+    """Join same-shaped tensors along a new dimension ``dim``."""
     tensors = list(tensors)
     _check_same_rank("stack", tensors)
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
-            raise ValueError(f"stack: all tensors must have the same shape, got {tuple(tensors[0].shape)} and {tuple(t.shape)}")
-    nd = tensors[0].ndim + 1
-    if not -nd <= axis < nd:
-        raise IndexError(f"stack: axis {axis} out of range for a result with {nd} dimensions")
-    return Stack.apply(*tensors, axis=axis % nd)
+            raise ValueError(f"stack(): all tensors must have the same shape, got {tuple(tensors[0].shape)} and {tuple(t.shape)}")
+    return Stack.apply(*tensors, axis=normalize_dim(dim_arg(dim, axis, 0), tensors[0].ndim + 1))

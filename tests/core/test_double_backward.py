@@ -41,8 +41,14 @@ OPS = [
      [(2, 3), (3,)]),
     ("where", lambda a, b: mg.where(a > 0, a * a, b * a), [(2, 3), (2, 3)]),
     ("sum_mean", lambda a: a.sum(0) * a.mean(1, keepdims=True), [(2, 3)]),
-    ("max_min", lambda a: _distinct(a).max(1, keepdims=True) * a.sum() + _distinct(a).min() * a, [(2, 3)]),
-    ("var_std", lambda a: a.var(1) * a.std(0).sum(), [(3, 4)]),
+    ("erf_gelu", lambda a: mg.erf(a) * a + nn.functional.gelu(a * 1.3), [(2, 3)]),
+    ("softplus", lambda a: nn.functional.softplus(a * 2.0, beta=1.5, threshold=1.0731) * a, [(3, 2)]),
+    ("bce", lambda a, b: nn.functional.binary_cross_entropy(a.sigmoid(), b.sigmoid(), reduction="none") * a
+     + nn.functional.binary_cross_entropy_with_logits(a, b.sigmoid(), pos_weight=mg.tensor(2.0, dtype=a.dtype)),
+     [(2, 3), (2, 3)]),
+    ("max_min", lambda a: (_distinct(a).amax(1, keepdims=True) * a.sum() + _distinct(a).max(0).values.sum()
+                           + _distinct(a).min() * a), [(2, 3)]),
+    ("var_std", lambda a: a.var(1) * _distinct(a).std(0).sum(), [(3, 4)]),
     ("logsumexp", lambda a: a.logsumexp(1) * a.sum(1), [(2, 4)]),
     ("reshape_permute", lambda a: a.reshape(3, 2, 2).permute(1, 2, 0) * a.T.reshape(2, 2, 3)[0], [(3, 4)]),
     ("broadcast_to", lambda a: a.expand(3, 2, 4) * a, [(2, 4)]),

@@ -56,7 +56,7 @@ def test_without_cupy(fresh, monkeypatch):
     assert mg.cuda.is_available() is False
     assert mg.cuda.device_count() == 0
     assert "CuPy is not installed" in mg.cuda.unavailable_reason()
-    with pytest.raises(CUDAUnavailableError, match=r"CuPy is not installed.*minigrad\[cuda\]"):
+    with pytest.raises(CUDAUnavailableError, match=r"CuPy is not installed.*minigrad-bn\[cuda\]"):
         mg.tensor([1.0], device="cuda")
     with pytest.raises(CUDAUnavailableError):
         mg.zeros(3).to("cuda")

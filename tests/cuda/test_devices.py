@@ -202,11 +202,11 @@ def test_optimizer_state_follows_a_moved_model(accel):
     model.to(accel)
     run_steps(model, opt, x, y, 1, accel)  # momentum buffers created on the CPU
     for p in model.parameters():
-        buf = opt.state[id(p)]["momentum_buffer"]
+        buf = opt.state[p]["momentum_buffer"]
         assert type(buf) is type(p.array) and buf.dtype == p.dtype
     model.double()
     run_steps(model, opt, x.double(), y, 1, accel)
-    assert all(opt.state[id(p)]["momentum_buffer"].dtype == np.float64 for p in model.parameters())
+    assert all(opt.state[p]["momentum_buffer"].dtype == np.float64 for p in model.parameters())
 
 
 def test_mixing_devices_raises(accel):
@@ -252,8 +252,6 @@ def test_zero_dim_buffers_load_into_a_model_on_the_device(accel):
     assert dev.state_dict()["1.num_batches_tracked"].item() == 4
 
 
-@pytest.mark.xfail(strict=True, reason="mg.save stores 0-d arrays as 1-d (np.ascontiguousarray): the CPU-side "
-                   "fix is the harden branch's (issue 16.2); remove this mark when it is merged")
 def test_zero_dim_buffers_survive_a_checkpoint_onto_the_device(accel, tmp_path):
     bn1d, _ = batch_norm_layers()
     cpu, dev = twin(lambda: mlp(bn1d), np.float32, accel)

@@ -57,9 +57,9 @@ def mpi_unavailable_reason() -> str | None:
     try:
         import mpi4py  # noqa: F401
     except ImportError:
-        return "mpi4py is not installed (pip install 'minigrad[distributed]')"
+        return "mpi4py is not installed (pip install 'minigrad-bn[distributed]')"
     if mpiexec() is None:
-        return "no mpiexec found (pip install 'minigrad[distributed]' brings MPICH's)"
+        return "no mpiexec found (pip install 'minigrad-bn[distributed]' brings MPICH's)"
     return None
 
 
@@ -132,7 +132,7 @@ def nccl_unavailable_reason() -> str | None:
     import minigrad.distributed as dist
 
     if not dist.is_nccl_available():
-        return "NCCL needs CuPy with NCCL support (pip install 'minigrad[cuda]') and a GPU"
+        return "NCCL needs CuPy with NCCL support (pip install 'minigrad-bn[cuda]') and a GPU"
     if not minigrad.cuda.is_available():
         return f"no CUDA device: {minigrad.cuda.unavailable_reason()}"
     return None

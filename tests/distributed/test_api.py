@@ -35,7 +35,7 @@ def test_import_minigrad_does_not_need_mpi4py():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "pip install 'minigrad[distributed]'" in out.stdout
+    assert "pip install 'minigrad-bn[distributed]'" in out.stdout
 
 
 def test_before_init_everything_says_what_to_do():
@@ -213,5 +213,5 @@ def test_nccl_without_cupy_says_what_to_install():
         pytest.skip("CuPy is installed here")
     except ImportError:
         pass
-    with pytest.raises(dist.DistributedError, match=r"minigrad\[cuda\].*backend='mpi'"):
+    with pytest.raises(dist.DistributedError, match=r"minigrad-bn\[cuda\].*backend='mpi'"):
         NCCLProcessGroup(HostGroup())

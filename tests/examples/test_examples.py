@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad[examples]')")
-pytest.importorskip("tqdm", reason="the examples need tqdm (pip install 'minigrad[examples]')")
+pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad-bn[examples]')")
+pytest.importorskip("tqdm", reason="the examples need tqdm (pip install 'minigrad-bn[examples]')")
 
 from minigrad.data import write_idx  # noqa: E402
 

@@ -1,4 +1,8 @@
-"""``DistributedSampler``: each rank's share of a dataset (PyTorch's ``torch.utils.data.DistributedSampler``)."""
+"""``DistributedSampler``: each rank's share of a dataset (PyTorch's ``torch.utils.data.DistributedSampler``).
+
+Also importable as ``minigrad.data.DistributedSampler`` and
+``minigrad.utils.data.DistributedSampler``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import numbers
 
 import numpy as np
 
+from ..utils.data.sampler import Sampler
+from .process_group import get_rank, get_world_size, is_initialized
+
 __all__ = ["DistributedSampler"]
 
 
-class DistributedSampler:
+class DistributedSampler(Sampler):
     """The indices of ``dataset`` this rank visits in one epoch: every ``num_replicas``-th of a shared order.
 
     ``DistributedSampler(dataset, num_replicas=None, rank=None, shuffle=True,
@@ -36,13 +43,11 @@ class DistributedSampler:
 
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
         if num_replicas is None or rank is None:
-            from .. import distributed
-
-            if not distributed.is_initialized():
+            if not is_initialized():
                 raise RuntimeError("DistributedSampler: pass num_replicas and rank, or call "
                                    "minigrad.distributed.init_process_group() first")
-            num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
-            rank = distributed.get_rank() if rank is None else rank
+            num_replicas = get_world_size() if num_replicas is None else num_replicas
+            rank = get_rank() if rank is None else rank
         if not _is_int(num_replicas) or num_replicas < 1:
             raise ValueError(f"DistributedSampler: num_replicas must be a positive int, got {num_replicas!r}")
         if not _is_int(rank) or not 0 <= rank < num_replicas:
@@ -67,8 +72,8 @@ class DistributedSampler:
             raise ValueError(f"DistributedSampler.set_epoch: epoch must be a non-negative int, got {epoch!r}")
         self.epoch = int(epoch)
 
-    def indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch (int64)."""
+    def _epoch_indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, at once (the loader slices its batches from them)."""
         n = len(self.dataset)
         order = (np.random.default_rng(self.seed + self.epoch).permutation(n) if self.shuffle
                  else np.arange(n, dtype=np.int64))
@@ -78,7 +83,7 @@ class DistributedSampler:
         return order[self.rank:self.total_size:self.num_replicas]
 
     def __iter__(self):
-        return iter(self.indices().tolist())
+        return iter(self._epoch_indices().tolist())
 
     def __len__(self) -> int:
         return self.num_samples

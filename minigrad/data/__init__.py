@@ -17,6 +17,7 @@ Example::
 """
 
 from ..utils.data import DataLoader, Dataset, TensorDataset
+from ..distributed import DistributedSampler
 from .idx import IDXError, read_idx, write_idx
 from .mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, ImageClassificationData, load_dataset,
                     load_fashion_mnist, load_mnist, load_mnist5k, read_idx_pair)
@@ -26,3 +27,4 @@ __all__ = [
     "ImageClassificationData", "load_dataset", "load_mnist", "load_mnist5k", "load_fashion_mnist",
     "FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES",
 ]
+__all__ += ["DistributedSampler"]

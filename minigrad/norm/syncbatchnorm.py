@@ -30,9 +30,11 @@ import math
 
 import numpy as np
 
+from .._dtypes import accumulation_dtype
 from .._ext._engine import Function
-from .batchnorm import _BatchNorm
 from .base import Example
+from .batchnorm import _BatchNorm
+from .functional import _as_dtypes, _dtypes_of
 from .registry import register
 
 __all__ = ["SyncBatchNorm", "SyncBatchNormFunction", "global_batch_statistics"]
@@ -73,18 +75,22 @@ class SyncBatchNormFunction(Function):
 
     ``apply(x, weight, bias, mean=..., var=..., count=..., eps=1e-5, group=...)``:
     ``mean``/``var`` (biased) are the global batch's per-channel statistics
-    (arrays in x's dtype), ``count`` the global number of values per
-    channel. Forward is ``y = γ·(x - mean)/sqrt(var + ε) + β``
+    (arrays in x's accumulation dtype: float32 for a half x, whose γ and β
+    may be float32 too, as in BatchNorm), ``count`` the global number of
+    values per channel. Forward is ``y = γ·(x - mean)/sqrt(var + ε) + β``
     (``batch_norm_forward_eval``). Backward allreduces the per-channel
     Σdy and Σdy·x̂ (float64, one collective) and returns
     ``dx = γ/σ·(dy - Σdy/count - x̂·Σdy·x̂/count)`` with the global sums,
     and this rank's dγ = Σdy·x̂, dβ = Σdy.
     """
 
+    mixed_precision = True
+
     def forward(self, x, weight=None, bias=None, mean=None, var=None, count=0, eps=1e-5, group=None):
         shape = x.shape
         v = x.reshape(shape[0], shape[1], math.prod(shape[2:]))
         self.shape, self.count, self.eps, self.group = shape, count, eps, group
+        self.param_dtypes = _dtypes_of(weight, bias)
         self.save_for_backward(v, mean, var, weight)
         if v.size == 0:
             return self.xp.empty(shape, dtype=x.dtype)
@@ -92,7 +98,7 @@ class SyncBatchNormFunction(Function):
 
     def backward(self, grad):
         v, mean, var, weight = self.saved_tensors
-        xp, backend, dtype = self.xp, self.backend, v.dtype
+        xp, backend, dtype = self.xp, self.backend, accumulation_dtype(v.dtype)  # the vectors' dtype
         c = v.shape[1]
         invstd = 1.0 / xp.sqrt(var.astype(xp.float64) + self.eps)
         g = grad.reshape(v.shape)
@@ -100,10 +106,11 @@ class SyncBatchNormFunction(Function):
             # dx_direct = γ·invstd·dy; the kernel's eval-mode sums are this rank's Σdy·x̂ and Σdy.
             dx, sum_dy_xhat, sum_dy = backend.batch_norm_backward(g, v, mean, invstd.astype(dtype), weight, False)
         else:
-            dx, sum_dy_xhat, sum_dy = xp.empty(v.shape, dtype=dtype), xp.zeros(c, dtype), xp.zeros(c, dtype)
+            dx, sum_dy_xhat, sum_dy = xp.empty(v.shape, dtype=v.dtype), xp.zeros(c, dtype), xp.zeros(c, dtype)
         sums = xp.concatenate([sum_dy, sum_dy_xhat]).astype(xp.float64)
         self.group.allreduce(sums, _sum_op(), backend, async_op=False)
         need = self.needs_input_grad
+        sum_dy_xhat, sum_dy = _as_dtypes((sum_dy_xhat, sum_dy), self.param_dtypes)
         if need[0] and v.size:
             # dx = γ·invstd·(dy - a - x̂·b) = dx_direct + x̂·(-γ·invstd·b) - γ·invstd·a; the eval kernel
             # computes the x̂ term from x without cancellation.
@@ -174,7 +181,7 @@ class SyncBatchNorm(_BatchNorm):
                              f"on rank {group.rank} and 1 value per channel over all {group.size} ranks")
         var = m2 / count if count else m2
         self.update_running_stats(mean, var, count)  # the global mean and biased variance, over count values
-        dtype = x.dtype
+        dtype = accumulation_dtype(x.dtype)  # float32 statistics for a half x, never rounded to half
         return SyncBatchNormFunction.apply(x, self.weight, self.bias, mean=mean.astype(dtype), var=var.astype(dtype),
                                            count=count, eps=self.eps, group=group)
 

@@ -18,7 +18,8 @@ from minigrad import nn
 SPLITS = {1: [(6,)], 2: [(5, 0), (2, 5)], 3: [(3, 0, 5), (1, 4, 2)]}
 # (reference class, per-sample shape): (N, C), (N, C, L), (N, C, H, W).
 CASES = [(nn.BatchNorm1d, (3,)), (nn.BatchNorm1d, (3, 4)), (nn.BatchNorm2d, (3, 2, 3))]
-TOL = {"float64": dict(rtol=1e-10, atol=1e-10), "float32": dict(rtol=2e-4, atol=2e-5)}
+TOL = {"float64": dict(rtol=1e-10, atol=1e-10), "float32": dict(rtol=2e-4, atol=2e-5),
+       "float16": dict(rtol=2e-3, atol=2e-3)}  # float16 input, float32 module: an ulp or two of float16
 
 
 class CountingGroup(dist.ProcessGroup):
@@ -54,7 +55,8 @@ def randomize(*modules, seed=0):
             m.bias.array[...] = b
 
 
-def compare_training(ctx, ref_cls, sample_shape, split, dtype, momentum=0.1, steps=3):
+def compare_training(ctx, ref_cls, sample_shape, split, dtype, momentum=0.1, steps=3, input_dtype=None):
+    """``input_dtype``: the inputs' dtype when it is not the modules' (float16 into float32 modules)."""
     c = sample_shape[0]
     kwargs = dict(momentum=momentum, device=ctx.device, dtype=dtype)
     ref = ref_cls(c, **kwargs)
@@ -62,7 +64,8 @@ def compare_training(ctx, ref_cls, sample_shape, split, dtype, momentum=0.1, ste
     randomize(ref, sync)
     start, total = sum(split[:ctx.rank]), sum(split)
     stop = start + split[ctx.rank]
-    tol = TOL[dtype]
+    tol = TOL[input_dtype or dtype]
+    dtype = input_dtype or dtype
     for step in range(steps):
         rng = np.random.default_rng(10 + step)
         xa = rng.standard_normal((total,) + sample_shape) * 2.0 + 0.5
@@ -104,6 +107,12 @@ def check_matches_batchnorm_over_the_global_batch_float32(ctx):
     for split in SPLITS[ctx.size]:
         for ref_cls, sample_shape in CASES:
             compare_training(ctx, ref_cls, sample_shape, split, "float32")
+
+
+def check_float16_input_float32_module(ctx):
+    """Mixed precision as in BatchNorm: float16 inputs, float32 parameters and running statistics."""
+    for ref_cls, sample_shape in CASES[1:]:
+        compare_training(ctx, ref_cls, sample_shape, SPLITS[ctx.size][-1], "float32", input_dtype="float16")
 
 
 def check_cumulative_average_momentum_none(ctx):

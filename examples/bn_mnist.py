@@ -44,12 +44,12 @@ from minigrad import nn, optim
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        HIDDEN, apply_threads, build_mlp, endless_batches, environment, flat, load_data, make_parser, progress,
-        pyplot, restore, snapshot, steps_to_reach, sync, train_step_each, write_json)
+        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, progress, pyplot, restore, snapshot,
+        require_positive, start, steps_to_reach, sync, train_step_each, write_json)
 else:
     from ._common import (
-        HIDDEN, apply_threads, build_mlp, endless_batches, environment, flat, load_data, make_parser, progress,
-        pyplot, restore, snapshot, steps_to_reach, sync, train_step_each, write_json)
+        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, progress, pyplot, restore, snapshot,
+        require_positive, start, steps_to_reach, sync, train_step_each, write_json)
 
 PERCENTILES = (15, 50, 85)
 TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97)
@@ -78,13 +78,13 @@ def evaluate(model, x, y, batch_size=2000, pop_batches=None):
     sigmoids = [i for i, m in enumerate(model) if isinstance(m, nn.Sigmoid)]
     last = sigmoids[-1]
     correct, captured = 0, []
-    for start in range(0, len(y), batch_size):
-        h = x[start:start + batch_size]
+    for i0 in range(0, len(y), batch_size):
+        h = x[i0:i0 + batch_size]
         for i, m in enumerate(model):
             if i == last:
                 captured.append(h.numpy())
             h = m(h)
-        correct += int((h.argmax(axis=1) == y[start:start + batch_size]).sum().item())
+        correct += int((h.argmax(axis=1) == y[i0:i0 + batch_size]).sum().item())
     restore(model, saved)
     model.train()
     return correct / len(y), np.concatenate(captured)
@@ -336,12 +336,10 @@ def print_summary(s, out):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, default_out=os.path.join("runs", "bn_mnist"))
-    p.add_argument("--steps", type=int, default=50000, help="training steps (the paper's length)")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size (the paper's)")
-    p.add_argument("--lr", type=float, default=1.0,
-                   help="SGD learning rate, the same for both networks (where the network without BN does "
-                        "best; see the docs)")
+    p = make_parser(__doc__, os.path.join("runs", "bn_mnist"), steps=50000, lr=1.0,
+                    steps_help="training steps (the paper's length)", batch_help="mini-batch size (the paper's)",
+                    lr_help="SGD learning rate, the same for both networks (where the network without BN does "
+                            "best; see the docs)", plot="skip the PNGs (CSV and JSON only)")
     p.add_argument("--init", choices=("gaussian", "default"), default="gaussian",
                    help="gaussian: N(0, 1/fan_in) weights, zero biases; default: minigrad's U(±1/√fan_in)")
     p.add_argument("--eval-every", type=int, default=None,
@@ -354,12 +352,8 @@ def parse_args(argv=None):
                         "uses) or Algorithm 2's over --pop-batches training batches, recomputed at each evaluation")
     p.add_argument("--pop-batches", type=int, default=100,
                    help="K, the training mini-batches Algorithm 2 averages over (with --bn-stats population)")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNGs (CSV and JSON only)")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error("--steps must be at least 1")
-    if args.pop_batches < 1:
-        p.error("--pop-batches must be at least 1")
+    require_positive(p, args, "steps", "batch_size", "pop_batches")
     if args.eval_every is None:
         args.eval_every = max(1, args.steps // 400)
     if not 0 <= args.unit < HIDDEN[-1]:
@@ -371,9 +365,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     hist, pct, timing = train(args, data)
     summary = summarize(args, data, hist, pct, timing)
     write_csv(os.path.join(args.out, "history.csv"), hist, pct, args.unit)

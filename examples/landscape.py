@@ -41,12 +41,12 @@ from minigrad.nn import functional as F
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        apply_threads, build_mlp, endless_batches, flat, load_data, make_parser, progress, pyplot, restore, run_info,
-        snapshot, train_step_each, write_json, write_rows)
+        build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot, require_positive, restore,
+        run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
 else:
     from ._common import (
-        apply_threads, build_mlp, endless_batches, flat, load_data, make_parser, progress, pyplot, restore, run_info,
-        snapshot, train_step_each, write_json, write_rows)
+        build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot, require_positive, restore,
+        run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
 
 NAMES = {"plain": "Standard (no BN)", "bn": "BN"}
 COLORS = {"plain": "tab:gray", "bn": "tab:blue"}
@@ -220,9 +220,7 @@ def _band(ax, rows, lo, hi, ylabel, title):
         ax.fill_between(steps, [r[f"{lo}_{k}"] for r in rows], [r[f"{hi}_{k}"] for r in rows], color=COLORS[k],
                         alpha=0.35, label=NAMES[k])
     ax.set(xlabel="training steps", ylabel=ylabel, yscale="log")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
+    decorate(ax, title, grid="both")
 
 
 def plot(path, rows, method, args, title):
@@ -237,22 +235,16 @@ def plot(path, rows, method, args, title):
     for k in NAMES:
         ax.plot([r["step"] for r in rows], [r[f"beta_{k}"] for r in rows], color=COLORS[k], label=NAMES[k])
     ax.set(xlabel="training steps", ylabel="max ‖Δ∇L‖ / ‖λ∇L‖", yscale="log")
-    ax.set_title("(c) effective β-smoothness", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
+    decorate(ax, "(c) effective β-smoothness", grid="both")
     if hess:
         ax = axes[3]
         for k in NAMES:
             ax.plot([r["step"] for r in hess], [r[f"hessian_top_{k}"] for r in hess], "o-", color=COLORS[k],
                     label=NAMES[k])
         ax.set(xlabel="training steps", ylabel="top eigenvalue of ∇²L", yscale="symlog")
-        ax.set_title("(d) top Hessian eigenvalue (power iteration)", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, which="both")
+        decorate(ax, "(d) top Hessian eigenvalue (power iteration)", grid="both")
         ax.text(0.02, 0.02, "Hv: " + method.split(" (")[0], transform=ax.transAxes, fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def _floats(text):
@@ -260,10 +252,8 @@ def _floats(text):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, default_out=os.path.join("runs", "landscape"))
-    p.add_argument("--steps", type=int, default=3000, help="training steps")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size")
-    p.add_argument("--lr", type=float, default=1.0, help="SGD learning rate η, the same for both networks")
+    p = make_parser(__doc__, os.path.join("runs", "landscape"), steps=3000, lr=1.0,
+                    lr_help="SGD learning rate η, the same for both networks")
     p.add_argument("--hidden", default="100,100,100", help="hidden layer widths, comma-separated")
     p.add_argument("--activation", choices=("sigmoid", "relu", "tanh"), default="sigmoid", help="hidden units")
     p.add_argument("--step-sizes", default="0.5,1,1.5,2,2.5,3,3.5,4",
@@ -272,7 +262,6 @@ def parse_args(argv=None):
     p.add_argument("--hessian-every", type=int, default=10,
                    help="top Hessian eigenvalue at every N-th probe (0: never)")
     p.add_argument("--hessian-iters", type=int, default=20, help="power iterations per eigenvalue")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
     try:
         args.step_sizes = _floats(args.step_sizes)
@@ -281,8 +270,9 @@ def parse_args(argv=None):
         p.error("--step-sizes and --hidden take comma-separated numbers")
     if not args.step_sizes or min(args.step_sizes) <= 0 or not args.hidden or min(args.hidden) < 1:
         p.error("--step-sizes must be positive and --hidden at least one width of at least 1")
-    if args.steps < 1 or args.hessian_every < 0 or args.hessian_iters < 1:
-        p.error("--steps and --hessian-iters must be at least 1, --hessian-every at least 0")
+    require_positive(p, args, "steps", "batch_size", "hessian_iters")
+    if args.hessian_every < 0:
+        p.error("--hessian-every must be at least 0")
     if args.every is None:
         args.every = max(1, args.steps // 100)
     return args
@@ -290,9 +280,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     rows, method, total = run(args, data)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
     write_rows(os.path.join(args.out, "history.csv"), [{k: r.get(k, "") for k in keys} for r in rows])

@@ -45,12 +45,12 @@ from minigrad.nn import functional as F
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        ACTIVATIONS, accuracy_and_loss, apply_threads, endless_batches, load_data, make_parser, progress, pyplot,
-        run_info, steps_to_reach, write_json, write_rows)
+        ACTIVATIONS, accuracy_and_loss, decorate, endless_batches, make_parser, progress, pyplot, require_positive,
+        run_info, save_figure, start, steps_to_reach, write_json, write_rows)
 else:
     from ._common import (
-        ACTIVATIONS, accuracy_and_loss, apply_threads, endless_batches, load_data, make_parser, progress, pyplot,
-        run_info, steps_to_reach, write_json, write_rows)
+        ACTIVATIONS, accuracy_and_loss, decorate, endless_batches, make_parser, progress, pyplot, require_positive,
+        run_info, save_figure, start, steps_to_reach, write_json, write_rows)
 
 #: name -> (batch norm, learning-rate multiple, activation, dropout multiple of --dropout)
 VARIANTS = {
@@ -158,26 +158,21 @@ def plot(path, hists, base_best, res, args, title):
     for ax in (ax1, ax2):
         ax.axhline(base_best, color="k", lw=0.6, ls="--")
         ax.set(xscale="log", xlabel="training steps (log scale)", ylabel="validation accuracy")
-        ax.grid(alpha=0.3, which="both")
     ax1.set_ylim(0, 1)
-    ax1.set_title("(a) all variants; no BN at 5× and 30× the rate", fontsize=10)
-    ax1.legend(fontsize=8, loc="lower right")
+    decorate(ax1, "(a) all variants; no BN at 5× and 30× the rate", "lower right", grid="both")
     top = [a for h in hists.values() for a in h["acc"] if a > 0.5]
     ax2.set_ylim(max(0.5, min(top) if top else 0.5, base_best - 0.05), min(1.0, max(top, default=1.0) + 0.003))
     ratio = res["BN-x5"]["fewer_steps_than_baseline"]
     ratio_text = f"{ratio:.1f}×" if ratio else "not reached"
-    ax2.set_title(f"(b) dots: first step at the Baseline's best ({base_best:.2%}); "
-                  f"BN-x5 needs {ratio_text} fewer steps (paper: {PAPER_RATIO:.0f}×)", fontsize=10)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    decorate(ax2, f"(b) dots: first step at the Baseline's best ({base_best:.2%}); "
+                  f"BN-x5 needs {ratio_text} fewer steps (paper: {PAPER_RATIO:.0f}×)", legend=None, grid="both")
+    save_figure(fig, path, title)
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, default_out=os.path.join("runs", "lr_claims"))
-    p.add_argument("--steps", type=int, default=2000, help="training steps per variant")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size")
-    p.add_argument("--lr", type=float, default=0.01, help="the Baseline's SGD learning rate (BN-x5: 5 times it)")
+    p = make_parser(__doc__, os.path.join("runs", "lr_claims"), steps=2000, lr=0.01,
+                    steps_help="training steps per variant",
+                    lr_help="the Baseline's SGD learning rate (BN-x5: 5 times it)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--dropout", type=float, default=0.4,
                    help="dropout before the classifier in Baseline and BN-Baseline (Inception's 40%%; the "
@@ -187,14 +182,12 @@ def parse_args(argv=None):
     p.add_argument("--diverge-loss", type=float, default=100.0,
                    help="a training loss above this (or not finite) counts as divergence and stops the variant")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown or "Baseline" not in args.variants or "BN-x5" not in args.variants:
         p.error(f"--variants: expected names from {', '.join(VARIANTS)}, including Baseline and BN-x5; got {unknown}")
-    if args.steps < 1 or args.val_images < 1:
-        p.error("--steps and --val-images must be at least 1")
+    require_positive(p, args, "steps", "batch_size", "val_images")
     if args.eval_every is None:
         args.eval_every = max(1, args.steps // 40)
     return args
@@ -202,9 +195,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     xv, yv, split = (data.x_val, data.y_val, "validation") if data.x_val is not None else (data.x_test, data.y_test,
                                                                                              "test")
     idx = np.random.default_rng(args.seed).permutation(len(yv))[:args.val_images]

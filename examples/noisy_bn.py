@@ -47,12 +47,12 @@ from minigrad import nn, optim
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        HIDDEN, accuracy_and_loss, apply_threads, build_mlp, endless_batches, flat, load_data, make_parser,
-        progress, pyplot, restore, run_info, snapshot, train_step_each, write_json, write_rows)
+        HIDDEN, accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
+        require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
 else:
     from ._common import (
-        HIDDEN, accuracy_and_loss, apply_threads, build_mlp, endless_batches, flat, load_data, make_parser,
-        progress, pyplot, restore, run_info, snapshot, train_step_each, write_json, write_rows)
+        HIDDEN, accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
+        require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
 
 PERCENTILES = (15, 50, 85)
 NAMES = {"standard": "Standard (no BN)", "bn": "BN", "noisy": "Noisy BN"}
@@ -171,9 +171,7 @@ def plot(path, hist, pct, args, title):
     late = [a for k in NAMES for a in hist[f"acc_{k}"][len(steps) // 10:]]
     ax.set(xlabel="training steps", ylabel="test accuracy (eval mode)",
            ylim=(max(0.0, min(late) - 0.05) if late else 0.0, 1.0))
-    ax.set_title("(a) test accuracy", fontsize=10)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
+    decorate(ax, "(a) test accuracy", "lower right", fontsize=None)
     for layer in range(layers):
         ax = axes[1 + layer]
         for k in NAMES:
@@ -181,12 +179,9 @@ def plot(path, hist, pct, args, title):
             ax.fill_between(steps, p[:, 0], p[:, 2], color=COLORS[k], alpha=0.2)
             ax.plot(steps, p[:, 1], color=COLORS[k], lw=1, label=f"{NAMES[k]}: median, 15-85% band")
         ax.set(xlabel="training steps", ylabel=f"sigmoid input, unit {args.unit}")
-        ax.set_title(f"({chr(98 + layer)}) hidden layer {layer + 1}, training mode", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        decorate(ax, f"({chr(98 + layer)}) hidden layer {layer + 1}, training mode",
+                 "upper left" if layer == layers - 1 else None)
+    save_figure(fig, path, title)
 
 
 def shift_per_step(pct):
@@ -195,20 +190,16 @@ def shift_per_step(pct):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, default_out=os.path.join("runs", "noisy_bn"))
-    p.add_argument("--steps", type=int, default=10000, help="training steps")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size")
-    p.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (Figure 1's)")
+    p = make_parser(__doc__, os.path.join("runs", "noisy_bn"), steps=10000, lr=1.0,
+                    lr_help="SGD learning rate (Figure 1's)")
     p.add_argument("--shift", type=float, default=1.0, help="noise: per-step shift μ ~ U(−shift, shift)")
     p.add_argument("--scale", type=float, default=2.0, help="noise: per-step scale s ~ U(1/scale, scale)")
     p.add_argument("--sigma", type=float, default=0.3, help="noise: standard deviation of the per-example part")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (without it: steps/100)")
     p.add_argument("--probe-images", type=int, default=1000, help="training images the percentiles are taken over")
     p.add_argument("--unit", type=int, default=0, help="which unit's percentiles to plot")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error("--steps must be at least 1")
+    require_positive(p, args, "steps", "batch_size", "probe_images")
     if args.scale < 1 or args.shift < 0 or args.sigma < 0:
         p.error("--scale must be at least 1, --shift and --sigma at least 0")
     if not 0 <= args.unit < HIDDEN[-1]:
@@ -220,10 +211,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
+    data = start(args)
     args.probe_images = min(args.probe_images, len(data.y_train))
-    os.makedirs(args.out, exist_ok=True)
     hist, pct, timing = run(args, data)
     rows = [{c: hist[c][i] for c in hist} for i in range(len(hist["step"]))]
     write_rows(os.path.join(args.out, "history.csv"), rows)

@@ -40,12 +40,12 @@ from minigrad.norm import fold, recompute_statistics
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        accuracy_and_loss, apply_threads, build_mlp, endless_batches, flat, load_data, make_parser, progress,
-        pyplot, restore, run_info, snapshot, train_step_each, write_json, write_rows)
+        accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
+        require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
 else:
     from ._common import (
-        accuracy_and_loss, apply_threads, build_mlp, endless_batches, flat, load_data, make_parser, progress,
-        pyplot, restore, run_info, snapshot, train_step_each, write_json, write_rows)
+        accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
+        require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
 
 MOMENTA = (0.01, 0.1, 0.9)
 K_SWEEP = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -147,52 +147,37 @@ def plot(path, rows, k_sweep, args, title):
         color, ls = styles[m]
         ax.plot(steps, [r[f"acc_running_{m}"] for r in rows], ls, color=color, label=f"moving averages, momentum {m}")
     ax.set(xscale="log", xlabel="training steps (log scale)", ylabel="test accuracy (eval mode)", ylim=(0, 1))
-    ax.set_title("(a) accuracy with each kind of statistics", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
+    decorate(ax, "(a) accuracy with each kind of statistics", "lower right")
     ax = axes[1]
     for m in MOMENTA:
         color, ls = styles[m]
         ax.plot(steps, [r[f"stat_error_{m}"] for r in rows], ls, color=color, label=f"momentum {m}")
     ax.set(xscale="log", yscale="log", xlabel="training steps (log scale)",
            ylabel="mean |running mean − E[x]| / √Var[x]")
-    ax.set_title("(b) moving averages vs Algorithm 2's statistics", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
+    decorate(ax, "(b) moving averages vs Algorithm 2's statistics", grid="both")
     ax = axes[2]
     ax.plot([r["batches"] for r in k_sweep], [r["acc"] for r in k_sweep], "o-", color="k",
             label="Algorithm 2 with K batches")
     ax.axhline(rows[-1]["acc_running_0.1"], color="tab:blue", ls="--", label="moving averages, momentum 0.1")
     ax.set(xscale="log", xlabel=f"K, training mini-batches of {args.batch_size} averaged (log scale)",
            ylabel="test accuracy (eval mode)")
-    ax.set_title(f"(c) at step {args.steps}: how many batches Algorithm 2 needs", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    decorate(ax, f"(c) at step {args.steps}: how many batches Algorithm 2 needs")
+    save_figure(fig, path, title)
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, default_out=os.path.join("runs", "precise_bn"))
-    p.add_argument("--steps", type=int, default=5000, help="training steps")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size (the paper's m)")
-    p.add_argument("--lr", type=float, default=1.0, help="SGD learning rate (Figure 1's)")
+    p = make_parser(__doc__, os.path.join("runs", "precise_bn"), steps=5000, lr=1.0,
+                    lr_help="SGD learning rate (Figure 1's)", batch_help="mini-batch size (the paper's m)")
     p.add_argument("--batches", type=int, default=100, help="K, training mini-batches Algorithm 2 averages over")
     p.add_argument("--points", type=int, default=30, help="log-spaced evaluations")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
-    for name in ("steps", "batches", "points"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
+    require_positive(p, args, "steps", "batch_size", "batches", "points")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     rows, k_sweep, folding, same, total = run(args, data)
     write_rows(os.path.join(args.out, "history.csv"), rows)
     last = rows[-1]

@@ -40,12 +40,12 @@ from minigrad.nn import functional as F
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        accuracy_and_loss, apply_threads, build_mlp, endless_batches, flat, load_data, make_parser, progress, pyplot,
-        run_info, write_json, write_rows)
+        accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
+        require_positive, run_info, save_figure, start, write_json, write_rows)
 else:
     from ._common import (
-        accuracy_and_loss, apply_threads, build_mlp, endless_batches, flat, load_data, make_parser, progress, pyplot,
-        run_info, write_json, write_rows)
+        accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
+        require_positive, run_info, save_figure, start, write_json, write_rows)
 
 SWEEPS = ("init", "lr", "dropout")
 LABEL = {False: "without BN", True: "with BN"}
@@ -105,37 +105,33 @@ def run_sweep(kind, args, data, x_test, y_test):
     return runs
 
 
-def _sweep_plot(ax, runs, key, xlabel):
+def _sweep_plot(plt, runs, key, xlabel, title):
+    """Test accuracy against ``key`` with and without BN; diverged runs marked with a red cross."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
     for bn in (False, True):
         rs = [r for r in runs if r["batch_norm"] == bn]
-        xs = [r[key] for r in rs]
-        ax.plot(xs, [r["test_acc"] for r in rs], "o-", color=COLOR[bn], label=LABEL[bn])
+        ax.plot([r[key] for r in rs], [r["test_acc"] for r in rs], "o-", color=COLOR[bn], label=LABEL[bn])
         bad = [r for r in rs if r["diverged_at"]]
         if bad:
             ax.plot([r[key] for r in bad], [r["test_acc"] for r in bad], "x", color="tab:red", ms=10, mew=2,
                     label=f"{LABEL[bn]}: diverged")
     ax.set(xscale="log", xlabel=xlabel, ylabel="test accuracy after training", ylim=(0, 1))
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower left", fontsize=8)
+    decorate(ax, title, "lower left", grid="both")
+    return fig, ax
 
 
 def plot(out, results, args, title):
     plt = pyplot()
     if "init" in results:
-        fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-        _sweep_plot(ax, results["init"], "init_scale", "initial weight scale s: W ~ N(0, s²/fan_in) (log scale)")
+        fig, ax = _sweep_plot(plt, results["init"], "init_scale",
+                              "initial weight scale s: W ~ N(0, s²/fan_in) (log scale)",
+                              f"Sensitivity to the initial weight scale ({args.steps} steps, lr {args.lr:g})")
         ax.axvline(1.0, color="k", lw=0.6, ls="--")
-        ax.set_title(f"Sensitivity to the initial weight scale ({args.steps} steps, lr {args.lr:g})", fontsize=10)
-        fig.suptitle(title, fontsize=8)
-        fig.savefig(os.path.join(out, "sweep_init.png"), dpi=120)
-        plt.close(fig)
+        save_figure(fig, os.path.join(out, "sweep_init.png"), title)
     if "lr" in results:
-        fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-        _sweep_plot(ax, results["lr"], "lr", "SGD learning rate (log scale)")
-        ax.set_title(f"Tolerance of high learning rates ({args.steps} steps)", fontsize=10)
-        fig.suptitle(title, fontsize=8)
-        fig.savefig(os.path.join(out, "sweep_lr.png"), dpi=120)
-        plt.close(fig)
+        fig, _ = _sweep_plot(plt, results["lr"], "lr", "SGD learning rate (log scale)",
+                             f"Tolerance of high learning rates ({args.steps} steps)")
+        save_figure(fig, os.path.join(out, "sweep_lr.png"), title)
     if "dropout" in results:
         runs = results["dropout"]
         fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
@@ -149,13 +145,9 @@ def plot(out, results, args, title):
         ax.set_xticks(pos, labels, fontsize=8)
         lo = min(min(r["train_acc"], r["test_acc"]) for r in runs)
         ax.set(ylabel="accuracy", ylim=(max(0.0, lo - 0.05), 1.01))
-        ax.set_title(f"Regularization: {args.dropout_train} training images, {args.dropout_steps} steps, "
-                     f"lr {args.lr:g}", fontsize=10)
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(alpha=0.3, axis="y")
-        fig.suptitle(title, fontsize=8)
-        fig.savefig(os.path.join(out, "sweep_dropout.png"), dpi=120)
-        plt.close(fig)
+        decorate(ax, f"Regularization: {args.dropout_train} training images, {args.dropout_steps} steps, "
+                     f"lr {args.lr:g}", "lower right", grid="major")
+        save_figure(fig, os.path.join(out, "sweep_dropout.png"), title)
 
 
 def _floats(text):
@@ -163,11 +155,10 @@ def _floats(text):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, default_out=os.path.join("runs", "sweeps"))
+    p = make_parser(__doc__, os.path.join("runs", "sweeps"), steps=2000, lr=1.0,
+                    steps_help="training steps per run of the init and lr sweeps",
+                    lr_help="SGD learning rate of the init and dropout sweeps")
     p.add_argument("--sweep", default=",".join(SWEEPS), help="which sweeps, comma-separated")
-    p.add_argument("--steps", type=int, default=2000, help="training steps per run of the init and lr sweeps")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size")
-    p.add_argument("--lr", type=float, default=1.0, help="SGD learning rate of the init and dropout sweeps")
     p.add_argument("--init-scales", default="0.1,0.3,1,3,10", help="initial weight scales s, comma-separated")
     p.add_argument("--lrs", default="0.03,0.1,0.3,1,3,10,30,100", help="learning rates, comma-separated")
     p.add_argument("--dropout", type=float, default=0.3, help="dropout probability of the dropout sweep")
@@ -175,7 +166,6 @@ def parse_args(argv=None):
     p.add_argument("--dropout-steps", type=int, default=5000, help="training steps per run of the dropout sweep")
     p.add_argument("--diverge-loss", type=float, default=100.0,
                    help="a training loss above this (or not finite) counts as divergence and ends the run")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     args = p.parse_args(argv)
     args.sweep = [s.strip() for s in args.sweep.split(",") if s.strip()]
     if not args.sweep or any(s not in SWEEPS for s in args.sweep):
@@ -186,16 +176,15 @@ def parse_args(argv=None):
         p.error("--init-scales and --lrs take comma-separated numbers")
     if not args.init_scales or not args.lrs or min(args.init_scales + args.lrs) <= 0:
         p.error("--init-scales and --lrs must be positive numbers")
-    if min(args.steps, args.dropout_train, args.dropout_steps) < 1 or not 0 < args.dropout < 1:
-        p.error("--steps, --dropout-train and --dropout-steps must be at least 1, --dropout in (0, 1)")
+    require_positive(p, args, "steps", "batch_size", "dropout_train", "dropout_steps")
+    if not 0 < args.dropout < 1:
+        p.error(f"--dropout must be in (0, 1), got {args.dropout}")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     x_test = minigrad.tensor(flat(data.x_test), device=args.device)
     y_test = minigrad.tensor(data.y_test, device=args.device)
     t0 = time.perf_counter()

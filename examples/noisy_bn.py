@@ -190,7 +190,7 @@ def shift_per_step(pct):
 
 
 def parse_args(argv=None):
-    p = make_parser(__doc__, os.path.join("runs", "noisy_bn"), steps=10000, lr=1.0,
+    p = make_parser(__doc__, os.path.join("runs", "noisy_bn"), steps=5000, lr=1.0,
                     lr_help="SGD learning rate (Figure 1's)")
     p.add_argument("--shift", type=float, default=1.0, help="noise: per-step shift μ ~ U(−shift, shift)")
     p.add_argument("--scale", type=float, default=2.0, help="noise: per-step scale s ~ U(1/scale, scale)")

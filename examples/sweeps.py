@@ -160,7 +160,7 @@ def parse_args(argv=None):
                     lr_help="SGD learning rate of the init and dropout sweeps")
     p.add_argument("--sweep", default=",".join(SWEEPS), help="which sweeps, comma-separated")
     p.add_argument("--init-scales", default="0.1,0.3,1,3,10", help="initial weight scales s, comma-separated")
-    p.add_argument("--lrs", default="0.03,0.1,0.3,1,3,10,30,100", help="learning rates, comma-separated")
+    p.add_argument("--lrs", default="0.1,0.3,1,3,10,30,100", help="learning rates, comma-separated")
     p.add_argument("--dropout", type=float, default=0.3, help="dropout probability of the dropout sweep")
     p.add_argument("--dropout-train", type=int, default=2000, help="training images of the dropout sweep")
     p.add_argument("--dropout-steps", type=int, default=5000, help="training steps per run of the dropout sweep")

@@ -241,7 +241,9 @@ def plot(path, rows, method, args, title):
         for k in NAMES:
             ax.plot([r["step"] for r in hess], [r[f"hessian_top_{k}"] for r in hess], "o-", color=COLORS[k],
                     label=NAMES[k])
-        ax.set(xlabel="training steps", ylabel="top eigenvalue of ∇²L", yscale="symlog")
+        values = [r[f"hessian_top_{k}"] for r in hess for k in NAMES]
+        # A log axis where every estimate is positive (the usual case); symlog shows a negative one too.
+        ax.set(xlabel="training steps", ylabel="top eigenvalue of ∇²L", yscale="log" if min(values) > 0 else "symlog")
         decorate(ax, "(d) top Hessian eigenvalue (power iteration)", grid="both")
         ax.text(0.02, 0.02, "Hv: " + method.split(" (")[0], transform=ax.transAxes, fontsize=7)
     save_figure(fig, path, title)

@@ -164,8 +164,10 @@ def plot(path, hists, base_best, res, args, title):
     ax2.set_ylim(max(0.5, min(top) if top else 0.5, base_best - 0.05), min(1.0, max(top, default=1.0) + 0.003))
     ratio = res["BN-x5"]["fewer_steps_than_baseline"]
     ratio_text = f"{ratio:.1f}×" if ratio else "not reached"
-    decorate(ax2, f"(b) dots: first step at the Baseline's best ({base_best:.2%}); "
-                  f"BN-x5 needs {ratio_text} fewer steps (paper: {PAPER_RATIO:.0f}×)", legend=None, grid="both")
+    ax2.set_xlim(left=max(1, args.steps // 40))
+    decorate(ax2, f"(b) magnified; dots: first step at the Baseline's best ({base_best:.2%})\n"
+                  f"BN-x5 needs {ratio_text} fewer steps than the Baseline (paper: {PAPER_RATIO:.1f}×)", legend=None,
+             grid="both")
     save_figure(fig, path, title)
 
 

@@ -302,6 +302,48 @@ def pyplot():
     return plt
 
 
+def plot_accuracy(ax, steps, curves, logx=False, ylabel="test accuracy"):
+    """Accuracy curves ``(values, fmt, color, label)`` against ``steps``, nothing clipped.
+
+    On a linear axis with enough points, an inset magnifies the last 90% of
+    the steps, where the curves crowd near the top; on a log axis step 0 is
+    left out (it has no place there).
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    steps = np.asarray(steps)
+    first = 1 if logx else 0
+
+    def draw(a):
+        for values, fmt, color, label in curves:
+            a.plot(steps[first:], values[first:], fmt, color=color, label=label)
+
+    draw(ax)
+    ax.set_xlabel("training steps" + (" (log scale)" if logx else ""))
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # step labels like 12500 overlap
+    everything = np.concatenate([np.asarray(v)[first:] for v, *_ in curves])
+    ax.set_ylim(max(0.0, everything.min() - 0.02), 1.0)
+    ax.grid(alpha=0.3)
+    if logx or len(steps) < 20:
+        ax.legend(loc="lower right")
+        return
+    ax.legend(loc="lower right", bbox_to_anchor=(0.98, 0.55))  # above the inset
+    late = steps >= 0.1 * steps[-1]
+    vals = np.concatenate([np.asarray(v)[late] for v, *_ in curves])
+    inset = ax.inset_axes([0.40, 0.08, 0.57, 0.36])
+    draw(inset)
+    inset.set_xlim(steps[late][0], steps[-1])
+    inset.set_ylim(vals.min() - 0.002, min(1.0, vals.max() + 0.002))
+    inset.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+    inset.tick_params(labelsize=7)
+    inset.set_title("last 90% of the steps, magnified", fontsize=7)
+    inset.grid(alpha=0.3)
+
+
 def decorate(ax, title, legend="best", grid="major", fontsize=8):
     """A panel's title (panel letter first), legend and grid, alike in every figure."""
     ax.set_title(title, fontsize=10)

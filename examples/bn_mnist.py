@@ -44,12 +44,12 @@ from minigrad import nn, optim
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, progress, pyplot, restore, snapshot,
-        require_positive, start, steps_to_reach, sync, train_step_each, write_json)
+        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, plot_accuracy, progress, pyplot,
+        require_positive, restore, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
 else:
     from ._common import (
-        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, progress, pyplot, restore, snapshot,
-        require_positive, start, steps_to_reach, sync, train_step_each, write_json)
+        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, plot_accuracy, progress, pyplot,
+        require_positive, restore, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
 
 PERCENTILES = (15, 50, 85)
 TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97)
@@ -210,37 +210,7 @@ def plot(out, hist, pct, unit, title):
     hi = max(pct["plain"][:, :, unit].max(), pct["bn"][:, :, unit].max())
     pad = 0.05 * (hi - lo + 1e-9)
 
-    def curves(ax, first=0):
-        ax.plot(steps[first:], hist["acc_plain"][first:], "--", color="tab:gray", label="Without BN")
-        ax.plot(steps[first:], hist["acc_bn"][first:], "-", color="tab:blue", label="With BN")
-
-    def accuracy_panel(ax, logx=False):
-        first = 1 if logx else 0  # step 0 has no place on a log axis
-        curves(ax, first)
-        ax.set_xlabel("training steps" + (" (log scale)" if logx else ""))
-        ax.set_ylabel("test accuracy")
-        if logx:
-            ax.set_xscale("log")
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # step labels like 12500 overlap
-        # The whole climb, from the first evaluation: nothing is clipped.
-        ax.set_ylim(max(0.0, min(hist["acc_plain"][first:] + hist["acc_bn"][first:]) - 0.02), 1.0)
-        ax.grid(alpha=0.3)
-        if logx or len(steps) < 20:
-            ax.legend(loc="lower right")
-        else:
-            ax.legend(loc="lower right", bbox_to_anchor=(0.98, 0.55))  # above the inset
-            # The end of training, magnified: the last 90% of the steps, where both curves are near the top.
-            late = steps >= 0.1 * steps[-1]
-            vals = np.concatenate([np.asarray(hist["acc_plain"])[late], np.asarray(hist["acc_bn"])[late]])
-            inset = ax.inset_axes([0.40, 0.08, 0.57, 0.36])
-            curves(inset)
-            inset.set_xlim(steps[late][0], steps[-1])
-            inset.set_ylim(vals.min() - 0.002, min(1.0, vals.max() + 0.002))
-            inset.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-            inset.tick_params(labelsize=7)
-            inset.set_title("last 90% of the steps, magnified", fontsize=7)
-            inset.grid(alpha=0.3)
+    curves = [(hist["acc_plain"], "--", "tab:gray", "Without BN"), (hist["acc_bn"], "-", "tab:blue", "With BN")]
 
     def pct_panel(ax, key, label):
         for j, q in enumerate(PERCENTILES):
@@ -255,7 +225,7 @@ def plot(out, hist, pct, unit, title):
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     fig.get_layout_engine().set(wspace=0.08)  # room between (a) and (b)'s axis label
-    accuracy_panel(axes[0])
+    plot_accuracy(axes[0], steps, curves)
     axes[0].set_title("(a) test accuracy", fontsize=10)
     pct_panel(axes[1], "plain", "(b) without BN: 15/50/85th percentiles")
     pct_panel(axes[2], "bn", "(c) with BN: 15/50/85th percentiles")
@@ -265,8 +235,8 @@ def plot(out, hist, pct, unit, title):
     plt.close(fig)
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    accuracy_panel(ax1)
-    accuracy_panel(ax2, logx=True)
+    plot_accuracy(ax1, steps, curves)
+    plot_accuracy(ax2, steps, curves, logx=True)
     fig.suptitle(title, fontsize=9)
     fig.savefig(os.path.join(out, "accuracy.png"), dpi=120)
     plt.close(fig)

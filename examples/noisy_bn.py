@@ -47,12 +47,14 @@ from minigrad import nn, optim
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        HIDDEN, accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
-        require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
+        HIDDEN, accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, plot_accuracy, progress,
+        pyplot, require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json,
+        write_rows)
 else:
     from ._common import (
-        HIDDEN, accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, progress, pyplot,
-        require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json, write_rows)
+        HIDDEN, accuracy_and_loss, build_mlp, decorate, endless_batches, flat, make_parser, plot_accuracy, progress,
+        pyplot, require_positive, restore, run_info, save_figure, snapshot, start, train_step_each, write_json,
+        write_rows)
 
 PERCENTILES = (15, 50, 85)
 NAMES = {"standard": "Standard (no BN)", "bn": "BN", "noisy": "Noisy BN"}
@@ -165,13 +167,9 @@ def plot(path, hist, pct, args, title):
     steps = np.asarray(hist["step"])
     layers = pct["bn"].shape[1]
     fig, axes = plt.subplots(1, 1 + layers, figsize=(5 + 4 * layers, 4.2), layout="constrained")
-    ax = axes[0]
-    for k in NAMES:
-        ax.plot(steps, hist[f"acc_{k}"], color=COLORS[k], label=NAMES[k])
-    late = [a for k in NAMES for a in hist[f"acc_{k}"][len(steps) // 10:]]
-    ax.set(xlabel="training steps", ylabel="test accuracy (eval mode)",
-           ylim=(max(0.0, min(late) - 0.05) if late else 0.0, 1.0))
-    decorate(ax, "(a) test accuracy", "lower right", fontsize=None)
+    plot_accuracy(axes[0], steps, [(hist[f"acc_{k}"], "-", COLORS[k], NAMES[k]) for k in NAMES],
+                  ylabel="test accuracy (eval mode)")
+    axes[0].set_title("(a) test accuracy", fontsize=10)
     for layer in range(layers):
         ax = axes[1 + layer]
         for k in NAMES:

@@ -167,7 +167,7 @@ def progress(iterable, total, desc, disable, every_s=30.0):
 
 
 class _Lines:
-    """Iterate and print ``desc: i/total (p%), elapsed, left, postfix`` lines every ``every_s`` seconds (None: never)."""
+    """Iterate, printing ``desc: i/total (p%), elapsed, left, postfix`` every ``every_s`` seconds (None: never)."""
 
     def __init__(self, iterable, total, desc, every_s):
         self.iterable, self.total, self.desc, self.every_s = iterable, total, desc, every_s

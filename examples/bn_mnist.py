@@ -45,11 +45,11 @@ if __package__ in (None, ""):  # run as a file: make the sibling helper importab
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
         HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, plot_accuracy, progress, pyplot,
-        require_positive, restore, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
+        require_positive, restore, save_figure, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
 else:
     from ._common import (
         HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, plot_accuracy, progress, pyplot,
-        require_positive, restore, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
+        require_positive, restore, save_figure, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
 
 PERCENTILES = (15, 50, 85)
 TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97)
@@ -200,8 +200,9 @@ def write_csv(path, hist, pct, unit):
             w.writerow(row)
 
 
-def plot(out, hist, pct, unit, title):
-    """figure1.png (a, b, c as in the paper), accuracy.png (linear and log steps) and percentiles.png."""
+def figures(hist, pct, unit, title):
+    """The figures, by file name: figure1.png (a, b, c as in the paper), accuracy.png (linear and log
+    steps) and percentiles.png (b and c alone)."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -231,22 +232,27 @@ def plot(out, hist, pct, unit, title):
     pct_panel(axes[2], "bn", "(c) with BN: 15/50/85th percentiles")
     axes[1].set_ylabel(f"sigmoid input (unit {unit}, last hidden layer)")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(os.path.join(out, "figure1.png"), dpi=120)
-    plt.close(fig)
+    out = {"figure1.png": fig}
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     plot_accuracy(ax1, steps, curves)
     plot_accuracy(ax2, steps, curves, logx=True)
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(os.path.join(out, "accuracy.png"), dpi=120)
-    plt.close(fig)
+    fig.suptitle(title, fontsize=10)
+    out["accuracy.png"] = fig
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
     pct_panel(axes[0], "plain", "without BN: 15/50/85th percentiles")
     pct_panel(axes[1], "bn", "with BN: 15/50/85th percentiles")
     axes[0].set_ylabel(f"sigmoid input (unit {unit})")
-    fig.savefig(os.path.join(out, "percentiles.png"), dpi=120)
-    plt.close(fig)
+    fig.suptitle(title, fontsize=10)
+    out["percentiles.png"] = fig
+    return out
+
+
+def plot(out, hist, pct, unit, title):
+    """Write the ``figures`` as PNGs into ``out``."""
+    for name, fig in figures(hist, pct, unit, title).items():
+        save_figure(fig, os.path.join(out, name), title)
 
 
 def summarize(args, data, hist, pct, timing):
@@ -263,8 +269,8 @@ def summarize(args, data, hist, pct, timing):
     tail = max(1, len(steps) // 10)
     return {
         "config": {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "seed", "init", "device",
-                                                 "eval_every", "unit", "drift_skip", "bn_stats", "pop_batches", "data", "subset",
-                                                 "threads")},
+                                                 "eval_every", "unit", "drift_skip", "bn_stats", "pop_batches", "data",
+                                                 "subset", "threads")},
         "data": {"name": data.name, "description": data.description, "source": data.source,
                  "train_images": len(data.y_train), "test_images": len(data.y_test)},
         "final_accuracy": {"plain": hist["acc_plain"][-1], "bn": hist["acc_bn"][-1]},

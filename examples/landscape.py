@@ -228,7 +228,8 @@ def plot(path, rows, method, args, title):
     hess = [r for r in rows if "hessian_top_bn" in r]
     fig, axes = plt.subplots(1, 4 if hess else 3, figsize=(20 if hess else 15, 4.3), layout="constrained")
     sizes = f"λ = {min(args.step_sizes):g}–{max(args.step_sizes):g}·η"
-    _band(axes[0], rows, "loss_min", "loss_max", "training loss L(w − λ∇L)", f"(a) loss landscape: range over {sizes}")
+    _band(axes[0], rows, "loss_min", "loss_max", "training loss L(w − λ∇L)",
+          f"(a) loss landscape: range over {sizes}")
     _band(axes[1], rows, "grad_change_min", "grad_change_max", "‖∇L(w) − ∇L(w − λ∇L)‖",
           "(b) gradient predictiveness: range of the change")
     ax = axes[2]
@@ -243,7 +244,8 @@ def plot(path, rows, method, args, title):
                     label=NAMES[k])
         values = [r[f"hessian_top_{k}"] for r in hess for k in NAMES]
         # A log axis where every estimate is positive (the usual case); symlog shows a negative one too.
-        ax.set(xlabel="training steps", ylabel="top eigenvalue of ∇²L", yscale="log" if min(values) > 0 else "symlog")
+        ax.set(xlabel="training steps", ylabel="top eigenvalue of ∇²L",
+               yscale="log" if min(values) > 0 else "symlog")
         decorate(ax, "(d) top Hessian eigenvalue (power iteration)", grid="both")
         ax.text(0.02, 0.02, "Hv: " + method.split(" (")[0], transform=ax.transAxes, fontsize=7)
     save_figure(fig, path, title)

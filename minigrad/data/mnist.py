@@ -84,7 +84,8 @@ class ImageClassificationData:
         return len(self.classes)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0):
-        """A copy with at most ``n_train`` training and ``n_test`` test (and validation) images, drawn at random (seeded)."""
+        """A copy with at most ``n_train`` training and ``n_test`` test (and validation) images, drawn at random
+        (seeded)."""
         rng = np.random.default_rng(seed)
 
         def pick(x, y, n):
@@ -306,7 +307,8 @@ _MNIST_SPLITS = (("train", 50000), ("validation", 10000), ("test", 10000))
 def _check_split(path, split, expected, value):
     """Validate one (images, labels) pair of mnist.pkl.gz; returns images (N, 28, 28) float32, labels int64."""
     if not (isinstance(value, tuple) and len(value) == 2 and all(isinstance(a, np.ndarray) for a in value)):
-        raise IDXError(f"{path}: the {split} split must be a pair of arrays (images, labels), got {type(value).__name__}")
+        raise IDXError(f"{path}: the {split} split must be a pair of arrays (images, labels), "
+                       f"got {type(value).__name__}")
     images, labels = value
     if images.shape != (expected, 784) or images.dtype != np.float32:
         raise IDXError(f"{path}: {split} images must be float32 of shape ({expected}, 784), "

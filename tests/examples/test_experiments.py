@@ -189,3 +189,43 @@ def test_build_mlp_options():
         _common.build_mlp(False, activation="swish")
     with pytest.raises(ValueError, match="unknown init 'xavier'"):
         _common.build_mlp(False, init="xavier")
+
+
+def _history(n):
+    steps = np.arange(n) * 100
+    plain = np.minimum(0.98, 0.1 + 0.9 * (1 - np.exp(-steps / 200)))
+    return steps, plain, np.minimum(0.985, plain + 0.05)
+
+
+def test_plot_accuracy_clips_nothing_and_magnifies_the_end():
+    """Issue 13: panel (a) must show the start of both curves (it was cut at 0.78)."""
+    plt = _common.pyplot()
+    steps, plain, bn = _history(60)
+    fig, ax = plt.subplots()
+    _common.plot_accuracy(ax, steps, [(plain, "--", "gray", "Without BN"), (bn, "-", "blue", "With BN")])
+    assert ax.get_ylim()[0] <= plain.min() and ax.get_ylim()[1] >= bn.max()
+    (inset,) = ax.child_axes
+    assert inset.get_ylim()[0] > 0.9 and inset.get_xlim()[0] >= 0.1 * steps[-1]
+    plt.close(fig)
+
+
+def test_figure1_panel_b_label_clears_panel_a():
+    """Issue 13: the y label of panel (b) touched panel (a)."""
+    from examples import bn_mnist
+
+    plt = _common.pyplot()
+    steps, plain, bn = _history(401)
+    rng = np.random.default_rng(0)
+    pct = {k: np.sort(rng.normal(0, 2, (len(steps), 3, 100)), axis=1) for k in ("plain", "bn")}
+    hist = {"step": steps.tolist(), "acc_plain": plain.tolist(), "acc_bn": bn.tolist()}
+    figs = bn_mnist.figures(hist, pct, 0, "title")
+    assert set(figs) == {"figure1.png", "accuracy.png", "percentiles.png"}
+    fig = figs["figure1.png"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    a, b, _ = fig.axes[:3]
+    label = b.yaxis.label.get_window_extent(renderer)
+    panel_a = a.get_tightbbox(renderer)  # the axes with its tick labels and inset
+    assert label.x0 > panel_a.x1 + 5, (label, panel_a)
+    for f in figs.values():
+        plt.close(f)

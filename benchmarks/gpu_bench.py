@@ -17,6 +17,12 @@ really moves about 5S, so its fraction is a lower bound of the efficiency).
 Targets: eval >= 85% of the copy bandwidth; training forward and backward
 at least as fast as cuDNN through PyTorch.
 
+Neither library accumulates gradients across timed runs: minigrad's kernels
+return fresh dx/dweight/dbias, and PyTorch's ``.grad`` of x, weight and bias
+are set to None before each forward+backward (what
+``zero_grad(set_to_none=True)`` does), so its runs time no extra
+read-modify-write pass.
+
 Usage::
 
     python benchmarks/gpu_bench.py [--iters 50] [--warmup 10] [--json results.json]
@@ -77,6 +83,39 @@ def _as_ncs(shape):
     return (shape[0], shape[1], 1) if len(shape) == 2 else (shape[0], shape[1], shape[2] * shape[3])
 
 
+def torch_cases(torch, x, g, shape, device="cuda"):
+    """PyTorch's timed operations on the arrays ``x`` and ``g`` (shared through DLPack, no copy).
+
+    Returns ``({op: fn}, (x, weight, bias))``: training forward (no graph),
+    forward+backward and eval, and the leaves whose ``.grad`` each
+    forward+backward run starts without.
+    """
+    F = torch.nn.functional
+    c = shape[1]
+    tx = torch.from_dlpack(x).reshape(shape)  # same memory, no copy
+    tg = torch.from_dlpack(g).reshape(shape)
+    tw = torch.ones(c, device=device, requires_grad=True)
+    tb = torch.zeros(c, device=device, requires_grad=True)
+    rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+    txg = tx.detach().requires_grad_()
+    leaves = (txg, tw, tb)
+
+    def train_fwd():
+        with torch.no_grad():
+            F.batch_norm(tx, rm, rv, tw, tb, training=True, momentum=0.1, eps=EPS)
+
+    def train_fwd_bwd():
+        for t in leaves:  # as zero_grad(set_to_none=True): backward writes .grad instead of adding to it
+            t.grad = None
+        F.batch_norm(txg, rm, rv, tw, tb, training=True, momentum=0.1, eps=EPS).backward(tg)
+
+    def eval_fwd():
+        with torch.no_grad():
+            F.batch_norm(tx, rm, rv, tw, tb, training=False, eps=EPS)
+
+    return {"train_forward": train_fwd, "train_forward_backward": train_fwd_bwd, "eval": eval_fwd}, leaves
+
+
 def bench_case(kind, shape, backend, cupy, torch, iters, warmup):
     xp = backend.xp
     n, c, s = _as_ncs(shape)
@@ -113,31 +152,7 @@ def bench_case(kind, shape, backend, cupy, torch, iters, warmup):
     }
     theirs = {}
     if torch is not None:
-        tx = torch.from_dlpack(x.reshape(shape))  # same memory, no copy
-        tg = torch.from_dlpack(g.reshape(shape))
-        tw = torch.ones(c, device="cuda", requires_grad=True)
-        tb = torch.zeros(c, device="cuda", requires_grad=True)
-        rm, rv = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
-        txg = tx.detach().requires_grad_()
-        F = torch.nn.functional
-
-        def t_train_fwd():
-            with torch.no_grad():
-                F.batch_norm(tx, rm, rv, tw, tb, training=True, momentum=0.1, eps=EPS)
-
-        def t_train_fwd_bwd():
-            y = F.batch_norm(txg, rm, rv, tw, tb, training=True, momentum=0.1, eps=EPS)
-            y.backward(tg)
-
-        def t_eval():
-            with torch.no_grad():
-                F.batch_norm(tx, rm, rv, tw, tb, training=False, eps=EPS)
-
-        theirs = {
-            "train_forward": _timer(cupy, t_train_fwd, iters, warmup),
-            "train_forward_backward": _timer(cupy, t_train_fwd_bwd, iters, warmup),
-            "eval": _timer(cupy, t_eval, iters, warmup),
-        }
+        theirs = {op: _timer(cupy, fn, iters, warmup) for op, fn in torch_cases(torch, x, g, shape)[0].items()}
         theirs["backward"] = max(theirs["train_forward_backward"] - theirs["train_forward"], 1e-9)
     models = {"train_forward": 3, "backward": 3, "train_forward_backward": 6, "eval": 2}
     rows = []

@@ -16,13 +16,13 @@ Example::
     opt.zero_grad(); loss.backward(); opt.step()
 """
 
-from . import cuda, data, nn, norm, ops, optim, testing
+from . import accelerator, cuda, data, nn, norm, ops, optim, return_types, testing, utils
 from ._ext._engine import Function
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, device, get_default_device, set_default_device
 from .dlpack import from_dlpack
-from .ops import (abs, argmax, argmin, clamp, concatenate, exp, flatten, log, log_softmax, logsumexp,
-                  matmul, max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, softmax,
+from .ops import (abs, amax, amin, argmax, argmin, cat, clamp, concatenate, erf, exp, flatten, log, log_softmax,
+                  logsumexp, matmul, max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, softmax,
                   sqrt, squeeze, stack, std, sum, tanh, transpose, unsqueeze, var, where)
 from .random import initial_seed, manual_seed, seed
 from .serialization import CheckpointError, load, save
@@ -32,12 +32,11 @@ from .tensor import (Tensor, arange, as_tensor, bool_, empty, empty_like, eye, f
                      uint8, zeros, zeros_like)
 from .threads import get_num_threads, set_num_threads
 
-cat = concatenate
-
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "Device", "Function", "Tensor", "cuda", "data", "load", "nn", "norm", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
+    "CheckpointError", "Device", "Function", "Tensor", "accelerator", "amax", "amin", "erf", "return_types",
+    "utils", "cuda", "data", "load", "nn", "norm", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
     "clamp", "concatenate", "device", "empty", "empty_like", "enable_grad", "exp", "eye", "flatten",
     "float16", "float32", "float64", "from_dlpack", "from_numpy", "full", "full_like", "get_default_device",
     "get_default_dtype", "get_num_threads", "grad", "initial_seed", "int8", "int16", "int32", "int64",

@@ -1,6 +1,13 @@
 """``minigrad.cuda``: is a GPU usable, and how many.
 
 Importing this module never imports CuPy; the questions below do, lazily.
+The backend itself is ``minigrad.backends.cuda_backend.CUDABackend``.
+
+Example::
+
+    >>> import minigrad as mg
+    >>> mg.cuda.is_available() or mg.cuda.unavailable_reason() is not None
+    True
 """
 
 from __future__ import annotations
@@ -15,7 +22,12 @@ def _backend_class():
 
 
 def is_available() -> bool:
-    """True if CuPy is installed and at least one CUDA device can be used."""
+    """True if CuPy is installed, a CUDA device is present and a test kernel compiles and runs on it.
+
+    The first call asks the CUDA runtime and compiles one tiny kernel with
+    NVRTC, as the backend compiles its own (cached for the process); where
+    that fails, ``unavailable_reason()`` says why.
+    """
     try:
         return bool(_backend_class().is_available())
     except ImportError:

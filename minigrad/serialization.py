@@ -134,7 +134,8 @@ def _check_refs(node, n):
 
 
 def load(path, device=None):
-    """Read a checkpoint written by ``save``; tensors are placed on ``device`` (default: CPU).
+    """Read a checkpoint written by ``save`` (or a PyTorch ``.pt``/``.safetensors`` file, see
+    ``minigrad.utils.weights``); tensors are placed on ``device`` (default: CPU).
 
     Raises ``FileNotFoundError`` if the file does not exist and
     ``CheckpointError`` if it is truncated, corrupted or not a minigrad
@@ -144,6 +145,11 @@ def load(path, device=None):
     backend = get_backend(device if device is not None else "cpu")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
+    from .utils import weights  # PyTorch .pt and .safetensors files load too, recognised by content
+
+    foreign = weights.file_format(path)
+    if foreign is not None:
+        return weights.load_pt(path, device) if foreign == "pt" else weights.load_safetensors(path, device)
     try:
         zf = zipfile.ZipFile(path, "r")
     except zipfile.BadZipFile as exc:

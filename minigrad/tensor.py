@@ -16,6 +16,7 @@ from ._ext import _engine
 from ._ext._engine import TensorBase, make_tensor
 from .backends import get_backend
 from .device import Device
+from .ops.dims import normalize_dim
 
 __all__ = [
     "Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace",
@@ -211,7 +212,7 @@ class Tensor(TensorBase):
 
     def size(self, dim=None):
         """The shape, or the length of dimension ``dim``."""
-        return self.shape if dim is None else self.shape[dim]
+        return self.shape if dim is None else self.shape[normalize_dim(dim, self.ndim)]
 
     def numel(self) -> int:
         """Number of elements."""
@@ -268,8 +269,10 @@ class Tensor(TensorBase):
         return self.numpy_view().tolist()
 
     def detach(self) -> "Tensor":
-        """A tensor sharing storage with this one but outside the graph."""
-        return make_tensor(self.array, self.backend, False)
+        """A tensor sharing storage (and the in-place version counter) with this one, outside the graph."""
+        out = make_tensor(self.array, self.backend, False)
+        out._share_version(self)
+        return out
 
     def detach_(self) -> "Tensor":
         """Detach in place (this tensor becomes a leaf without grad)."""
@@ -301,7 +304,7 @@ class Tensor(TensorBase):
         if device is not None:
             target = get_backend(device)
             if target is not self.backend:
-                from .ops.device import to_backend
+                from .ops.transfer import to_backend
 
                 out = to_backend(self, target)
         if dtype is not None:
@@ -517,7 +520,6 @@ class Tensor(TensorBase):
     def __getitem__(self, index):
         return ops.getitem(self, index)
 
-    # -------------------------------------------------------- comparison
     def _compare(self, other, op):
         other = other.array if isinstance(other, TensorBase) else other
         return make_tensor(op(self.array, other), self.backend)
@@ -610,49 +612,91 @@ class Tensor(TensorBase):
         """Matrix product."""
         return ops.matmul(self, other)
 
-    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Sum over ``axis`` (``dim``/``keepdim`` accepted as PyTorch spellings)."""
-        return ops.sum(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Sum over ``dim`` (see ``minigrad.sum``)."""
+        return ops.sum(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Mean over ``axis``."""
-        return ops.mean(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Mean over ``dim`` (see ``minigrad.mean``)."""
+        return ops.mean(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Maximum over ``axis`` (values only; see ``argmax``)."""
-        return ops.max(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The maximum; ``(values, indices)`` along ``dim``; or the elementwise maximum with a Tensor
+        (see ``minigrad.max``)."""
+        return ops.max(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Minimum over ``axis``."""
-        return ops.min(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The minimum; ``(values, indices)`` along ``dim``; or the elementwise minimum (see ``minigrad.min``)."""
+        return ops.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def var(self, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
-        """Variance over ``axis`` (unbiased by default, ``correction=0`` for biased)."""
-        return ops.var(self, _axis(axis, dim), _keep(keepdims, keepdim), correction)
+    def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Maximum over one or several dimensions, values only (see ``minigrad.amax``)."""
+        return ops.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def std(self, axis=None, keepdims=False, correction=1, *, dim=None, keepdim=None):
-        """Standard deviation over ``axis``."""
-        return ops.std(self, _axis(axis, dim), _keep(keepdims, keepdim), correction)
+    def amin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Minimum over one or several dimensions, values only (see ``minigrad.amin``)."""
+        return ops.amin(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """``log Σ exp`` over ``axis``, computed stably."""
-        return ops.logsumexp(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def var(self, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
+        """Variance over ``dim`` (unbiased by default, ``correction=0`` for biased)."""
+        return ops.var(self, dim, keepdim, correction, unbiased=unbiased, axis=axis, keepdims=keepdims)
 
-    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Indices of maxima (int64)."""
-        return ops.argmax(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def std(self, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
+        """Standard deviation over ``dim``."""
+        return ops.std(self, dim, keepdim, correction, unbiased=unbiased, axis=axis, keepdims=keepdims)
 
-    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """Indices of minima (int64)."""
-        return ops.argmin(self, _axis(axis, dim), _keep(keepdims, keepdim))
+    def logsumexp(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """``log Σ exp`` over ``dim``, computed stably."""
+        return ops.logsumexp(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def softmax(self, axis=-1, *, dim=None):
-        """Softmax along ``axis``."""
-        return ops.softmax(self, _axis(axis, dim))
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Indices of maxima along ``dim`` (int64)."""
+        return ops.argmax(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
-    def log_softmax(self, axis=-1, *, dim=None):
-        """Log-softmax along ``axis``."""
-        return ops.log_softmax(self, _axis(axis, dim))
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Indices of minima along ``dim`` (int64)."""
+        return ops.argmin(self, dim, keepdim, axis=axis, keepdims=keepdims)
+
+    def softmax(self, dim=None, *, axis=None):
+        """Softmax along ``dim`` (the last when None)."""
+        return ops.softmax(self, dim, axis=axis)
+
+    def log_softmax(self, dim=None, *, axis=None):
+        """Log-softmax along ``dim`` (the last when None)."""
+        return ops.log_softmax(self, dim, axis=axis)
+
+    def relu_(self):
+        """``max(x, 0)`` in place (out of place, returning the result, while a graph records this tensor)."""
+        return ops.relu(self, inplace=True)
+
+    # -------------------------------------------------------- comparison
+    def eq(self, other) -> "Tensor":
+        """Elementwise ``self == other`` (a bool tensor)."""
+        return self == other
+
+    def ne(self, other) -> "Tensor":
+        """Elementwise ``self != other``."""
+        return self != other
+
+    def lt(self, other) -> "Tensor":
+        """Elementwise ``self < other``."""
+        return self < other
+
+    def le(self, other) -> "Tensor":
+        """Elementwise ``self <= other``."""
+        return self <= other
+
+    def gt(self, other) -> "Tensor":
+        """Elementwise ``self > other``."""
+        return self > other
+
+    def ge(self, other) -> "Tensor":
+        """Elementwise ``self >= other``."""
+        return self >= other
+
+    def equal(self, other) -> bool:
+        """True if ``other`` has the same shape and the same values."""
+        return isinstance(other, TensorBase) and self.shape == other.shape and bool((self == other).all())
 
     # ------------------------------------------------------------- shape
     def reshape(self, *shape):
@@ -661,21 +705,35 @@ class Tensor(TensorBase):
 
     view = reshape
 
+    def reshape_as(self, other) -> "Tensor":
+        """Reshaped to ``other``'s shape."""
+        return ops.reshape(self, other.shape)
+
+    view_as = reshape_as
+
+    def expand_as(self, other) -> "Tensor":
+        """Broadcast to ``other``'s shape (no copy)."""
+        return ops.broadcast_to(self, other.shape)
+
+    def type_as(self, other) -> "Tensor":
+        """Converted to ``other``'s dtype."""
+        return self.to(other.dtype)
+
     def flatten(self, start_dim=0, end_dim=-1):
         """Merge dimensions ``start_dim..end_dim`` into one."""
         return ops.flatten(self, start_dim, end_dim)
 
-    def squeeze(self, axis=None, *, dim=None):
-        """Remove length-1 axes."""
-        return ops.squeeze(self, _axis(axis, dim))
+    def squeeze(self, dim=None, *, axis=None):
+        """Remove dimensions of length 1 (all, or those among ``dim``)."""
+        return ops.squeeze(self, dim, axis=axis)
 
-    def unsqueeze(self, axis):
-        """Insert a length-1 axis."""
-        return ops.unsqueeze(self, axis)
+    def unsqueeze(self, dim=None, *, axis=None):
+        """Insert a dimension of length 1 at ``dim``."""
+        return ops.unsqueeze(self, dim, axis=axis)
 
-    def permute(self, *axes):
+    def permute(self, *dims):
         """Reorder dimensions."""
-        return ops.permute(self, *axes)
+        return ops.permute(self, *dims)
 
     def transpose(self, dim0=None, dim1=None):
         """Swap two dimensions (or reverse all)."""
@@ -703,14 +761,6 @@ def _is_dtype_name(value) -> bool:
         return False
     except (ValueError, TypeError):
         return True
-
-
-def _axis(axis, dim):
-    return dim if dim is not None else axis
-
-
-def _keep(keepdims, keepdim):
-    return keepdim if keepdim is not None else keepdims
 
 
 def _coerce(value, ref):

@@ -32,16 +32,34 @@ ALL_DEVICES = ["cpu", "cuda"]
 
 
 def _device_param(name):
+    # The cuda cases carry the "cuda" marker: ``pytest -m cuda`` runs every test that needs a GPU (tools/gpu_check.py).
+    marks = [] if name == "cpu" else [pytest.mark.cuda]
     if name == "cpu" or name in available_devices():
-        return pytest.param(name, id=name)
+        return pytest.param(name, id=name, marks=marks)
     reason = minigrad.cuda.unavailable_reason() or "CUDA is not available"
-    return pytest.param(name, id=name, marks=pytest.mark.skip(reason=f"no CUDA device: {reason}"))
+    return pytest.param(name, id=name, marks=[*marks, pytest.mark.skip(reason=f"no CUDA device: {reason}")])
 
 
 @pytest.fixture(params=[_device_param(d) for d in ALL_DEVICES], scope="session")
 def device(request):
     """Every device kind; the CUDA cases are skipped (with the reason) where there is no GPU."""
     return request.param
+
+
+# Every case skipped for want of a GPU shares this prefix; the hook below gives them all this file's
+# location, so pytest's summary (-ra) folds them into one "SKIPPED [N] ... no CUDA device: ..." line
+# and the other skip reasons stay visible.
+CUDA_SKIP_PREFIX = "no CUDA device"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        if reason.removeprefix("Skipped: ").startswith(CUDA_SKIP_PREFIX):
+            report.longrepr = (__file__, None, reason.removeprefix("Skipped: "))
 
 
 @pytest.fixture(autouse=True)

@@ -111,6 +111,7 @@ def test_torch_views_keep_their_strides():
 requires_gpu = pytest.mark.skipif(not mg.cuda.is_available(), reason=f"no CUDA device: {mg.cuda.unavailable_reason()}")
 
 
+@pytest.mark.cuda
 @requires_gpu
 def test_cupy_round_trip_without_copy():
     import cupy
@@ -125,6 +126,7 @@ def test_cupy_round_trip_without_copy():
     assert m[1].item() == -2
 
 
+@pytest.mark.cuda
 @requires_gpu
 def test_torch_cuda_round_trip_without_copy():
     torch = pytest.importorskip("torch")

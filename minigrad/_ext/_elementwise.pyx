@@ -9,7 +9,7 @@ loops vectorize. Each case (momentum or not, Nesterov or not) gets its own
 branch-free loop, again so that the compiler can vectorize it.
 """
 
-from libc.math cimport sqrt
+from libc.math cimport erf as c_erf, erff as c_erff, sqrt
 
 ctypedef fused real:
     float
@@ -80,3 +80,17 @@ def adam_update(real[::1] p, const real[::1] g, real[::1] m, real[::1] v, double
             m[i] = mi
             v[i] = vi
             p[i] = p[i] - step * mi / (sqrt(vi) * inv_sqrt_bc2 + e)
+
+
+def erf(const real[::1] x, real[::1] out):
+    """``out[i] = erf(x[i])`` with the C library's ``erf`` (``erff`` for float32), without the GIL."""
+    if x.shape[0] != out.shape[0]:
+        raise ValueError(f"erf: x has {x.shape[0]} elements but out has {out.shape[0]}")
+    cdef Py_ssize_t i, n = x.shape[0]
+    with nogil:
+        if real is float:
+            for i in range(n):
+                out[i] = c_erff(x[i])
+        else:
+            for i in range(n):
+                out[i] = c_erf(x[i])

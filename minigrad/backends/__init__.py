@@ -17,7 +17,7 @@ __all__ = ["Backend", "get_backend", "register_backend", "backend_class", "loade
 # Device type -> "module:Class" of its backend, imported on first use.
 _BACKEND_CLASSES: dict[str, str] = {
     "cpu": "minigrad.backends.cpu:CPUBackend",
-    "cuda": "minigrad.backends.cuda:CUDABackend",
+    "cuda": "minigrad.backends.cuda_backend:CUDABackend",
 }
 _INSTANCES: dict[Device, Backend] = {}
 # Fast path: the same device string asked for again.

@@ -109,11 +109,15 @@ class Backend:
 
     def uniform(self, shape, low, high, dtype):
         """Samples from U[low, high)."""
-        out = self.rng.random(shape, dtype=dtype)
+        out = self._unit_uniform(shape, dtype)
         if low != 0.0 or high != 1.0:
             out *= high - low
             out += low
         return out
+
+    def _unit_uniform(self, shape, dtype):
+        # Samples from U[0, 1): the one call that differs between generators.
+        return self.rng.random(shape, dtype=dtype)
 
     def randint(self, low, high, shape, dtype):
         """Integers in [low, high)."""
@@ -389,6 +393,18 @@ class Backend:
         y += 1.0
         y *= 0.5
         return y
+
+    def erf(self, x):
+        """The error function ``erf(x) = 2/√π·∫₀ˣ exp(-t²) dt`` elementwise, in ``x.dtype``.
+
+        The reference goes through the host and Python's ``math.erf`` (slow,
+        exact to double precision); backends override it with a kernel.
+        """
+        import math
+
+        host = np.asarray(self.to_numpy(x), dtype=np.float64)
+        out = np.vectorize(math.erf, otypes=[np.float64])(host) if host.size else host.copy()
+        return self.from_numpy(out.astype(x.dtype, copy=False))
 
     def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
         """One in-place SGD step on ``param`` (PyTorch's update rule).

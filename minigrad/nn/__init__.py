@@ -2,21 +2,26 @@
 
 The normalization layers (``BatchNorm1d``, ``BatchNorm2d``, ``LayerNorm``,
 ``GroupNorm``, ``InstanceNorm1d``, ``InstanceNorm2d``) live in
-``minigrad.norm``, where they are registered as plugins; they are
-re-exported here on first access.
+``minigrad.norm``, where they are registered as plugins; they and the lazy
+modules (``minigrad.nn.lazy``, which build on them) are re-exported here on
+first access. ``minigrad.nn.utils`` has gradient clipping.
 """
 
-from . import functional, init
-from .layers import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Identity, Linear, LogSoftmax,
-                     MaxPool2d, ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+from . import functional, init, utils
+from .layers import (AvgPool2d, BCELoss, BCEWithLogitsLoss, Conv2d, CrossEntropyLoss, Dropout, Dropout2d,
+                     Embedding, Flatten, GELU, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ModuleDict,
+                     ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh)
 from .module import Module, Parameter
 
 _NORM_LAYERS = ("BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d")
+_LAZY = ("LazyLinear", "LazyConv2d", "LazyBatchNorm1d", "LazyBatchNorm2d", "UninitializedParameter",
+         "UninitializedBuffer")
 
 __all__ = [
-    "AvgPool2d", "Conv2d", "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "Linear", "LogSoftmax",
-    "MaxPool2d", "Module", "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid",
-    "Softmax", "Tanh", "functional", "init", *_NORM_LAYERS,
+    "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "Conv2d", "CrossEntropyLoss", "Dropout", "Dropout2d", "Embedding",
+    "Flatten", "GELU", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2d", "Module", "ModuleDict",
+    "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Softplus", "Tanh",
+    "functional", "init", "utils", *_NORM_LAYERS, *_LAZY,
 ]
 
 
@@ -26,6 +31,10 @@ def __getattr__(name):
         from .. import norm
 
         return getattr(norm, name)
+    if name in _LAZY:
+        from . import lazy
+
+        return getattr(lazy, name)
     raise AttributeError(f"module 'minigrad.nn' has no attribute {name!r}")
 
 

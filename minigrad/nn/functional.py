@@ -7,15 +7,58 @@ know from ``torch.nn.functional``.
 
 from __future__ import annotations
 
+import math
+
 from .. import ops
 from ..ops import (avg_pool2d, conv2d, cross_entropy, linear, log_softmax, max_pool2d, nll_loss, relu,
-                   sigmoid, softmax, tanh)
+                   sigmoid, softmax, softplus, tanh)
+from ..ops.loss import binary_cross_entropy, binary_cross_entropy_with_logits
 
 __all__ = [
     "linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
     "cross_entropy", "nll_loss", "mse_loss", "dropout", "flatten", "batch_norm", "layer_norm", "group_norm",
-    "instance_norm",
+    "instance_norm", "leaky_relu", "gelu", "softplus", "dropout2d", "embedding", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
 ]
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """``x`` where ``x > 0``, else ``negative_slope·x`` (``inplace`` accepted; computed out of place)."""
+    return ops.where(input > 0, input, input * negative_slope)
+
+
+def gelu(input, approximate="none"):
+    """Gaussian Error Linear Unit ``x·Φ(x)``: exact, ``0.5·x·(1 + erf(x/√2))``, or with
+    ``approximate="tanh"``, ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``."""
+    if approximate == "none":
+        return 0.5 * input * (1 + ops.erf(input * (1 / math.sqrt(2))))
+    if approximate == "tanh":
+        return 0.5 * input * (1 + ops.tanh(math.sqrt(2 / math.pi) * (input + 0.044715 * input * input * input)))
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels with probability ``p`` (scaling the rest by ``1/(1-p)``), for (N, C, H, W)
+    or unbatched (C, H, W) input; identity in eval."""
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape "
+                         f"{tuple(input.shape)}")
+    return _dropout(input, p, training, input.shape[:-2] + (1, 1))
+
+
+def embedding(input, weight, padding_idx=None):
+    """Rows of ``weight`` (num_embeddings, dim) at the integer indices ``input`` (any shape): output
+    ``input.shape + (dim,)``. The row ``padding_idx`` receives no gradient."""
+    if input.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be an integer tensor, got dtype {input.dtype}")
+    n = weight.shape[0]
+    if input.array.size and (int(input.array.min()) < 0 or int(input.array.max()) >= n):
+        raise IndexError(f"embedding: index out of range: indices must be in [0, {n}) for {n} embeddings")
+    out = ops.getitem(weight, input)
+    if padding_idx is None:
+        return out
+    keep = (input != padding_idx).unsqueeze(-1)
+    return ops.where(keep, out, ops.getitem(weight.detach(), input))
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -33,8 +76,16 @@ def mse_loss(input, target, reduction="mean"):
     raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def dropout(input, p=0.5, training=True):
-    """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (training only)."""
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (training only).
+
+    ``inplace`` is accepted for PyTorch's signature; the result is computed out of place.
+    """
+    return _dropout(input, p, training, input.shape)
+
+
+def _dropout(input, p, training, mask_shape):
+    """Dropout with one Bernoulli draw per entry of ``mask_shape`` (broadcast against ``input``)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
@@ -43,9 +94,9 @@ def dropout(input, p=0.5, training=True):
         raise TypeError(f"dropout needs a floating tensor, got dtype {input.dtype}")
     backend = input.backend
     if p == 1.0:
-        mask = backend.xp.zeros(input.shape, dtype=input.dtype)
+        mask = backend.xp.zeros(mask_shape, dtype=input.dtype)
     else:
-        keep = backend.uniform(input.shape, 0.0, 1.0, input.dtype) >= p
+        keep = backend.uniform(mask_shape, 0.0, 1.0, input.dtype) >= p
         mask = keep.astype(input.dtype) * (1.0 / (1.0 - p))
     return ops.dropout_mask_mul(input, mask)
 

@@ -6,19 +6,21 @@ and ``minigrad.nn.functional`` are thin wrappers over these functions.
 """
 
 from .conv import conv2d
-from .elementwise import (abs, add, cast, clamp, div, dropout_mask_mul, exp, log, maximum, minimum,
-                          mul, neg, pow, relu, sigmoid, sqrt, sub, tanh, where)
+from .elementwise import (abs, add, cast, clamp, div, dropout_mask_mul, erf, exp, log, maximum, minimum,
+                          mul, neg, pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
 from .linalg import linear, matmul
 from .pool import avg_pool2d, max_pool2d
-from .reduce import argmax, argmin, logsumexp, max, mean, min, std, sum, var
+from .reduce import amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .shape import (broadcast_to, concatenate, flatten, getitem, permute, reshape, squeeze, stack,
                     transpose, unsqueeze)
 from .softmax import cross_entropy, log_softmax, nll_loss, softmax
 
 __all__ = [
-    "abs", "add", "argmax", "argmin", "avg_pool2d", "broadcast_to", "cast", "clamp", "concatenate",
-    "conv2d", "cross_entropy", "div", "dropout_mask_mul", "exp", "flatten", "getitem", "linear", "log",
+    "abs", "add", "amax", "amin", "argmax", "argmin", "avg_pool2d", "broadcast_to", "cast", "clamp", "concatenate",
+    "conv2d", "cross_entropy", "div", "dropout_mask_mul", "erf", "exp", "flatten", "getitem", "linear", "log",
     "log_softmax", "logsumexp", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mul",
-    "neg", "nll_loss", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "sqrt", "squeeze",
-    "stack", "std", "sub", "sum", "tanh", "transpose", "unsqueeze", "var", "where",
+    "neg", "nll_loss", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "softplus", "sqrt", "squeeze",
+    "stack", "std", "sub", "sum", "tanh", "transpose", "unsqueeze", "var", "where", "cat",
 ]
+
+cat = concatenate

@@ -4,6 +4,7 @@ kernels do the unfolding; BLAS does the arithmetic)."""
 from __future__ import annotations
 
 from .._ext._engine import Function
+from .linalg import check_same_kind
 
 __all__ = ["conv2d", "pair"]
 
@@ -63,6 +64,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
     Output (N, O, OH, OW) with ``OH = (H + 2·pad - kh)//stride + 1``; zero padding.
     """
     stride, padding = pair(stride, "stride"), pair(padding, "padding")
+    check_same_kind("conv2d", input, weight)
     if input.ndim != 4:
         raise ValueError(f"conv2d: input must be (N, C, H, W), got shape {tuple(input.shape)}")
     if weight.ndim != 4:

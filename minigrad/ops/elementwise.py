@@ -9,16 +9,18 @@ up-cast.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-from .._ext._engine import Function, TensorBase, unbroadcast
+from .._ext._engine import Function, TensorBase, is_grad_enabled, make_tensor, unbroadcast
+from .reduce import sum_to
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh",
     "sigmoid", "relu", "abs", "clamp", "maximum", "minimum", "where", "cast",
-    "dropout_mask_mul",
+    "dropout_mask_mul", "erf", "softplus",
 ]
 
 
@@ -100,6 +102,12 @@ class Add(Function):
         return (unbroadcast(grad, sa) if need[0] else None,
                 unbroadcast(grad, sb) if need[1] else None)
 
+    def vjp(self, grad):
+        sa, sb = self.shapes
+        need = self.needs_input_grad
+        return (sum_to(grad, sa) if need[0] else None,
+                sum_to(grad, sb) if need[1] else None)
+
 
 class Sub(Function):
     def forward(self, a, b):
@@ -112,6 +120,12 @@ class Sub(Function):
         return (unbroadcast(grad, sa) if need[0] else None,
                 unbroadcast(-grad, sb) if need[1] else None)
 
+    def vjp(self, grad):
+        sa, sb = self.shapes
+        need = self.needs_input_grad
+        return (sum_to(grad, sa) if need[0] else None,
+                sum_to(neg(grad), sb) if need[1] else None)
+
 
 class Mul(Function):
     def forward(self, a, b):
@@ -123,6 +137,12 @@ class Mul(Function):
         need = self.needs_input_grad
         return (unbroadcast(grad * b, _shape(a)) if need[0] else None,
                 unbroadcast(grad * a, _shape(b)) if need[1] else None)
+
+    def vjp(self, grad):
+        a, b = self.saved_as_tensors()
+        need = self.needs_input_grad
+        return (sum_to(mul(grad, b), _shape(a)) if need[0] else None,
+                sum_to(mul(grad, a), _shape(b)) if need[1] else None)
 
 
 class Div(Function):
@@ -137,6 +157,13 @@ class Div(Function):
         # d(a/b)/db = -a/b²
         gb = unbroadcast(-ga * a / b, _shape(b)) if need[1] else None
         return (unbroadcast(ga, _shape(a)) if need[0] else None), gb
+
+    def vjp(self, grad):
+        a, b = self.saved_as_tensors()
+        need = self.needs_input_grad
+        ga = div(grad, b)
+        gb = sum_to(neg(div(mul(ga, a), b)), _shape(b)) if need[1] else None
+        return (sum_to(ga, _shape(a)) if need[0] else None), gb
 
 
 class Pow(Function):
@@ -161,6 +188,23 @@ class Pow(Function):
             gb = unbroadcast(grad * out * xp.log(safe), _shape(b))
         return ga, gb
 
+    def vjp(self, grad):
+        a, b, out = self.saved_as_tensors()
+        need = self.needs_input_grad
+        ga = gb = None
+        if need[0]:
+            if isinstance(b, numbers.Number):
+                ga = mul(grad, mul(pow(a, b - 1), b)) if b != 0 else mul(grad, 0.0)
+            else:
+                ga = sum_to(mul(mul(grad, b), pow(a, sub(b, 1.0))), _shape(a))
+        if need[1]:
+            if isinstance(a, numbers.Number):  # d(a^b)/db = a^b·ln a (0 where a == 0, the limit for b > 0)
+                log_a = math.log(a) if a > 0 else 0.0
+            else:
+                log_a = log(where(make_tensor(self.saved_tensors[0] > 0, self.backend), a, 1.0))
+            gb = sum_to(mul(mul(grad, out), log_a), _shape(b))
+        return ga, gb
+
 
 class Neg(Function):
     def forward(self, a):
@@ -168,6 +212,9 @@ class Neg(Function):
 
     def backward(self, grad):
         return -grad
+
+    def vjp(self, grad):
+        return neg(grad)
 
 
 class Exp(Function):
@@ -180,6 +227,10 @@ class Exp(Function):
         (out,) = self.saved_tensors
         return grad * out
 
+    def vjp(self, grad):
+        (out,) = self.saved_as_tensors()
+        return mul(grad, out)
+
 
 class Log(Function):
     def forward(self, a):
@@ -189,6 +240,10 @@ class Log(Function):
     def backward(self, grad):
         (a,) = self.saved_tensors
         return grad / a
+
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        return div(grad, a)
 
 
 class Sqrt(Function):
@@ -201,6 +256,10 @@ class Sqrt(Function):
         (out,) = self.saved_tensors
         return grad / (2 * out)
 
+    def vjp(self, grad):
+        (out,) = self.saved_as_tensors()
+        return div(grad, mul(out, 2.0))
+
 
 class Tanh(Function):
     def forward(self, a):
@@ -211,6 +270,10 @@ class Tanh(Function):
     def backward(self, grad):
         (out,) = self.saved_tensors
         return grad * (1 - out * out)
+
+    def vjp(self, grad):
+        (out,) = self.saved_as_tensors()
+        return mul(grad, sub(1.0, mul(out, out)))
 
 
 class Sigmoid(Function):
@@ -223,6 +286,10 @@ class Sigmoid(Function):
         (out,) = self.saved_tensors
         return grad * (out * (1 - out))
 
+    def vjp(self, grad):
+        (out,) = self.saved_as_tensors()
+        return mul(grad, mul(out, sub(1.0, out)))
+
 
 class ReLU(Function):
     def forward(self, a):
@@ -234,6 +301,10 @@ class ReLU(Function):
         (out,) = self.saved_tensors
         return grad * (out > 0)
 
+    def vjp(self, grad):  # the mask is piecewise constant: its derivative is 0
+        (out,) = self.saved_tensors
+        return dropout_mask_mul(grad, (out > 0).astype(grad.dtype))
+
 
 class Abs(Function):
     def forward(self, a):
@@ -244,6 +315,10 @@ class Abs(Function):
         (a,) = self.saved_tensors
         return grad * self.xp.sign(a)
 
+    def vjp(self, grad):
+        (a,) = self.saved_tensors
+        return dropout_mask_mul(grad, self.xp.sign(a).astype(grad.dtype))
+
 
 class Clamp(Function):
     def forward(self, a, min=None, max=None):
@@ -252,6 +327,13 @@ class Clamp(Function):
         return self.xp.clip(a, min, max)
 
     def backward(self, grad):
+        return grad * self._keep()
+
+    def vjp(self, grad):
+        return dropout_mask_mul(grad, self._keep().astype(grad.dtype))
+
+    def _keep(self):
+        """Where the input lies inside the bounds (the gradient passes)."""
         (a,) = self.saved_tensors
         lo, hi = self.bounds
         keep = self.xp.ones(a.shape, dtype=bool)
@@ -259,7 +341,7 @@ class Clamp(Function):
             keep &= a >= lo
         if hi is not None:
             keep &= a <= hi
-        return grad * keep
+        return keep
 
 
 class _MaxMin(Function):
@@ -271,11 +353,23 @@ class _MaxMin(Function):
 
     def backward(self, grad):
         a, b = self.saved_tensors
-        # Ties split the gradient evenly, as the subgradient average.
-        first = self.take_first(a, b).astype(grad.dtype) + 0.5 * (a == b)
+        first = self._first(a, b, grad.dtype)
         need = self.needs_input_grad
         return (unbroadcast(grad * first, _shape(a)) if need[0] else None,
                 unbroadcast(grad * (1 - first), _shape(b)) if need[1] else None)
+
+    def vjp(self, grad):
+        a, b = self.saved_tensors
+        first = self._first(a, b, grad.dtype)
+        need = self.needs_input_grad
+        return (sum_to(dropout_mask_mul(grad, first), _shape(a)) if need[0] else None,
+                sum_to(dropout_mask_mul(grad, 1 - first), _shape(b)) if need[1] else None)
+
+    def _first(self, a, b, dtype):
+        """The share of the gradient going to ``a``: 1 where it wins, 0.5 on ties (the subgradient average)."""
+        first = self.take_first(a, b).astype(dtype)
+        first += (a == b).astype(dtype) * dtype.type(0.5)
+        return first
 
 
 class Maximum(_MaxMin):
@@ -296,6 +390,44 @@ class Minimum(_MaxMin):
         return a < b
 
 
+class Erf(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return self.backend.erf(a).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        # d erf(a)/da = 2/√π·exp(-a²)
+        return grad * (self.xp.exp(-(a * a)) * (2.0 / math.sqrt(math.pi))).astype(grad.dtype, copy=False)
+
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        return mul(grad, mul(exp(neg(mul(a, a))), 2.0 / math.sqrt(math.pi)))
+
+
+class Softplus(Function):
+    """``log(1 + exp(β·a))/β``, and ``a`` itself where ``β·a > threshold`` (PyTorch's softplus)."""
+
+    def forward(self, a, beta=1.0, threshold=math.inf):
+        xp = self.xp
+        self.save_for_backward(a)
+        self.beta, self.threshold = beta, threshold
+        ba = a * beta
+        # max(βa, 0) + log1p(exp(-|βa|)) never overflows.
+        out = (xp.maximum(ba, 0) + xp.log1p(xp.exp(-xp.abs(ba)))) / beta
+        return xp.where(ba > threshold, a, out).astype(a.dtype, copy=False)
+
+    def backward(self, grad):
+        (a,) = self.saved_tensors
+        ba = a * self.beta
+        return grad * self.xp.where(ba > self.threshold, 1, self.backend.sigmoid(ba)).astype(grad.dtype, copy=False)
+
+    def vjp(self, grad):
+        (a,) = self.saved_as_tensors()
+        ba = mul(a, self.beta)
+        return mul(grad, where(ba > self.threshold, 1.0, sigmoid(ba)))
+
+
 class Where(Function):
     def forward(self, a, b, condition=None):
         self.condition = condition
@@ -309,6 +441,12 @@ class Where(Function):
         return (unbroadcast(xp.where(cond, grad, zero), self.shapes[0]) if need[0] else None,
                 unbroadcast(xp.where(cond, zero, grad), self.shapes[1]) if need[1] else None)
 
+    def vjp(self, grad):
+        need = self.needs_input_grad
+        cond = make_tensor(self.condition, self.backend)
+        return (sum_to(where(cond, grad, 0.0), self.shapes[0]) if need[0] else None,
+                sum_to(where(cond, 0.0, grad), self.shapes[1]) if need[1] else None)
+
 
 class Cast(Function):
     def forward(self, a, dtype=None):
@@ -317,6 +455,9 @@ class Cast(Function):
 
     def backward(self, grad):
         return grad.astype(self.in_dtype)
+
+    def vjp(self, grad):
+        return cast(grad, self.in_dtype)
 
 
 class MaskMul(Function):
@@ -328,6 +469,9 @@ class MaskMul(Function):
 
     def backward(self, grad):
         return grad * self.mask
+
+    def vjp(self, grad):
+        return dropout_mask_mul(grad, self.mask)
 
 
 # ----------------------------------------------------------------- functions
@@ -402,8 +546,18 @@ def sigmoid(a):
     return Sigmoid.apply(a)
 
 
-def relu(a):
-    """Elementwise ``max(a, 0)``."""
+def relu(a, inplace=False):
+    """Elementwise ``max(a, 0)``.
+
+    With ``inplace=True`` the result overwrites ``a``'s storage when no graph
+    records ``a`` (inference, or a tensor that does not require grad); when
+    one does, the result is computed out of place (the same values and
+    gradients), so ``x = relu(x, inplace=True)`` is always right.
+    """
+    if inplace and not (is_grad_enabled() and a.requires_grad):
+        a._begin_inplace("relu_")
+        a.backend.xp.maximum(a.array, 0, out=a.array)
+        return a
     return ReLU.apply(a)
 
 
@@ -429,6 +583,23 @@ def minimum(a, b):
     """Elementwise minimum of two tensors (ties share the gradient)."""
     a, b = _promote(a, b)
     return Minimum.apply(a, b)
+
+
+def erf(a):
+    """The error function ``erf(a) = 2/√π·∫₀ᵃ exp(-t²) dt`` elementwise."""
+    return Erf.apply(a)
+
+
+def softplus(a, beta=1.0, threshold=20.0):
+    """``log(1 + exp(β·a))/β`` elementwise, computed without overflow; ``a`` itself where ``β·a > threshold``.
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> mg.ops.softplus(mg.tensor([0.0, 100.0]))
+        tensor([  0.6931, 100.0000])
+    """
+    return Softplus.apply(a, beta=float(beta), threshold=float(threshold))
 
 
 def where(condition, a, b):

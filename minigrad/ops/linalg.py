@@ -3,7 +3,7 @@ fused ``linear`` (``x @ W.T + b``, one graph node instead of three)."""
 
 from __future__ import annotations
 
-from .._ext._engine import Function, unbroadcast
+from .._ext._engine import Function, TensorBase, unbroadcast
 
 __all__ = ["matmul", "linear"]
 
@@ -44,6 +44,32 @@ class MatMul(Function):
             gb = unbroadcast(gb, b.shape)
         return ga, gb
 
+    def vjp(self, grad):
+        from .reduce import sum_to
+        from .shape import reshape, transpose, unsqueeze
+
+        a, b = self.saved_as_tensors()
+        # Treat vectors as matrices (row for a, column for b), as matmul does.
+        a2 = unsqueeze(a, 0) if a.ndim == 1 else a
+        b2 = unsqueeze(b, 1) if b.ndim == 1 else b
+        g = grad
+        if b.ndim == 1:
+            g = unsqueeze(g, -1)
+        if a.ndim == 1:
+            g = unsqueeze(g, -2)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = matmul(g, transpose(b2, -1, -2))
+            if a.ndim == 1:
+                ga = reshape(ga, ga.shape[:-2] + ga.shape[-1:])
+            ga = sum_to(ga, a.shape)
+        if self.needs_input_grad[1]:
+            gb = matmul(transpose(a2, -1, -2), g)
+            if b.ndim == 1:
+                gb = reshape(gb, gb.shape[:-1])
+            gb = sum_to(gb, b.shape)
+        return ga, gb
+
 
 class Linear(Function):
     """``y = x @ W.T + b`` for x of shape (..., in), W (out, in), b (out,) or None."""
@@ -69,14 +95,38 @@ class Linear(Function):
         gb = g2.sum(axis=0) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 
+    def vjp(self, grad):
+        from .reduce import sum as _sum
+        from .shape import reshape, transpose
+
+        x, weight = self.saved_as_tensors()
+        need = self.needs_input_grad
+        g2 = reshape(grad, -1, grad.shape[-1])
+        gx = matmul(grad, weight) if need[0] else None
+        gw = matmul(transpose(g2), reshape(x, -1, x.shape[-1])) if need[1] else None
+        gb = _sum(g2, 0) if len(need) > 2 and need[2] else None
+        return gx, gw, gb
+
+
+def check_same_kind(name, *tensors):
+    """Refuse to mix integer/bool and floating operands (PyTorch's "must have the same dtype"), at forward
+    time: NumPy would silently compute in float64 and the backward pass would fail later."""
+    kinds = {t.dtype.kind == "f" for t in tensors if isinstance(t, TensorBase)}
+    if len(kinds) > 1:
+        dtypes = ", ".join(str(t.dtype) for t in tensors if isinstance(t, TensorBase))
+        raise TypeError(f"{name}: expected operands of the same kind, got dtypes {dtypes}; convert the integer "
+                        f"input with .float() (or .to(weight.dtype))")
+
 
 def matmul(a, b):
     """Matrix product with NumPy's rules (1-D operands, batch broadcasting)."""
+    check_same_kind("matmul", a, b)
     return MatMul.apply(a, b)
 
 
 def linear(x, weight, bias=None):
     """``x @ weight.T + bias`` as one node (the layer ``nn.Linear`` uses)."""
+    check_same_kind("linear", x, weight)
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):

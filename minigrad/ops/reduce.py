@@ -1,40 +1,21 @@
-"""Reductions: sum, mean, max, min, var, std, logsumexp over axes.
+"""Reductions: sum, mean, max, min, amax, amin, var, std, logsumexp, argmax, argmin.
 
-``axis`` is None (all axes), an int or a tuple of ints (negative counts from
-the end); ``keepdims`` keeps reduced axes with length 1. The gradient is
-broadcast back over the reduced axes.
+``dim`` (or NumPy's ``axis``) is None (all dimensions), an int or a tuple of
+ints (negative counts from the end; out of range is an IndexError, see
+``minigrad.ops.dims``); ``keepdim`` (or ``keepdims``) keeps reduced
+dimensions with length 1. The gradient is broadcast back over the reduced
+dimensions. ``max``/``min`` follow PyTorch: the overall extremum, the
+``(values, indices)`` named tuple along one ``dim``, or the elementwise
+extremum of two tensors.
 """
 
 from __future__ import annotations
 
-import builtins
+from .. import return_types
+from .._ext._engine import Function, TensorBase, make_tensor
+from .dims import dim_arg, keepdim_arg, normalize_dim, normalize_dims
 
-from .._ext._engine import Function
-
-__all__ = ["normalize_axes", "sum", "mean", "max", "min", "var", "std", "logsumexp", "argmax", "argmin"]
-
-
-_ALL_AXES = [tuple(range(n)) for n in range(33)]
-
-
-def normalize_axes(axis, ndim, name="axis"):
-    """Return ``axis`` as a sorted tuple of non-negative ints (None: all axes)."""
-    if axis is None:
-        return _ALL_AXES[ndim] if ndim < len(_ALL_AXES) else tuple(range(ndim))
-    if type(axis) is int and -ndim <= axis < ndim:
-        return (axis % ndim,)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not isinstance(a, int) or isinstance(a, bool):
-            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
-        if not -ndim <= a < builtins.max(ndim, 1):
-            raise IndexError(f"{name} {a} is out of range for a tensor with {ndim} dimensions")
-        a = a % ndim if ndim else 0
-        if a in out:
-            raise ValueError(f"{name} {a} appears more than once in {axis!r}")
-        out.append(a)
-    return tuple(sorted(out))
+__all__ = ["sum", "mean", "max", "min", "amax", "amin", "var", "std", "logsumexp", "argmax", "argmin", "sum_to"]
 
 
 def _keep_shape(shape, axes):
@@ -50,8 +31,14 @@ def _count(shape, axes):
 
 class _Reduction(Function):
     def _expand(self, grad):
-        """Reshape ``grad`` to keepdims form so it broadcasts against the input."""
+        """Reshape ``grad`` (an array or a Tensor) to keepdims form so it broadcasts against the input."""
         return grad if self.keepdims else grad.reshape(_keep_shape(self.in_shape, self.axes))
+
+    def _spread(self, grad):
+        """The Tensor ``grad`` broadcast back over the reduced axes (differentiable)."""
+        from .shape import broadcast_to
+
+        return broadcast_to(self._expand(grad), self.in_shape)
 
 
 def _np_axis(axes, ndim):
@@ -67,6 +54,9 @@ class Sum(_Reduction):
     def backward(self, grad):
         return self.xp.broadcast_to(self._expand(grad), self.in_shape)
 
+    def vjp(self, grad):
+        return self._spread(grad)
+
 
 class Mean(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
@@ -75,6 +65,9 @@ class Mean(_Reduction):
 
     def backward(self, grad):
         return self.xp.broadcast_to(self._expand(grad) / _count(self.in_shape, self.axes), self.in_shape)
+
+    def vjp(self, grad):
+        return self._spread(grad / float(_count(self.in_shape, self.axes)))
 
 
 class _Extremum(_Reduction):
@@ -87,11 +80,19 @@ class _Extremum(_Reduction):
         return out if keepdims else out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))
 
     def backward(self, grad):
+        return self._expand(grad) * self._mask(grad.dtype)
+
+    def vjp(self, grad):  # the selection is piecewise constant
+        from .elementwise import dropout_mask_mul
+
+        return dropout_mask_mul(self._spread(grad), self._mask(grad.dtype))
+
+    def _mask(self, dtype):
+        """Where the extremum was taken; ties share the gradient evenly."""
         x, out = self.saved_tensors
-        # Ties share the gradient evenly.
-        mask = (x == out).astype(grad.dtype)
+        mask = (x == out).astype(dtype)
         mask /= mask.sum(axis=self.axes, keepdims=True)
-        return self._expand(grad) * mask
+        return mask
 
 
 class Max(_Extremum):
@@ -122,6 +123,11 @@ class Var(_Reduction):
         (centered,) = self.saved_tensors
         return self._expand(grad) * centered * (2.0 / self.denom)
 
+    def vjp(self, grad):
+        (x,) = self.inputs
+        centered = x - mean(x, self.axes, keepdims=True)
+        return self._expand(grad) * centered * (2.0 / self.denom)
+
 
 class LogSumExp(_Reduction):
     def forward(self, x, axes=(), keepdims=False):
@@ -137,73 +143,179 @@ class LogSumExp(_Reduction):
         x, out = self.saved_tensors
         return self._expand(grad) * self.xp.exp(x - out)
 
+    def vjp(self, grad):
+        from .elementwise import exp
 
-def _reduce(cls, x, axis, keepdims, **kw):
-    return cls.apply(x, axes=normalize_axes(axis, x.ndim), keepdims=bool(keepdims), **kw)
-
-
-def sum(x, axis=None, keepdims=False):
-    """Sum over ``axis`` (all axes when None)."""
-    return _reduce(Sum, x, axis, keepdims)
+        (x,) = self.inputs
+        return self._expand(grad) * exp(x - logsumexp(x, self.axes, keepdims=True))
 
 
-def mean(x, axis=None, keepdims=False):
-    """Arithmetic mean over ``axis``."""
-    if x.dtype.kind != "f":
-        raise TypeError(f"mean() needs a floating tensor, got dtype {x.dtype}; convert with .float()")
-    return _reduce(Mean, x, axis, keepdims)
+def sum_to(x, shape):
+    """Sum the Tensor ``x`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``x.shape``).
+
+    The differentiable twin of ``unbroadcast``, for ``vjp`` methods: sums
+    the leading axes ``x`` has beyond ``shape`` and the axes where ``shape``
+    has length 1. ``x`` itself when the shapes match.
+
+    Example::
+
+        g = minigrad.ones(4, 3)
+        sum_to(g, (1, 3))     # tensor([[4., 4., 4.]])
+    """
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
+    out = sum(x, axes, keepdims=True) if axes else x
+    if lead:
+        from .shape import reshape
+
+        out = reshape(out, *shape)
+    return out
 
 
-def max(x, axis=None, keepdims=False):
-    """Maximum over ``axis`` (values only; see ``argmax`` for indices)."""
-    return _reduce(Max, x, axis, keepdims)
+def _reduce(cls, x, dim, axis, keepdim, keepdims, **kw):
+    axes = normalize_dims(dim_arg(dim, axis), x.ndim)
+    return cls.apply(x, axes=axes, keepdims=keepdim_arg(keepdim, keepdims), **kw)
 
 
-def min(x, axis=None, keepdims=False):
-    """Minimum over ``axis``."""
-    return _reduce(Min, x, axis, keepdims)
+def sum(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Sum over ``dim`` (all dimensions when None).
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> mg.sum(mg.tensor([[1, 2], [3, 4]]), dim=1)
+        tensor([3, 7])
+    """
+    return _reduce(Sum, input, dim, axis, keepdim, keepdims)
 
 
-def var(x, axis=None, keepdims=False, correction=1):
-    """Variance over ``axis``: ``Σ(x-mean)²/(n - correction)``.
+def mean(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Arithmetic mean over ``dim`` (all dimensions when None); needs a floating tensor."""
+    if input.dtype.kind != "f":
+        raise TypeError(f"mean() needs a floating tensor, got dtype {input.dtype}; convert with .float()")
+    return _reduce(Mean, input, dim, axis, keepdim, keepdims)
+
+
+def amax(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Maximum over one or several dimensions (values only; ties share the gradient evenly)."""
+    return _reduce(Max, input, dim, axis, keepdim, keepdims)
+
+
+def amin(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Minimum over one or several dimensions (values only; ties share the gradient evenly)."""
+    return _reduce(Min, input, dim, axis, keepdim, keepdims)
+
+
+def _extremum(name, input, dim, keepdim, axis, keepdims, reduce_all, elementwise):
+    dim = dim_arg(dim, axis)
+    if isinstance(dim, TensorBase):  # max(a, b): the elementwise maximum, as torch.max(input, other)
+        return elementwise(input, dim)
+    if dim is None:
+        if keepdim or keepdims:
+            raise TypeError(f"{name}(): keepdim needs a dim")
+        return reduce_all(input)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{name}(): dim must be an int, got {dim!r}; use a{name}() to reduce several dims")
+    d = normalize_dim(dim, input.ndim)
+    keep = keepdim_arg(keepdim, keepdims)
+    if input.ndim and input.shape[d] == 0:
+        raise IndexError(f"{name}(): expected reduction dim {d} to have non-zero size")
+    indices = _arg(input, d, True, f"arg{name}")
+    values = _gather(input, indices, d)
+    if not keep and input.ndim:
+        from .shape import squeeze
+
+        values, indices = squeeze(values, d), squeeze(indices, d)
+    return getattr(return_types, name)(values, indices)
+
+
+def _gather(x, indices, d):
+    """``x`` at ``indices`` (keepdim form) along dimension ``d``, differentiably (through indexing)."""
+    from .shape import getitem
+
+    if x.ndim == 0:
+        return x
+    xp = x.backend.xp
+    index = tuple(
+        indices if i == d else make_tensor(xp.arange(n).reshape([-1 if j == i else 1 for j in range(x.ndim)]),
+                                           x.backend)
+        for i, n in enumerate(x.shape)
+    )
+    return getitem(x, index)
+
+
+def max(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """PyTorch's ``max``: ``max(x)`` is the largest value (a 0-d tensor); ``max(x, dim)`` the named tuple
+    ``(values, indices)`` along ``dim``; ``max(x, other)`` with a Tensor ``other`` the elementwise maximum.
+
+    Along ``dim`` the gradient goes to the selected element; for ``max(x)``
+    ties share it evenly. Use ``amax`` to reduce several dimensions at once.
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> values, indices = mg.max(mg.tensor([[1., 5.], [7., 2.]]), dim=1)
+        >>> values, indices
+        (tensor([5., 7.]), tensor([1, 0]))
+    """
+    from .elementwise import maximum
+
+    return _extremum("max", input, dim, keepdim, axis, keepdims, amax, maximum)
+
+
+def min(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """PyTorch's ``min``: the smallest value, ``(values, indices)`` along ``dim``, or the elementwise
+    minimum of two tensors (see ``max``)."""
+    from .elementwise import minimum
+
+    return _extremum("min", input, dim, keepdim, axis, keepdims, amin, minimum)
+
+
+def var(input, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
+    """Variance over ``dim``: ``Σ(x-mean)²/(n - correction)``.
 
     ``correction=1`` (the default, as in PyTorch) is the unbiased estimate,
-    ``correction=0`` the biased (population) one.
+    ``correction=0`` the biased (population) one; ``unbiased=False`` is
+    PyTorch's older spelling of ``correction=0``.
     """
-    if x.dtype.kind != "f":
-        raise TypeError(f"var() needs a floating tensor, got dtype {x.dtype}")
-    return _reduce(Var, x, axis, keepdims, correction=correction)
+    if input.dtype.kind != "f":
+        raise TypeError(f"var() needs a floating tensor, got dtype {input.dtype}")
+    if unbiased is not None:
+        correction = int(bool(unbiased))
+    return _reduce(Var, input, dim, axis, keepdim, keepdims, correction=correction)
 
 
-def std(x, axis=None, keepdims=False, correction=1):
-    """Standard deviation, ``sqrt(var(x, axis, keepdims, correction))``."""
+def std(input, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
+    """Standard deviation, ``sqrt(var(input, dim, keepdim, correction))``."""
     from .elementwise import sqrt
 
-    return sqrt(var(x, axis, keepdims, correction))
+    return sqrt(var(input, dim, keepdim, correction, unbiased=unbiased, axis=axis, keepdims=keepdims))
 
 
-def logsumexp(x, axis=None, keepdims=False):
-    """``log(Σ exp(x))`` over ``axis``, computed stably."""
-    return _reduce(LogSumExp, x, axis, keepdims)
+def logsumexp(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """``log(Σ exp(x))`` over ``dim``, computed stably."""
+    return _reduce(LogSumExp, input, dim, axis, keepdim, keepdims)
 
 
-def argmax(x, axis=None, keepdims=False):
-    """Indices of the maxima along ``axis`` (int64, not differentiable)."""
-    return _arg(x, axis, keepdims, "argmax")
+def argmax(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Indices of the maxima along ``dim`` (of the flattened tensor when None); int64, not differentiable."""
+    return _arg(input, dim_arg(dim, axis), keepdim_arg(keepdim, keepdims), "argmax")
 
 
-def argmin(x, axis=None, keepdims=False):
-    """Indices of the minima along ``axis`` (int64, not differentiable)."""
-    return _arg(x, axis, keepdims, "argmin")
+def argmin(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Indices of the minima along ``dim`` (of the flattened tensor when None); int64, not differentiable."""
+    return _arg(input, dim_arg(dim, axis), keepdim_arg(keepdim, keepdims), "argmin")
 
 
-def _arg(x, axis, keepdims, name):
-    from .._ext._engine import make_tensor
-
-    if axis is not None:
-        axis = normalize_axes(axis, x.ndim)
-        if len(axis) != 1:
-            raise ValueError(f"{name} takes a single axis, got {axis}")
-        axis = axis[0]
-    out = getattr(x.array, name)(axis=axis, keepdims=keepdims)
+def _arg(x, dim, keepdim, name):
+    if x.array.size == 0:
+        raise IndexError(f"{name}(): cannot take the {name} of an empty tensor")
+    if dim is not None:
+        dim = normalize_dim(dim, x.ndim)
+        if x.ndim == 0:
+            dim = None
+    out = getattr(x.array, name)(axis=dim, keepdims=keepdim)
     return make_tensor(x.backend.xp.asarray(out, dtype="int64"), x.backend)

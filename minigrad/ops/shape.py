@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .._ext._engine import Function, TensorBase, unbroadcast
+from .dims import dim_arg, normalize_dim, normalize_dims
 
 __all__ = ["reshape", "permute", "transpose", "broadcast_to", "getitem", "concatenate", "stack",
            "squeeze", "unsqueeze", "flatten"]
@@ -21,6 +22,9 @@ class Reshape(Function):
     def backward(self, grad):
         return grad.reshape(self.in_shape)
 
+    def vjp(self, grad):
+        return reshape(grad, self.in_shape)
+
 
 class Permute(Function):
     def forward(self, x, axes=()):
@@ -29,6 +33,9 @@ class Permute(Function):
 
     def backward(self, grad):
         return grad.transpose(self.inverse)
+
+    def vjp(self, grad):
+        return permute(grad, *self.inverse)
 
 
 class BroadcastTo(Function):
@@ -39,6 +46,11 @@ class BroadcastTo(Function):
     def backward(self, grad):
         return unbroadcast(grad, self.in_shape)
 
+    def vjp(self, grad):
+        from .reduce import sum_to
+
+        return sum_to(grad, self.in_shape)
+
 
 class GetItem(Function):
     def forward(self, x, index=None, advanced=False):
@@ -46,14 +58,38 @@ class GetItem(Function):
         return x[index]
 
     def backward(self, grad):
-        xp = self.xp
-        dx = xp.zeros(self.in_shape, dtype=grad.dtype)
-        if self.advanced:
-            # Repeated indices must accumulate, which plain assignment would not.
-            self.backend.index_add(dx, self.index, grad)
-        else:
-            dx[self.index] = grad
-        return dx
+        return _scatter(self.backend, grad, self.index, self.advanced, self.in_shape)
+
+    def vjp(self, grad):
+        return Scatter.apply(grad, index=self.index, advanced=self.advanced, shape=self.in_shape)
+
+
+class Scatter(Function):
+    """Place ``g`` at ``index`` of zeros of ``shape`` (adding repeated indices): the adjoint of indexing.
+
+    ``GetItem`` and ``Scatter`` are each other's vjp, so indexing can be
+    differentiated to any order.
+    """
+
+    def forward(self, g, index=None, advanced=False, shape=()):
+        self.index, self.advanced = index, advanced
+        return _scatter(self.backend, g, index, advanced, shape)
+
+    def backward(self, grad):
+        return grad[self.index]
+
+    def vjp(self, grad):
+        return GetItem.apply(grad, index=self.index, advanced=self.advanced)
+
+
+def _scatter(backend, g, index, advanced, shape):
+    out = backend.xp.zeros(shape, dtype=g.dtype)
+    if advanced:
+        # Repeated indices must accumulate, which plain assignment would not.
+        backend.index_add(out, index, g)
+    else:
+        out[index] = g
+    return out
 
 
 class Concatenate(Function):
@@ -66,6 +102,14 @@ class Concatenate(Function):
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(self.xp.split(grad, bounds, axis=self.axis))
 
+    def vjp(self, grad):
+        out, start = [], 0
+        lead = (slice(None),) * self.axis
+        for size in self.sizes:
+            out.append(getitem(grad, lead + (slice(start, start + size),)))
+            start += size
+        return tuple(out)
+
 
 class Stack(Function):
     def forward(self, *arrays, axis=0):
@@ -75,6 +119,10 @@ class Stack(Function):
     def backward(self, grad):
         n = grad.shape[self.axis]
         return tuple(self.xp.take(grad, i, axis=self.axis) for i in range(n))
+
+    def vjp(self, grad):
+        lead = (slice(None),) * self.axis
+        return tuple(getitem(grad, lead + (i,)) for i in range(grad.shape[self.axis]))
 
 
 # ----------------------------------------------------------------- functions
@@ -104,61 +152,63 @@ def reshape(x, *shape):
     return Reshape.apply(x, shape=shape)
 
 
-def flatten(x, start_dim=0, end_dim=-1):
+def flatten(input, start_dim=0, end_dim=-1):
     """Merge dimensions ``start_dim..end_dim`` (inclusive) into one."""
-    nd = x.ndim
+    nd = input.ndim
+    s, e = normalize_dim(start_dim, nd, "start_dim"), normalize_dim(end_dim, nd, "end_dim")
     if nd == 0:
-        return reshape(x, 1)
-    s, e = start_dim % nd, end_dim % nd
+        return reshape(input, 1)
     if s > e:
-        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-    shape = x.shape
-    return reshape(x, shape[:s] + (-1,) + shape[e + 1 :])
+        raise ValueError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
+    shape = input.shape
+    return reshape(input, shape[:s] + (-1,) + shape[e + 1 :])
 
 
-def squeeze(x, axis=None):
-    """Remove axes of length 1 (all of them, or the given one)."""
-    if axis is None:
-        new = tuple(s for s in x.shape if s != 1)
-    else:
-        a = axis % max(x.ndim, 1)
-        if x.shape[a] != 1:
-            raise ValueError(f"squeeze: axis {axis} has length {x.shape[a]}, not 1")
-        new = x.shape[:a] + x.shape[a + 1 :]
-    return reshape(x, new)
+def squeeze(input, dim=None, *, axis=None):
+    """Remove dimensions of length 1: all of them, or those among ``dim`` (an int or a tuple).
+
+    As in PyTorch, a named dimension whose length is not 1 is left alone.
+    """
+    dim = dim_arg(dim, axis)
+    dims = range(input.ndim) if dim is None else normalize_dims(dim, input.ndim)
+    new = tuple(s for i, s in enumerate(input.shape) if not (i in dims and s == 1))
+    return reshape(input, new)
 
 
-def unsqueeze(x, axis):
-    """Insert an axis of length 1 at position ``axis``."""
-    nd = x.ndim + 1
-    if not -nd <= axis < nd:
-        raise IndexError(f"unsqueeze: axis {axis} out of range for a result with {nd} dimensions")
-    a = axis % nd
-    return reshape(x, x.shape[:a] + (1,) + x.shape[a:])
+def unsqueeze(input, dim=None, *, axis=None):
+    """Insert a dimension of length 1 at position ``dim`` (in ``[-ndim-1, ndim]``)."""
+    dim = dim_arg(dim, axis)
+    if dim is None:
+        raise TypeError("unsqueeze() missing required argument 'dim'")
+    a = normalize_dim(dim, input.ndim + 1)
+    return reshape(input, input.shape[:a] + (1,) + input.shape[a:])
 
 
-def permute(x, *axes):
-    """Reorder the dimensions: ``permute(x, 2, 0, 1)``."""
-    axes = _shape_arg(axes)
-    nd = x.ndim
-    if sorted(a % nd for a in axes) != list(range(nd)) or len(axes) != nd:
-        raise ValueError(f"permute: {axes} is not a permutation of the {nd} dimensions")
-    axes = tuple(a % nd for a in axes)
+def permute(input, *dims):
+    """Reorder the dimensions: ``permute(x, 2, 0, 1)`` or ``permute(x, (2, 0, 1))``."""
+    dims = _shape_arg(dims)
+    nd = input.ndim
+    if len(dims) != nd:
+        raise ValueError(f"permute(): number of dims don't match: the tensor has {nd}, got {len(dims)} ({dims})")
+    axes = tuple(normalize_dim(d, nd) for d in dims)
+    if len(set(axes)) != nd:
+        raise ValueError(f"permute(): {dims} repeats a dimension; expected a permutation of the {nd} dimensions")
     if axes == tuple(range(nd)):
-        return x
-    return Permute.apply(x, axes=axes)
+        return input
+    return Permute.apply(input, axes=axes)
 
 
-def transpose(x, dim0=None, dim1=None):
-    """Swap two dimensions; with no arguments, reverse all of them (``x.T``)."""
-    nd = x.ndim
+def transpose(input, dim0=None, dim1=None):
+    """Swap dimensions ``dim0`` and ``dim1``; with neither, reverse all of them (``x.T``)."""
+    nd = input.ndim
     if dim0 is None and dim1 is None:
-        return permute(x, *reversed(range(nd)))
+        return permute(input, *reversed(range(nd)))
     if dim0 is None or dim1 is None:
         raise TypeError("transpose takes either no dimensions or two")
+    d0, d1 = normalize_dim(dim0, nd), normalize_dim(dim1, nd)
     axes = list(range(nd))
-    axes[dim0 % nd], axes[dim1 % nd] = axes[dim1 % nd], axes[dim0 % nd]
-    return permute(x, *axes)
+    axes[d0], axes[d1] = axes[d1], axes[d0]
+    return permute(input, *axes)
 
 
 def broadcast_to(x, *shape):
@@ -216,30 +266,27 @@ def _check_same_rank(name, tensors):
             raise TypeError(f"{name} expects Tensors, got {type(t).__name__}")
 
 
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis (shapes must match elsewhere)."""
+def concatenate(tensors, dim=0, *, axis=None):
+    """Join tensors along an existing dimension ``dim`` (shapes must match elsewhere); ``cat`` is an alias."""
     tensors = list(tensors)
-    _check_same_rank("concatenate", tensors)
+    _check_same_rank("cat", tensors)
     nd = tensors[0].ndim
     if nd == 0:
-        raise ValueError("concatenate: zero-dimensional tensors cannot be concatenated")
-    ax = axis % nd
+        raise ValueError("cat(): zero-dimensional tensors cannot be concatenated")
+    ax = normalize_dim(dim_arg(dim, axis, 0), nd)
     for t in tensors[1:]:
         if t.ndim != nd or any(s != r for i, (s, r) in enumerate(zip(t.shape, tensors[0].shape)) if i != ax):
             raise ValueError(
-                f"concatenate: shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside axis {axis}"
+                f"cat(): shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside dimension {ax}"
             )
     return Concatenate.apply(*tensors, axis=ax)
 
 
-def stack(tensors, axis=0):
-    """Join same-shaped tensors along a new axis."""
+def stack(tensors, dim=0, *, axis=None):
+    """Join same-shaped tensors along a new dimension ``dim``."""
     tensors = list(tensors)
     _check_same_rank("stack", tensors)
     for t in tensors[1:]:
         if t.shape != tensors[0].shape:
-            raise ValueError(f"stack: all tensors must have the same shape, got {tuple(tensors[0].shape)} and {tuple(t.shape)}")
-    nd = tensors[0].ndim + 1
-    if not -nd <= axis < nd:
-        raise IndexError(f"stack: axis {axis} out of range for a result with {nd} dimensions")
-    return Stack.apply(*tensors, axis=axis % nd)
+            raise ValueError(f"stack(): all tensors must have the same shape, got {tuple(tensors[0].shape)} and {tuple(t.shape)}")
+    return Stack.apply(*tensors, axis=normalize_dim(dim_arg(dim, axis, 0), tensors[0].ndim + 1))

@@ -4,6 +4,7 @@ the maximum is subtracted before exponentiating)."""
 from __future__ import annotations
 
 from .._ext._engine import Function, TensorBase
+from .dims import dim_arg, normalize_dim
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "nll_loss"]
 
@@ -26,6 +27,10 @@ class Softmax(Function):
         # J^T g = y·(g - Σ g·y)
         return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
 
+    def vjp(self, grad):
+        (y,) = self.saved_as_tensors()
+        return y * (grad - (grad * y).sum(axis=self.axis, keepdims=True))
+
 
 class LogSoftmax(Function):
     def forward(self, x, axis=-1):
@@ -37,6 +42,10 @@ class LogSoftmax(Function):
     def backward(self, grad):
         (out,) = self.saved_tensors
         return grad - self.xp.exp(out) * grad.sum(axis=self.axis, keepdims=True)
+
+    def vjp(self, grad):
+        (out,) = self.saved_as_tensors()
+        return grad - out.exp() * grad.sum(axis=self.axis, keepdims=True)
 
 
 class CrossEntropy(Function):
@@ -71,37 +80,106 @@ class CrossEntropy(Function):
 
     def backward(self, grad):
         xp = self.xp
-        logp, t, w_rows, valid = self.saved_tensors
-        n, c = logp.shape
-        p = xp.exp(logp)
+        logp = self.saved_tensors[0]
+        n = logp.shape[0]
         if self.reduction == "none":
             g_rows = grad
         else:
             g_rows = xp.broadcast_to(grad / self.denom, (n,))
-        # d loss_i / d x = w_i·(softmax - onehot), mixed with the smoothing term.
-        onehot = xp.zeros_like(p)
-        onehot[xp.arange(n), t] = 1
-        eps = self.label_smoothing
-        dx = (p - onehot) * (w_rows * (1 - eps))[:, None]
-        if eps:
-            w_all = self.weight[None, :] if self.weight is not None else xp.ones((1, c), dtype=p.dtype)
-            # d/dx of -(Σ_j w_j log p_j)/C = (p·Σ_j w_j - w)/C
-            dx += eps * (p * w_all.sum() - w_all) / c * valid[:, None]
+        dx = self._dlogits(xp.exp(logp))
         dx *= g_rows[:, None]
         return dx.astype(logp.dtype, copy=False)
 
+    def vjp(self, grad):
+        from .._ext._engine import make_tensor
 
-def softmax(x, axis=-1):
-    """``exp(x)/Σexp(x)`` along ``axis``."""
-    return Softmax.apply(x, axis=axis)
+        (x,) = [t for t in self.inputs if t is not None]
+        if self.reduction == "none":
+            g_rows = grad.reshape(x.shape[0], 1)
+        else:
+            g_rows = (grad / float(self.denom)).reshape(1, 1)
+        return self._dlogits(softmax(x, 1), const=lambda a: make_tensor(a, self.backend)) * g_rows
+
+    def _dlogits(self, p, const=lambda a: a):
+        """``d loss_i / d x = w_i·(softmax - onehot)`` mixed with the label-smoothing term, before the
+        upstream gradient; ``p`` the softmax (an array, or a Tensor with ``const`` wrapping the constants)."""
+        xp = self.xp
+        _, t, w_rows, valid = self.saved_tensors
+        n, c = p.shape
+        onehot = xp.zeros(p.shape, dtype=p.dtype)
+        onehot[xp.arange(n), t] = 1
+        eps = self.label_smoothing
+        dx = (p - const(onehot)) * const((w_rows * (1 - eps))[:, None].astype(p.dtype))
+        if eps:
+            w_all = self.weight[None, :] if self.weight is not None else xp.ones((1, c), dtype=p.dtype)
+            # d/dx of -(Σ_j w_j log p_j)/C = (p·Σ_j w_j - w)/C
+            dx = dx + (p * float(w_all.sum()) - const(w_all)) * const((eps / c * valid[:, None]).astype(p.dtype))
+        return dx
 
 
-def log_softmax(x, axis=-1):
-    """``log softmax(x)`` along ``axis``, computed without overflow."""
-    return LogSoftmax.apply(x, axis=axis)
+def softmax(input, dim=None, *, axis=None):
+    """``exp(x)/Σexp(x)`` along ``dim`` (the last dimension when None).
+
+    Example::
+
+        >>> import minigrad as mg
+        >>> mg.softmax(mg.tensor([[0.0, 0.0]]), dim=1)
+        tensor([[0.5000, 0.5000]])
+    """
+    return Softmax.apply(input, axis=_softmax_dim(input, dim, axis))
+
+
+def log_softmax(input, dim=None, *, axis=None):
+    """``log softmax(x)`` along ``dim`` (the last dimension when None), computed without overflow."""
+    return LogSoftmax.apply(input, axis=_softmax_dim(input, dim, axis))
+
+
+def _softmax_dim(x, dim, axis):
+    dim = normalize_dim(-1 if dim_arg(dim, axis) is None else dim_arg(dim, axis), x.ndim)
+    return dim if x.ndim else None  # a 0-d tensor is its own (single) class
 
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_classification(name, input, target, weight, ignore_index, reduction, what):
+    """The checks ``cross_entropy`` and ``nll_loss`` share; returns the raw target and weight arrays."""
+    if not isinstance(input, TensorBase) or not isinstance(target, TensorBase):
+        bad = "input" if not isinstance(input, TensorBase) else "target"
+        raise TypeError(f"{name}: {bad} must be a Tensor, got {type(input if bad == 'input' else target).__name__}")
+    if input.ndim != 2:
+        raise ValueError(f"{name}: input must be (N, C) {what}, got shape {tuple(input.shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{name}: input must be floating, got dtype {input.dtype}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
+    if target.shape != (input.shape[0],):
+        raise ValueError(
+            f"{name}: target must have shape ({input.shape[0]},) to match input "
+            f"{tuple(input.shape)}, got {tuple(target.shape)}"
+        )
+    if target.device != input.device:
+        raise RuntimeError(f"{name}: target is on {target.device}, input on {input.device}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    t = target.array
+    c = input.shape[1]
+    if t.size:
+        valid = t[t != ignore_index]
+        if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
+            bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
+            raise IndexError(f"{name}: target {bad} is out of range for {c} classes")
+    if weight is None:
+        return t, None
+    if not isinstance(weight, TensorBase):
+        raise TypeError(f"{name}: weight must be a Tensor, got {type(weight).__name__}")
+    if tuple(weight.shape) != (c,):
+        raise ValueError(f"{name}: weight must have shape ({c},), got {tuple(weight.shape)}")
+    if weight.dtype != input.dtype:
+        raise TypeError(f"{name}: weight has dtype {weight.dtype}, input {input.dtype}")
+    if weight.device != input.device:
+        raise RuntimeError(f"{name}: weight is on {weight.device}, input on {input.device}")
+    return t, weight.array
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -111,68 +189,35 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     ``weight`` (C,) rescales classes; rows whose target is ``ignore_index``
     count for nothing; ``reduction`` is "mean" (weighted mean), "sum" or "none".
     """
-    if not isinstance(input, TensorBase) or not isinstance(target, TensorBase):
-        raise TypeError("cross_entropy expects Tensors for input and target")
-    if input.ndim != 2:
-        raise ValueError(f"cross_entropy: input must be (N, C) logits, got shape {tuple(input.shape)}")
-    if input.dtype.kind != "f":
-        raise TypeError(f"cross_entropy: input must be floating, got dtype {input.dtype}")
-    if target.dtype.kind not in "iu":
-        raise TypeError(
-            f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}"
-        )
-    if target.shape != (input.shape[0],):
-        raise ValueError(
-            f"cross_entropy: target must have shape ({input.shape[0]},) to match input "
-            f"{tuple(input.shape)}, got {tuple(target.shape)}"
-        )
-    if target.device != input.device:
-        raise RuntimeError(f"cross_entropy: target is on {target.device}, input on {input.device}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    t, w = _check_classification("cross_entropy", input, target, weight, ignore_index, reduction, "logits")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    t = target.array
-    c = input.shape[1]
-    if t.size:
-        valid = t[t != ignore_index]
-        if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
-            bad = int(valid.min()) if int(valid.min()) < 0 else int(valid.max())
-            raise IndexError(f"cross_entropy: target {bad} is out of range for {c} classes")
-    w = None
-    if weight is not None:
-        if tuple(weight.shape) != (c,):
-            raise ValueError(f"cross_entropy: weight must have shape ({c},), got {tuple(weight.shape)}")
-        if weight.dtype != input.dtype:
-            raise TypeError(f"cross_entropy: weight has dtype {weight.dtype}, input {input.dtype}")
-        w = weight.array
     return CrossEntropy.apply(input, target=t, reduction=reduction, weight=w,
                               ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
-def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
-    """Negative log-likelihood of ``target`` under row-wise ``log_probs`` (N, C)."""
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of class indices ``target`` (N,) under row-wise log-probabilities ``input`` (N, C).
+
+    ``loss_i = -weight[t_i]·input[i, t_i]``; targets equal to ``ignore_index``
+    count for nothing; "mean" divides by the sum of the weights of the rows
+    counted. Validated exactly as ``cross_entropy``.
+    """
+    from .._ext._engine import make_tensor
     from .elementwise import mul
     from .reduce import sum as _sum
     from .shape import getitem
 
-    if log_probs.ndim != 2:
-        raise ValueError(f"nll_loss: expected (N, C) log-probabilities, got shape {tuple(log_probs.shape)}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    xp = log_probs.backend.xp
-    t = target.array
+    t, w_arr = _check_classification("nll_loss", input, target, weight, ignore_index, reduction, "log-probabilities")
+    xp = input.backend.xp
     valid = t != ignore_index
     safe = xp.where(valid, t, 0)
-    rows = xp.arange(log_probs.shape[0])
-    picked = getitem(log_probs, (rows, safe))
-    w = valid.astype(log_probs.dtype)
-    if weight is not None:
-        w = w * weight.array[safe]
-    from .._ext._engine import make_tensor
-
-    wt = make_tensor(w, log_probs.backend)
-    losses = -mul(picked, wt)
+    rows = xp.arange(input.shape[0])
+    picked = getitem(input, (make_tensor(rows, input.backend), make_tensor(safe, input.backend)))
+    w = valid.astype(input.dtype)
+    if w_arr is not None:
+        w = w * w_arr[safe]
+    losses = -mul(picked, make_tensor(w, input.backend))
     if reduction == "none":
         return losses
     total = _sum(losses)

@@ -1,7 +1,10 @@
-"""Optimizers: ``SGD`` (momentum, Nesterov, weight decay) and ``Adam``."""
+"""Optimizers (PyTorch's ``torch.optim``): ``SGD``, ``Adam``, ``AdamW``, ``Adagrad``, ``Adadelta``,
+``RMSprop``, and learning-rate schedules in ``minigrad.optim.lr_scheduler``."""
 
-from .adam import Adam
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .adaptive import Adadelta, Adagrad, RMSprop
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "RMSprop", "lr_scheduler"]

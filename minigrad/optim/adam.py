@@ -1,10 +1,10 @@
-"""Adam (Kingma & Ba, 2015) with bias correction and optional L2 weight decay."""
+"""Adam (Kingma & Ba, 2015) with L2 weight decay, and AdamW (Loshchilov & Hutter, 2019) with decoupled decay."""
 
 from __future__ import annotations
 
 from .optimizer import Optimizer
 
-__all__ = ["Adam"]
+__all__ = ["Adam", "AdamW"]
 
 
 class Adam(Optimizer):
@@ -12,36 +12,56 @@ class Adam(Optimizer):
     ``p ← p - lr·m̂/(√v̂ + ε)`` with ``m̂ = m/(1-β₁ᵗ)``, ``v̂ = v/(1-β₂ᵗ)``.
 
     ``weight_decay`` adds ``λp`` to the gradient (L2, as in PyTorch's Adam).
+
+    Example::
+
+        opt = optim.Adam(model.parameters(), lr=1e-3)
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
 
     def _validate_group(self, g):
+        super()._validate_group(g)
         b1, b2 = g["betas"]
-        if not g["lr"] >= 0.0:
-            raise ValueError(f"invalid learning rate {g['lr']}: must be >= 0")
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"invalid betas {g['betas']}: each must be in [0, 1)")
-        if not g["eps"] >= 0.0:
-            raise ValueError(f"invalid eps {g['eps']}: must be >= 0")
-        if not g["weight_decay"] >= 0.0:
-            raise ValueError(f"invalid weight_decay {g['weight_decay']}: must be >= 0")
 
-    def step(self):
-        """Apply one Adam update to every parameter that has a gradient."""
-        for g in self.param_groups:
-            b1, b2 = g["betas"]
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                p._bump_version()
-                st = self._param_state(p)
-                if not st:
-                    xp = p.backend.xp
-                    st["step"] = 0
-                    st["exp_avg"] = xp.zeros_like(p.array)
-                    st["exp_avg_sq"] = xp.zeros_like(p.array)
-                st["step"] += 1
-                p.backend.adam_update(p.array, p.grad.array, st["exp_avg"], st["exp_avg_sq"], st["step"],
-                                      g["lr"], b1, b2, g["eps"], g["weight_decay"])
+    def _update(self, p, grad, st, g):
+        if not st:
+            xp = p.backend.xp
+            st["step"] = 0
+            st["exp_avg"] = xp.zeros_like(p.array)
+            st["exp_avg_sq"] = xp.zeros_like(p.array)
+        st["step"] += 1
+        b1, b2 = g["betas"]
+        p.backend.adam_update(p.array, grad, st["exp_avg"], st["exp_avg_sq"], st["step"], g["lr"], b1, b2,
+                              g["eps"], self._l2(g))
+
+    def _l2(self, g):
+        return g["weight_decay"]
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p ← p·(1 - lr·λ)``, then Adam's step without L2.
+
+    The default ``weight_decay`` is 0.01, as in PyTorch.
+
+    Example::
+
+        opt = optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, maximize=maximize)
+
+    def _update(self, p, grad, st, g):
+        if g["weight_decay"]:
+            p.array *= 1.0 - g["lr"] * g["weight_decay"]
+        super()._update(p, grad, st, g)
+
+    def _l2(self, g):
+        return 0.0

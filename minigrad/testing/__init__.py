@@ -1,12 +1,12 @@
-"""Testing helpers for minigrad and its plugins: ``gradcheck`` and Hypothesis strategies.
+"""Testing helpers for minigrad and its plugins: ``gradcheck``, ``gradgradcheck`` and Hypothesis strategies.
 
 ``minigrad.testing.strategies`` needs Hypothesis (the ``test`` extra) and is
 imported on demand.
 """
 
-from .finite_differences import GradcheckError, gradcheck, numerical_vjp
+from .finite_differences import GradcheckError, gradcheck, gradgradcheck, numerical_vjp
 
-__all__ = ["gradcheck", "GradcheckError", "numerical_vjp", "strategies"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "numerical_vjp", "strategies"]
 
 
 def __getattr__(name):

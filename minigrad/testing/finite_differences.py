@@ -1,13 +1,13 @@
-"""Finite-difference gradient checking: `gradcheck` (public, for plugin authors too)."""
+"""Finite-difference gradient checking: ``gradcheck`` and ``gradgradcheck`` (public, for plugin authors too)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .._ext._engine import TensorBase
-from ..autograd import no_grad
+from ..autograd import enable_grad, grad, no_grad
 
-__all__ = ["gradcheck", "GradcheckError", "numerical_vjp"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "numerical_vjp"]
 
 
 class GradcheckError(AssertionError):
@@ -105,6 +105,56 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, params=(), seed=0, rai
     for t in targets:
         t.grad = None
     return True
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, params=(), seed=0,
+                  raise_exception=True):
+    """Check the second derivatives of ``fn`` (its backward recorded with ``create_graph=True``)
+    against finite differences of the first derivatives (PyTorch's ``gradgradcheck``).
+
+    The checked function is ``(x, v) ↦ vᵀ·∂fn/∂x`` for the inputs (and
+    ``params``) that require grad, with ``v`` the upstream gradients
+    (``grad_outputs``, or random ones seeded by ``seed``, which are checked
+    too): ``gradcheck`` is run on it, so every ``vjp`` on the way is
+    compared with central differences of the backward. float64 only.
+
+    Example::
+
+        x = minigrad.randn(3, dtype="float64", requires_grad=True)
+        gradgradcheck(lambda t: (t * t).sigmoid(), [x])
+    """
+    inputs = list(inputs)
+    targets = [t for t in inputs + list(params) if isinstance(t, TensorBase) and t.requires_grad]
+    if not targets:
+        raise ValueError("gradgradcheck: no input or parameter requires grad")
+    outs = _outputs(fn, inputs)
+    if grad_outputs is None:
+        rng = np.random.default_rng(seed)
+        grad_outputs = [o.backend.asarray(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs]
+    elif isinstance(grad_outputs, TensorBase):
+        grad_outputs = [grad_outputs]
+    from ..tensor import tensor
+
+    vs = [g if isinstance(g, TensorBase) else tensor(g, device=o.device) for g, o in zip(grad_outputs, outs)]
+    vs = [v.detach().to(o.dtype).requires_grad_(True) for v, o in zip(vs, outs)]
+    n = len(inputs)
+
+    def first_derivatives(*args):
+        with enable_grad():  # finite differences call this under no_grad
+            return _first_derivatives(args)
+
+    def _first_derivatives(args):
+        current = _outputs(fn, list(args[:n]))
+        live = [(o, v) for o, v in zip(current, args[n:]) if o.requires_grad]
+        if not live:
+            raise GradcheckError("gradgradcheck: no output requires grad")
+        gs = grad([o for o, _ in live], targets, [v for _, v in live], create_graph=True, allow_unused=True)
+        from ..tensor import zeros_like
+
+        return tuple(zeros_like(t) if g is None else g for g, t in zip(gs, targets))
+
+    return gradcheck(first_derivatives, inputs + vs, eps=eps, atol=atol, rtol=rtol, params=params, seed=seed + 1,
+                     raise_exception=raise_exception)
 
 
 def _describe(t, inputs):

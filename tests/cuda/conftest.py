@@ -42,11 +42,13 @@ requires_gxx = pytest.mark.skipif(NO_GXX, reason="g++ not found: the CUDA emulat
 
 
 def make_emulated_backend(threads=64, sm_count=2, order=2, seed=0):
-    """A CUDABackend on the emulated GPU (small blocks and few SMs keep the thread count low)."""
-    from minigrad.backends.cuda import CUDABackend
+    """A CUDABackend on the emulated GPU (small blocks and few SMs keep the thread count low;
+    ``threads=None`` keeps the GPU's setting)."""
+    from minigrad.backends.cuda_backend import CUDABackend
 
     backend = CUDABackend(Device("cuda"), xp=fake_cupy.FakeCupy(sm_count=sm_count, order=order, seed=seed))
-    backend.threads = threads
+    if threads is not None:
+        backend.launcher.threads = threads
     return backend
 
 
@@ -61,7 +63,7 @@ def _emu_session():
 def emu(_emu_session):
     """The emulated CUDA backend (64 threads per block, 2 SMs), launch log cleared."""
     _emu_session.xp.launches.clear()
-    _emu_session.threads = 64
+    _emu_session.launcher.threads = 64
     return _emu_session
 
 

@@ -11,8 +11,8 @@ import types
 import pytest
 
 import minigrad as mg
-from minigrad.backends import cuda as cuda_backend
-from minigrad.backends.cuda import CUDABackend, CUDAUnavailableError
+from minigrad.backends import cuda_launch
+from minigrad.backends.cuda_backend import CUDABackend, CUDAUnavailableError
 
 HAVE_GPU = mg.cuda.is_available()
 
@@ -20,8 +20,8 @@ HAVE_GPU = mg.cuda.is_available()
 @pytest.fixture
 def fresh(monkeypatch):
     """Forget the cached CuPy import and device probe (restored afterwards)."""
-    monkeypatch.setattr(cuda_backend, "_CUPY", None)
-    monkeypatch.setattr(cuda_backend, "_CUPY_ERROR", None)
+    monkeypatch.setattr(cuda_launch, "_CUPY", None)
+    monkeypatch.setattr(cuda_launch, "_CUPY_ERROR", None)
     monkeypatch.setattr(CUDABackend, "_probe_result", None)
     from minigrad import backends
 
@@ -56,7 +56,7 @@ def test_without_cupy(fresh, monkeypatch):
     assert mg.cuda.is_available() is False
     assert mg.cuda.device_count() == 0
     assert "CuPy is not installed" in mg.cuda.unavailable_reason()
-    with pytest.raises(CUDAUnavailableError, match=r"CuPy is not installed.*minigrad\[cuda\]"):
+    with pytest.raises(CUDAUnavailableError, match=r"CuPy is not installed.*minigrad-bn\[cuda\]"):
         mg.tensor([1.0], device="cuda")
     with pytest.raises(CUDAUnavailableError):
         mg.zeros(3).to("cuda")
@@ -84,10 +84,52 @@ def test_this_machine(fresh):
     assert "CuPy" in str(info.value) and ("not installed" in str(info.value) or "no usable CUDA GPU" in str(info.value))
 
 
-def test_only_cuda_0_is_supported(fresh, monkeypatch):
-    fake = types.SimpleNamespace(__version__="14.0.0",
-                                 cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 2)))
+def _emulated_cupy(monkeypatch, request, **kw):
+    """``import cupy`` gives the emulated CuPy (a GPU whose kernels run through the g++ emulation)."""
+    request.getfixturevalue("emu_factory")  # skipped without g++
+    fake = sys.modules["minigrad_tests_fake_cupy"].FakeCupy(**kw)
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    return fake
+
+
+def test_available_means_a_kernel_compiled_and_ran(fresh, monkeypatch, request):
+    fake = _emulated_cupy(monkeypatch, request)
+    assert mg.cuda.is_available() is True and mg.cuda.unavailable_reason() is None
+    assert [name for name, _, _ in fake.launches] == ["mg_probe<float>"]
+    mg.cuda.is_available()
+    assert fake.builds == 1, "the probe runs once per process"
+
+
+class _CompileException(Exception):
+    pass
+
+
+def test_a_gpu_without_a_working_compiler_is_unavailable(fresh, monkeypatch, request):
+    """CuPy imports and sees a GPU, but NVRTC cannot compile (no CUDA headers without [ctk] or a toolkit)."""
+    fake = _emulated_cupy(monkeypatch, request)
+
+    def no_nvrtc(**kw):
+        raise _CompileException("catastrophic error: cannot open source file \"cuda_fp16.h\"")
+
+    monkeypatch.setattr(fake, "RawModule", no_nvrtc)
+    assert mg.cuda.is_available() is False
+    assert mg.cuda.device_count() == 1
+    reason = mg.cuda.unavailable_reason()
+    assert "cannot be compiled and run on the 1 CUDA device(s)" in reason and "cuda_fp16.h" in reason
+    assert "[ctk]" in reason
+    with pytest.raises(CUDAUnavailableError, match="cannot be compiled"):
+        mg.tensor([1.0], device="cuda")
+
+
+def test_a_kernel_that_computes_garbage_is_unavailable(fresh, monkeypatch, request):
+    fake = _emulated_cupy(monkeypatch, request)
+    module = type("Module", (), {"get_function": lambda self, name: lambda grid, block, args: None})
+    monkeypatch.setattr(fake, "RawModule", lambda **kw: module())
+    assert "wrote wrong values" in mg.cuda.unavailable_reason()
+
+
+def test_only_cuda_0_is_supported(fresh, monkeypatch, request):
+    _emulated_cupy(monkeypatch, request, device_count=2)
     assert mg.cuda.device_count() == 2
     with pytest.raises(NotImplementedError, match="only cuda:0"):
         CUDABackend.create(mg.Device("cuda:1"))

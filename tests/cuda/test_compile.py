@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad.backends import cuda as cuda_backend
-from minigrad.backends.cuda import COMPILE_OPTIONS, KERNEL_FILES, kernel_source, name_expressions
+from minigrad.backends import cuda_backend, cuda_launch
+from minigrad.backends.cuda_launch import COMPILE_OPTIONS, KERNEL_FILES, kernel_source, name_expressions
 
-KERNEL_DIR = Path(cuda_backend.__file__).resolve().parent / "kernels"
+KERNEL_DIR = Path(cuda_launch.__file__).resolve().parent / "kernels"
 NVCC = shutil.which("nvcc") or next(iter(glob.glob("/usr/local/cuda*/bin/nvcc")), None)
 TEMPLATE = re.compile(
     r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\("
@@ -59,9 +59,9 @@ def test_kernel_table_matches_the_sources():
 
 def test_launched_names_are_in_the_table():
     source = Path(cuda_backend.__file__).read_text()
-    launched = set(re.findall(r'_launch\(\s*"(\w+)"', source))
-    launched |= set(re.findall(r'"((?:bn|row|max|avg)_\w+)"\s+if\b', source))
-    launched |= set(re.findall(r'\belse\s+"((?:bn|row|max|avg)_\w+)"', source))
+    launched = set(re.findall(r'\.(?:launch|flat|rows|per_channel|_window_kernel)\(\s*"(\w+)"', source))
+    for kind in set(re.findall(r'\.channel_partials\(\s*"(\w+)"', source)):  # the two layouts' kernels
+        launched |= set(cuda_launch.Launcher._REDUCTIONS[kind][:2])
     table = {k for ks in KERNEL_FILES.values() for k in ks}
     assert launched, "no launches found: the pattern is stale"
     assert launched <= table, launched - table
@@ -196,9 +196,18 @@ def test_nvrtc_resolves_every_name_expression(f):
         assert mangled_fragment(n) in lowered[n], (n, lowered[n])
 
 
+@pytest.mark.skipif(NVRTC is None, reason="libnvrtc not found (set MINIGRAD_NVRTC, or pip install nvidia-cuda-nvrtc-cu12)")
+def test_nvrtc_compiles_the_availability_probe():
+    """The kernel ``is_available()`` compiles and runs, compiled as the backend compiles it."""
+    lowered, log = _Nvrtc(NVRTC).compile(kernel_source("common.cuh") + cuda_launch._PROBE_SOURCE,
+                                         [*COMPILE_OPTIONS, "-arch=compute_80"], [cuda_launch._PROBE_KERNEL])
+    assert "warning" not in log.lower(), log
+    assert mangled_fragment(cuda_launch._PROBE_KERNEL) in lowered[cuda_launch._PROBE_KERNEL]
+
+
 def test_name_expressions_cover_both_dtypes():
     for f in FILES:
         names = name_expressions(f)
         assert len(names) == 2 * len(KERNEL_FILES[f])
         assert {n.split("<")[1] for n in names} == {"float>", "double>"}
-    assert set(cuda_backend.C_TYPES) == {np.dtype(np.float32), np.dtype(np.float64)}
+    assert set(cuda_launch.C_TYPES) == {np.dtype(np.float32), np.dtype(np.float64)}

@@ -19,7 +19,7 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 DTYPES = [pytest.param(F32, id="f32"), pytest.param(F64, id="f64")]
 
 
-@pytest.fixture(params=["emulated", "gpu"])
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.cuda)])
 def be(request):
     """A CUDA backend: the emulated one or the real GPU."""
     return request.getfixturevalue("emu" if request.param == "emulated" else "gpu")
@@ -85,7 +85,7 @@ def test_batch_norm_forward_train(be, ref, shape, dtype, affine):
 
 def test_batch_norm_layouts_and_channel_split(emu, ref):
     """The plane layout splits few channels over several blocks; small S uses the column layout."""
-    emu.threads = 32
+    emu.launcher.threads = 32
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 3, 100))
     emu.batch_norm_forward_train(dev(emu, x), None, None, 1e-5)
@@ -223,17 +223,22 @@ def test_group_norm_backward(be, ref, case, dtype, affine):
         close(host(be, a), r, dtype, atol=tol(dtype)["atol"] * scale * (1 if label == "dx" else np.sqrt(x.size)))
 
 
-def test_group_norm_params_layouts(emu, ref):
-    """dweight/dbias: one channel per block from S = 32 on, 32 channels per block below it."""
-    emu.threads = 64
+def test_group_norm_params_use_the_split_channel_reductions(emu, ref):
+    """dweight/dbias are BatchNorm's two-stage channel sums: a few channels are split over several
+    blocks from S = 32 on (not one block per channel), 32 channels per block below it."""
     rng = np.random.default_rng(15)
-    for shape, spatial in [((3, 4, 40), 1), ((3, 40, 2), 0)]:
+    for shape, stage1 in [((8, 2, 64), "bn_backward_reduce_spatial"), ((3, 40, 2), "bn_backward_reduce_columns")]:
         emu.xp.launches.clear()
         x, g = rng.standard_normal(shape), rng.standard_normal(shape)
         _, mean, invstd = ref.group_norm_forward(x, None, None, 2, 1e-5)
         _, dw, db = emu.group_norm_backward(dev(emu, g), dev(emu, x), dev(emu, mean), dev(emu, invstd), None, 2)
-        (name, grid, block), = [l for l in emu.xp.launches if l[0].startswith("group_norm_backward_params")]
-        assert grid[0] == (shape[1] if spatial else 2) and block[0] == 32, (grid, block)  # 40 channels: 2 tiles
+        names = [n.split("<")[0] for n in launched(emu)]
+        assert names == ["group_norm_backward", stage1, "bn_backward_finalize"], names
+        (grid, block), = [(gr, bl) for n, gr, bl in emu.xp.launches if n.startswith(stage1)]
+        if stage1.endswith("spatial"):
+            assert grid[0] > shape[1], f"{shape[1]} channels on {grid[0]} blocks: not split"
+        else:
+            assert grid[0] == 3 and block[0] == 32, (grid, block)  # 40·2 = 80 columns: 3 tiles of 32
         _, dwr, dbr = ref.group_norm_backward(g, x, mean, invstd, None, 2)
         close(host(emu, dw), dwr, F64)
         close(host(emu, db), dbr, F64)
@@ -365,6 +370,53 @@ def test_avg_pool2d(be, ref, geom, dtype, include_pad):
     close(host(be, dx), ref.avg_pool2d_backward(g, shape, *k, include_pad), dtype, rtol=1e-6, atol=1e-6)
 
 
+def _nan_inf_planes(dtype):
+    """(2, 2, 6, 6) planes with NaN in some windows (two in one), windows and a whole plane of -inf, and +inf."""
+    x = (np.arange(2 * 2 * 6 * 6).reshape(2, 2, 6, 6) % 7 - 3).astype(dtype)
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 2:4, 2:4] = -np.inf  # one whole window of the 2x2/2 pooling
+    x[0, 1, 1, 1] = np.inf
+    x[0, 1, 4, 4] = x[0, 1, 5, 5] = np.nan  # two NaNs in one window: the last one wins
+    x[1, 0] = -np.inf  # every window of the plane
+    x[1, 1, 3, 0], x[1, 1, 3, 2] = np.nan, np.inf
+    return x
+
+
+NAN_POOLS = [(2, 2, 2, 2, 0, 0), (3, 3, 1, 1, 1, 1), (3, 3, 2, 2, 1, 1), (2, 3, 2, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("k", NAN_POOLS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_nan_and_inf_windows(be, ref, k, dtype):
+    """NaN wins (as on the CPU and in PyTorch) and an all -inf window picks a pixel inside itself."""
+    from minigrad.backends import get_backend
+
+    x = _nan_inf_planes(dtype)
+    y, arg = be.max_pool2d_forward(dev(be, x), *k)
+    y, arg = host(be, y), host(be, arg)
+    for other in (ref, get_backend("cpu")):  # the NumPy reference and the Cython kernels agree
+        yo, argo = other.max_pool2d_forward(x, *k)
+        np.testing.assert_array_equal(y, yo)
+        np.testing.assert_array_equal(arg, argo)
+    kh, kw, sh, sw, ph, pw = k
+    oh, ow = np.meshgrid(np.arange(y.shape[2]), np.arange(y.shape[3]), indexing="ij")
+    rows, cols = arg // 6, arg % 6
+    assert np.all((rows >= oh * sh - ph) & (rows < oh * sh - ph + kh) & (cols >= ow * sw - pw) & (cols < ow * sw - pw + kw))
+    g = np.ones(y.shape, dtype)
+    dx = host(be, be.max_pool2d_backward(dev(be, g), dev(be, arg), x.shape))
+    np.testing.assert_array_equal(dx, ref.max_pool2d_backward(g, arg, x.shape))
+
+
+@pytest.mark.parametrize("k", NAN_POOLS, ids=str)
+def test_reference_max_pool2d_picks_as_pytorch(ref, k):
+    torch = pytest.importorskip("torch")
+    x = _nan_inf_planes(np.float64)
+    y, arg = ref.max_pool2d_forward(x, *k)
+    ty, ti = torch.nn.functional.max_pool2d(torch.from_numpy(x), k[:2], k[2:4], k[4:], return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(arg, ti.numpy())
+
+
 # ------------------------------------------------------- elementwise ops
 SIZES = [1, 3, 4, 5, 17, 1001]
 
@@ -453,10 +505,21 @@ def test_other_dtypes_fall_back_to_the_reference(be, ref):
     xh = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4).astype(np.float16)
     y, arg = be.max_pool2d_forward(dev(be, xh), 2, 2, 2, 2, 0, 0)
     np.testing.assert_array_equal(host(be, y), ref.max_pool2d_forward(xh, 2, 2, 2, 2, 0, 0)[0])
-    n_before = len(launched(be))
+
+
+def test_a_dtype_mismatch_raises_as_on_the_cpu(be):
+    """A float64 per-channel vector for a float32 input: the CPU backend's TypeError, no silent fallback."""
+    from minigrad.backends import get_backend
+
     a32, a64 = np.ones((2, 3, 4), np.float32), np.ones(3, np.float64)
-    be.channel_affine(dev(be, a32), dev(be, a64), dev(be, a64))  # mixed dtypes: reference semantics
-    assert len(launched(be)) == n_before
+    message = "vector of dtype float64 for an input of dtype float32"
+    with pytest.raises(TypeError, match=message):
+        get_backend("cpu").channel_affine(a32, a64, a64)
+    with pytest.raises(TypeError, match=message):
+        be.channel_affine(dev(be, a32), dev(be, a64), dev(be, a64))
+    with pytest.raises(TypeError, match=message):
+        be.batch_norm_forward_train(dev(be, a32), dev(be, a64), None, 1e-5)
+    assert launched(be) == []
 
 
 def test_shapes_are_checked_before_launch(be):
@@ -519,9 +582,51 @@ def test_kernels_under_other_thread_schedules(emu_factory, ref, order):
             close(host(be, a), r, F64)
 
 
+def test_kernels_with_the_default_launch_settings(emu_factory, ref):
+    """The launch settings a GPU gets (256-thread blocks and the block shapes derived from them), on
+    sizes that give every thread of those blocks work: the emulation runs them as it runs small ones."""
+    from minigrad.backends.cuda_launch import Launcher
+
+    be = emu_factory(threads=None)
+    assert be.launcher.threads == Launcher.threads == 256
+    rng = np.random.default_rng(21)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    x_sp, x_col, x_gn, x_ln, x_img, v = f32(4, 3, 1000), f32(600, 40, 1), f32(2, 4, 600), f32(64, 300, 1), \
+        f32(2, 3, 20, 20), f32(5000)
+    w_gn = f32(4)
+    for x in (x_sp, x_col):
+        for a, r in zip(be.batch_norm_forward_train(dev(be, x), None, None, 1e-5),
+                        ref.batch_norm_forward_train(x, None, None, 1e-5)):
+            close(host(be, a), r, F32)
+        _, mean, var = ref.batch_norm_forward_train(x, None, None, 1e-5)
+        invstd, g = (1 / np.sqrt(var + 1e-5)).astype(np.float32), f32(*x.shape)
+        for a, r in zip(be.batch_norm_backward(dev(be, g), dev(be, x), dev(be, mean), dev(be, invstd), None, True),
+                        ref.batch_norm_backward(g, x, mean, invstd, None, True)):
+            close(host(be, a), r, F32, atol=1e-3)
+    for x, groups, w in ((x_gn, 2, w_gn), (x_ln, 1, None)):
+        out, expected = be.group_norm_forward(dev(be, x), w if w is None else dev(be, w), None, groups, 1e-5), \
+            ref.group_norm_forward(x, w, None, groups, 1e-5)
+        for a, r in zip(out, expected):
+            close(host(be, a), r, F32)
+        g = f32(*x.shape)
+        for a, r in zip(be.group_norm_backward(dev(be, g), dev(be, x), out[1], out[2], w if w is None else dev(be, w),
+                                               groups),
+                        ref.group_norm_backward(g, x, expected[1], expected[2], w, groups)):
+            close(host(be, a), r, F32, atol=1e-3)
+    y, arg = be.max_pool2d_forward(dev(be, x_img), 3, 3, 1, 1, 1, 1)
+    np.testing.assert_array_equal(host(be, arg), ref.max_pool2d_forward(x_img, 3, 3, 1, 1, 1, 1)[1])
+    np.testing.assert_array_equal(host(be, be.im2col(dev(be, x_img), 3, 3, 1, 1, 1, 1)),
+                                  ref.im2col(x_img, 3, 3, 1, 1, 1, 1))
+    close(host(be, be.sigmoid(dev(be, v))), ref.sigmoid(v.copy()), F32, rtol=1e-6, atol=1e-7)
+    blocks = {name.split("<")[0]: b[0] * b[1] * b[2] for name, _, b in be.xp.launches}
+    for name in ("bn_stats_spatial", "bn_stats_columns", "channel_affine", "group_norm_forward", "max_pool2d_forward",
+                 "sigmoid"):
+        assert blocks[name] == 256, blocks
+
+
 def test_every_kernel_instantiation_is_exercised(emu_factory):
     """One call of every wrapper per dtype launches every name expression of every module."""
-    from minigrad.backends.cuda import KERNEL_FILES, name_expressions
+    from minigrad.backends.cuda_launch import KERNEL_FILES, name_expressions
 
     be = emu_factory(threads=32)
     for dtype in (F32, F64):

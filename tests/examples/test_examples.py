@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad[examples]')")
-pytest.importorskip("tqdm", reason="the examples need tqdm (pip install 'minigrad[examples]')")
+pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad-bn[examples]')")
+pytest.importorskip("tqdm", reason="the examples need tqdm (pip install 'minigrad-bn[examples]')")
 
 
 def test_bn_mnist_smoke(tmp_path, fake_mnist, run, png):

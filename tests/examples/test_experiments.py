@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad[examples]')")
+pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad-bn[examples]')")
 
 import minigrad  # noqa: E402
 from examples import _common, landscape, noisy_bn  # noqa: E402

@@ -28,8 +28,8 @@ def array_and_axis(draw, min_dims=1):
 REDUCTIONS = [
     ("sum", lambda t, ax, k: t.sum(ax, k), lambda a, ax, k: a.sum(ax, keepdims=k)),
     ("mean", lambda t, ax, k: t.mean(ax, k), lambda a, ax, k: a.mean(ax, keepdims=k)),
-    ("max", lambda t, ax, k: t.max(ax, k), lambda a, ax, k: a.max(ax, keepdims=k)),
-    ("min", lambda t, ax, k: t.min(ax, k), lambda a, ax, k: a.min(ax, keepdims=k)),
+    ("amax", lambda t, ax, k: t.amax(ax, k), lambda a, ax, k: a.max(ax, keepdims=k)),
+    ("amin", lambda t, ax, k: t.amin(ax, k), lambda a, ax, k: a.min(ax, keepdims=k)),
     ("logsumexp", lambda t, ax, k: t.logsumexp(ax, k),
      lambda a, ax, k: np.log(np.exp(a).sum(ax, keepdims=k))),
 ]
@@ -39,7 +39,7 @@ REDUCTIONS = [
 @given(case=array_and_axis())
 def test_reduction(name, fn, ref, case, device):
     a, axis, keep = case
-    if name in ("max", "min"):
+    if name in ("amax", "amin"):
         # ties split the subgradient; spread values so finite differences see one winner
         a = a + 0.1234567 * np.arange(a.size).reshape(a.shape)
         flat = np.sort(a.reshape(-1))
@@ -96,13 +96,72 @@ def test_argmax_argmin(device):
 @pytest.mark.parametrize("axis", [2, -3, (0, 0)])
 def test_bad_axes_raise(axis, device):
     x = mg.ones(2, 2, device=device)
-    with pytest.raises((IndexError, ValueError), match="axis"):
+    with pytest.raises((IndexError, ValueError), match="Dimension out of range|multiple times"):
         x.sum(axis)
 
 
 def test_empty_max_raises(device):
     with pytest.raises(ValueError, match="empty"):
         mg.zeros(0, device=device).max()
+    with pytest.raises(IndexError, match="non-zero size"):
+        mg.zeros(2, 0, device=device).max(dim=1)
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+@given(case=array_and_axis(min_dims=1), keep=st.booleans())
+def test_max_min_along_a_dim_return_values_and_indices(name, case, keep, device):
+    """``max(x, dim)`` is PyTorch's named tuple; the gradient goes to the selected element only."""
+    a, _, _ = case
+    dim = -1
+    x = mg.tensor(a, device=device, requires_grad=True)
+    out = getattr(mg, name)(x, dim, keepdim=keep)
+    assert type(out).__name__ == name and out._fields == ("values", "indices")
+    values, indices = out
+    idx = getattr(np, f"arg{name}")(a, axis=dim)
+    expected = np.take_along_axis(a, np.expand_dims(idx, dim), dim)
+    np.testing.assert_array_equal(indices.cpu().numpy(), np.expand_dims(idx, dim) if keep else idx)
+    np.testing.assert_array_equal(values.detach().cpu().numpy(), expected if keep else expected.squeeze(dim))
+    values.sum().backward()
+    grad = np.zeros_like(a)
+    np.put_along_axis(grad, np.expand_dims(idx, dim), 1.0, dim)
+    np.testing.assert_array_equal(x.grad.cpu().numpy(), grad)
+
+
+def test_max_of_a_batch_of_two_unpacks_the_indices(device):
+    """The issue's trap: ``_, pred = mg.max(t, 1)`` with exactly 2 rows must give the predictions."""
+    logits = mg.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]], device=device)
+    _, pred = mg.max(logits, 1)
+    assert pred.tolist() == [1, 0]
+    assert mg.max(logits, dim=1).indices.tolist() == [1, 0]
+    assert logits.max(1)[0].tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_max_min_of_two_tensors_is_elementwise(device):
+    a, b = mg.tensor([1.0, 5.0], device=device), mg.tensor([3.0, 2.0], device=device)
+    assert mg.max(a, b).tolist() == [3.0, 5.0] and mg.min(a, b).tolist() == [1.0, 2.0]
+    assert a.max(b).tolist() == [3.0, 5.0]
+    assert mg.max(a).item() == 5.0 and mg.min(a).item() == 1.0
+
+
+def test_max_with_several_dims_points_to_amax(device):
+    with pytest.raises(TypeError, match="amax"):
+        mg.max(mg.ones(2, 2, device=device), (0, 1))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: mg.sum(x, dim=1, keepdim=True), lambda x: mg.mean(x, dim=1, keepdim=True),
+    lambda x: mg.amax(x, dim=1, keepdim=True), lambda x: mg.logsumexp(x, dim=1, keepdim=True),
+    lambda x: mg.var(x, dim=1, keepdim=True), lambda x: mg.std(x, dim=1, keepdim=True),
+    lambda x: mg.argmax(x, dim=1, keepdim=True), lambda x: mg.max(x, dim=1, keepdim=True).values,
+])
+def test_module_functions_take_dim_and_keepdim(call, device):
+    x = mg.randn(2, 3, device=device)
+    assert call(x).shape == (2, 1)
+
+
+def test_dim_and_axis_together_are_refused():
+    with pytest.raises(TypeError, match="not both"):
+        mg.sum(mg.ones(2), dim=0, axis=0)
 
 
 def test_mean_of_integers_asks_for_a_float(device):

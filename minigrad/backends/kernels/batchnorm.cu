@@ -12,7 +12,9 @@
 //      float32 inputs keep the accuracy of a double centring.
 // Inference forward = channel_affine alone (y = x·scale + shift).
 // Backward = bn_backward_reduce_{spatial,columns} (Σg and Σg·(x - mean) per
-// partial, in double) + bn_backward_finalize + bn_backward_dx.
+// partial, in double) + bn_backward_finalize + bn_backward_dx. The reduce and
+// finalize kernels also give GroupNorm's dweight/dbias (statistics per
+// (sample, group) instead of per channel; see their comments).
 //
 // Partial layout (shared by both layouts): channel c owns the P consecutive
 // records [c·P, (c+1)·P); a Welford record is 3 doubles, a Sum2 record 2.
@@ -196,12 +198,20 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
 }
 
 // ---------------------------------------------------------------- backward
-// Stage 1, spatial layout: per block, Σg and Σg·(x - mean[c]) over its range
-// of the channel's units (same partition as bn_stats_spatial).
+// Stage 1 sums, per channel c: Σg and Σg·(x - mean[i])·invstd[i], where the
+// statistics of the value at (n, c) are entry i = n·stat_stride + c/group:
+// BatchNorm passes stat_stride = 0, group = 1 (per-channel statistics) and
+// invstd = null (1: its finalize applies invstd per channel); GroupNorm
+// passes its (N, G) statistics with stat_stride = G, group = C/G.
+
+// Stage 1, spatial layout: per block, the sums over its range of the
+// channel's units (same partition as bn_stats_spatial). The statistics are
+// reloaded only when the walk enters another plane.
 template <typename T>
 __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __restrict__ g, const T* __restrict__ x,
-                                           const T* __restrict__ mean, double* __restrict__ partial,
-                                           long long N, long long C, long long S, long long P) {
+                                           const T* __restrict__ mean, const T* __restrict__ invstd,
+                                           double* __restrict__ partial, long long N, long long C, long long S,
+                                           long long P, long long stat_stride, long long group) {
     constexpr int V = Pack<T>::N;
     __shared__ Sum2 smem[32];
     const long long upp = (S + V - 1) / V;
@@ -210,25 +220,35 @@ __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __
     const long long step = blockDim.x;
     for (long long cp = blockIdx.x; cp < C * P; cp += gridDim.x) {
         const long long c = cp / P, p = cp % P;
-        const double mc = static_cast<double>(mean[c]);
+        const long long stat_c = c / group;
         const long long u0 = p * per;
         const long long u1 = mg::lmin(units, u0 + per);
         Sum2 acc = mg::sum2_empty();
         mg::Cursor nk(u0 + threadIdx.x, step, upp, 0);  // inner: unit k of plane n (outer)
+        long long plane = -1;
+        double m = 0.0, is = 1.0;
         for (long long u = u0 + threadIdx.x; u < u1; u += step, nk.next()) {
+            if (nk.outer != plane) {
+                plane = nk.outer;
+                const long long i = plane * stat_stride + stat_c;
+                m = static_cast<double>(mean[i]);
+                if (invstd != nullptr) is = static_cast<double>(invstd[i]);
+            }
             const long long s0 = nk.inner * V;
-            const long long off = (nk.outer * C + c) * S + s0;
+            const long long off = (plane * C + c) * S + s0;
             T gv[V], xv[V];
             const int cnt = mg::load_batch(g + off, S - s0, gv);
             mg::load_batch(x + off, S - s0, xv);
+            double b = 0.0;
 #pragma unroll
             for (int i = 0; i < V; ++i) {
                 if (i < cnt) {
                     const double gd = static_cast<double>(gv[i]);
                     acc.a += gd;
-                    acc.b += gd * (static_cast<double>(xv[i]) - mc);
+                    b += gd * (static_cast<double>(xv[i]) - m);
                 }
             }
+            acc.b += b * is;
         }
         acc = mg::block_reduce(acc, smem, mg::sum2_empty());
         if (threadIdx.x == 0) {
@@ -239,11 +259,12 @@ __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __
 }
 
 // Stage 1, column layout (same tiling as bn_stats_columns; S is needed to
-// find the channel of column j). Requires blockDim.x == 32, blockDim.y <= 8.
+// find the channel j / S of column j). Requires blockDim.x == 32, blockDim.y <= 8.
 template <typename T>
 __global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __restrict__ x,
-                                           const T* __restrict__ mean, double* __restrict__ partial,
-                                           long long N, long long K, long long S, long long R) {
+                                           const T* __restrict__ mean, const T* __restrict__ invstd,
+                                           double* __restrict__ partial, long long N, long long K, long long S,
+                                           long long R, long long stat_stride, long long group) {
     __shared__ Sum2 smem[8 * 32];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const long long rstep = blockDim.y;
@@ -254,11 +275,13 @@ __global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __r
             const long long n1 = mg::lmin(N, (r + 1) * per);
             Sum2 acc = mg::sum2_empty();
             if (j < K) {
-                const double mc = static_cast<double>(mean[j / S]);
+                const long long stat_c = j / S / group;
                 for (long long n = r * per + ty; n < n1; n += rstep) {
+                    const long long i = n * stat_stride + stat_c;
                     const double gd = static_cast<double>(g[n * K + j]);
+                    const double is = invstd != nullptr ? static_cast<double>(invstd[i]) : 1.0;
                     acc.a += gd;
-                    acc.b += gd * (static_cast<double>(x[n * K + j]) - mc);
+                    acc.b += gd * (static_cast<double>(x[n * K + j]) - static_cast<double>(mean[i])) * is;
                 }
             }
             smem[ty * 32 + tx] = acc;
@@ -279,6 +302,8 @@ __global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __r
 // dx = k1·g + k2·(x - mean) + k3 where k1 = sc and, when training (batch
 // statistics), k2 = -sc·invstd·dweight/m, k3 = -sc·dbias/m (m = N·S), which
 // is sc·(g - dbias/m - x̂·dweight/m); with fixed statistics k2 = k3 = 0.
+// invstd null means 1 (GroupNorm: stage 1 applied it), k1 null means only
+// dweight and dbias are wanted.
 template <typename T>
 __global__ void bn_backward_finalize(const double* __restrict__ partial, long long C, long long P,
                                      const T* __restrict__ invstd, const T* __restrict__ weight,
@@ -296,20 +321,22 @@ __global__ void bn_backward_finalize(const double* __restrict__ partial, long lo
         }
         acc = mg::block_reduce(acc, smem, mg::sum2_empty());
         if (threadIdx.x == 0) {
-            const double is = static_cast<double>(invstd[c]);
+            const double is = invstd != nullptr ? static_cast<double>(invstd[c]) : 1.0;
             const double db = acc.a;
             const double dw = acc.b * is;
-            const double sc = weight != nullptr ? is * static_cast<double>(weight[c]) : is;
             dbias[c] = static_cast<T>(db);
             dweight[c] = static_cast<T>(dw);
-            k1[c] = static_cast<T>(sc);
-            if (training) {
-                const double inv_m = 1.0 / static_cast<double>(m);
-                k2[c] = static_cast<T>(-sc * is * dw * inv_m);
-                k3[c] = static_cast<T>(-sc * db * inv_m);
-            } else {
-                k2[c] = T(0);
-                k3[c] = T(0);
+            if (k1 != nullptr) {
+                const double sc = weight != nullptr ? is * static_cast<double>(weight[c]) : is;
+                k1[c] = static_cast<T>(sc);
+                if (training) {
+                    const double inv_m = 1.0 / static_cast<double>(m);
+                    k2[c] = static_cast<T>(-sc * is * dw * inv_m);
+                    k3[c] = static_cast<T>(-sc * db * inv_m);
+                } else {
+                    k2[c] = T(0);
+                    k3[c] = T(0);
+                }
             }
         }
     }

@@ -5,12 +5,15 @@
 // G = 1 (so the affine is per element), InstanceNorm G = C.
 //
 // Forward = group_norm_forward (statistics and affine output per row).
-// Backward = group_norm_backward (dx per row) + group_norm_backward_params
-// (dweight = Σ g·x̂, dbias = Σ g per channel, over samples and S).
+// Backward = group_norm_backward (dx per row); dweight = Σ g·x̂ and dbias = Σ g
+// per channel are BatchNorm's per-channel reductions (batchnorm.cu) with the
+// statistics of row (n, g).
 //
 // Rows are handled as in rownorm.cu: block (TX, TY), TX threads (whole
 // warps) share one row, TY rows per block, grid-stride over groups of TY
 // rows; each row is read in units of V elements (16-byte loads when aligned).
+// The channel of element k of a row, c0 + k/S, is tracked by a cursor (no
+// division per element), and weight/bias are reloaded only when it changes.
 #include "common.cuh"
 
 using mg::Pack;
@@ -48,15 +51,23 @@ __global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict_
             const long long c0 = (r % G) * Cg;  // first channel of the row
             const T* xr = x + r * K;
             T* yr = y + r * K;
-            for (long long u = tx; u < upr; u += TX) {
+            mg::Cursor sc(tx * V, static_cast<long long>(TX) * V, S, 0);  // inner: s, outer: channel - c0
+            for (long long u = tx; u < upr; u += TX, sc.next()) {
                 T v[V];
                 const int cnt = mg::load_batch(xr + u * V, K - u * V, v);
+                long long ls = sc.inner, lc = sc.outer, pc = -1;
+                T a = is, b = T(0);
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
-                    const long long c = c0 + (u * V + i) / S;
-                    const T a = weight != nullptr && i < cnt ? is * weight[c] : is;
-                    const T b = bias != nullptr && i < cnt ? bias[c] : T(0);
-                    v[i] = ((v[i] - hi) - lo) * a + b;
+                    if (i < cnt) {
+                        if (lc != pc) {  // reload the channel's affine only when it changes
+                            pc = lc;
+                            if (weight != nullptr) a = is * weight[c0 + lc];
+                            if (bias != nullptr) b = bias[c0 + lc];
+                        }
+                        v[i] = ((v[i] - hi) - lo) * a + b;
+                    }
+                    sc.step(ls, lc);
                 }
                 mg::store_batch(yr + u * V, cnt, v);
             }
@@ -94,18 +105,25 @@ __global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict
             const double m = static_cast<double>(mean[r]);
             const T* gr = g + r * K;
             const T* xr = x + r * K;
-            for (long long u = tx; u < upr; u += TX) {
+            mg::Cursor sc(tx * V, static_cast<long long>(TX) * V, S, 0);  // inner: s, outer: channel - c0
+            for (long long u = tx; u < upr; u += TX, sc.next()) {
                 T gv[V], xv[V];
                 const int cnt = mg::load_batch(gr + u * V, K - u * V, gv);
                 mg::load_batch(xr + u * V, K - u * V, xv);
+                long long ls = sc.inner, lc = sc.outer, pc = -1;
+                double wc = 1.0;
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
                     if (i < cnt) {
-                        const double wc = weight != nullptr ? static_cast<double>(weight[c0 + (u * V + i) / S]) : 1.0;
+                        if (weight != nullptr && lc != pc) {
+                            pc = lc;
+                            wc = static_cast<double>(weight[c0 + lc]);
+                        }
                         const double wg = wc * static_cast<double>(gv[i]);
                         acc.a += wg;
                         acc.b += wg * (static_cast<double>(xv[i]) - m);
                     }
+                    sc.step(ls, lc);
                 }
             }
         }
@@ -130,85 +148,26 @@ __global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict
             const T* gr = g + r * K;
             const T* xr = x + r * K;
             T* dr = dx + r * K;
-            for (long long u = tx; u < upr; u += TX) {
+            mg::Cursor sc(tx * V, static_cast<long long>(TX) * V, S, 0);  // inner: s, outer: channel - c0
+            for (long long u = tx; u < upr; u += TX, sc.next()) {
                 T gv[V], xv[V];
                 const int cnt = mg::load_batch(gr + u * V, K - u * V, gv);
                 mg::load_batch(xr + u * V, K - u * V, xv);
+                long long ls = sc.inner, lc = sc.outer, pc = -1;
+                T ka = ist;
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
-                    const T ka = weight != nullptr && i < cnt ? ist * weight[c0 + (u * V + i) / S] : ist;
-                    gv[i] = ka * gv[i] + kb - kc * ((xv[i] - hi) - lo);
+                    if (i < cnt) {
+                        if (weight != nullptr && lc != pc) {
+                            pc = lc;
+                            ka = ist * weight[c0 + lc];
+                        }
+                        gv[i] = ka * gv[i] + kb - kc * ((xv[i] - hi) - lo);
+                    }
+                    sc.step(ls, lc);
                 }
                 mg::store_batch(dr + u * V, cnt, gv);
             }
-        }
-        __syncthreads();
-    }
-}
-
-// dweight[c] = Σ g·(x - mean)·invstd and dbias[c] = Σ g over the N·S values
-// of channel c (mean/invstd of the value's row), in double, fixed order.
-// Block (32, TY), TY <= 8. Two mappings, chosen by the host with `spatial`:
-// * spatial (S large): one channel per block (grid-stride), the block's
-//   threads stride over the channel's values, S-consecutive ones by
-//   consecutive threads (coalesced);
-// * columns (S small; S = 1 is LayerNorm): 32 consecutive channels per
-//   block, one per lane (coalesced rows when S = 1), threadIdx.y strides
-//   over the samples, then the TY partial sums of a channel are added.
-template <typename T>
-__global__ void group_norm_backward_params(const T* __restrict__ g, const T* __restrict__ x,
-                                           const T* __restrict__ mean, const T* __restrict__ invstd,
-                                           T* __restrict__ dweight, T* __restrict__ dbias, long long N, long long C,
-                                           long long S, long long G, int spatial) {
-    __shared__ Sum2 smem[8 * 32];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    const long long Cg = C / G;
-    if (spatial) {
-        const long long tid = mg::linear_tid();
-        const long long step = mg::block_threads();
-        for (long long c = blockIdx.x; c < C; c += gridDim.x) {
-            const long long grp = c / Cg;
-            Sum2 acc = mg::sum2_empty();
-            for (long long i = tid; i < N * S; i += step) {
-                const long long n = i / S;
-                const long long off = (n * C + c) * S + (i - n * S);
-                const long long r = n * G + grp;
-                const double gd = static_cast<double>(g[off]);
-                acc.a += gd * (static_cast<double>(x[off]) - static_cast<double>(mean[r])) *
-                         static_cast<double>(invstd[r]);
-                acc.b += gd;
-            }
-            acc = mg::block_reduce(acc, smem, mg::sum2_empty());
-            if (tid == 0) {
-                dweight[c] = static_cast<T>(acc.a);
-                dbias[c] = static_cast<T>(acc.b);
-            }
-        }
-        return;
-    }
-    for (long long tile = blockIdx.x; tile * 32 < C; tile += gridDim.x) {
-        const long long c = tile * 32 + tx;
-        Sum2 acc = mg::sum2_empty();
-        if (c < C) {
-            const long long grp = c / Cg;
-            for (long long n = ty; n < N; n += blockDim.y) {
-                const long long r = n * G + grp;
-                const double m = static_cast<double>(mean[r]);
-                const double is = static_cast<double>(invstd[r]);
-                const long long base = (n * C + c) * S;
-                for (long long s = 0; s < S; ++s) {
-                    const double gd = static_cast<double>(g[base + s]);
-                    acc.a += gd * (static_cast<double>(x[base + s]) - m) * is;
-                    acc.b += gd;
-                }
-            }
-        }
-        smem[ty * 32 + tx] = acc;
-        __syncthreads();
-        if (ty == 0 && c < C) {
-            for (int t = 1; t < static_cast<int>(blockDim.y); ++t) acc = mg::merge(acc, smem[t * 32 + tx]);
-            dweight[c] = static_cast<T>(acc.a);
-            dbias[c] = static_cast<T>(acc.b);
         }
         __syncthreads();
     }

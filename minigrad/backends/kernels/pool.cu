@@ -3,9 +3,13 @@
 // or per input pixel (average-pool backward), grid-stride.
 #include "common.cuh"
 
-// y = max over the window (padding counts as -inf); argmax = h·W + w of the
-// first maximum in window order (strictly greater replaces), as the NumPy
-// reference. NaNs never compare greater, so they are skipped like there.
+// y = max over the window's in-image pixels; argmax = h·W + w of the chosen
+// one, as the NumPy reference, the CPU kernels and PyTorch choose it: the
+// first in-image pixel, then any later one that is greater or NaN (so a NaN
+// propagates, the last NaN in window order winning, and an all -inf window
+// records a position inside it). A window with no in-image pixel (padding
+// wider than the kernel, refused above the backend) gives -inf and -1, which
+// the backward skips.
 template <typename T>
 __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long* __restrict__ argmax,
                                    long long NC, long long H, long long W, long long kh, long long kw,
@@ -19,7 +23,7 @@ __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, l
         const long long plane = idx / (OW * OH);
         const T* xp = x + plane * H * W;
         T best = mg::neg_inf<T>();
-        long long arg = 0;
+        long long arg = -1;
         for (long long i = 0; i < kh; ++i) {
             const long long h = oh * sh + i - ph;
             if (h < 0 || h >= H) continue;
@@ -27,7 +31,7 @@ __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, l
                 const long long w = ow * sw + j - pw;
                 if (w < 0 || w >= W) continue;
                 const T v = xp[h * W + w];
-                if (v > best) {
+                if (arg < 0 || v > best || v != v) {  // v != v: NaN
                     best = v;
                     arg = h * W + w;
                 }

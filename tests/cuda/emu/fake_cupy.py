@@ -3,7 +3,22 @@ minigrad's real CUDA sources in the g++ emulation (``cuda_emu.h``).
 
 ``CUDABackend(device, xp=FakeCupy())`` then runs its real host code (launch
 configuration, validation, argument packing) and the real kernels on the
-CPU. Each launch is checked more strictly than a GPU would:
+CPU. Device arrays are ``DeviceArray``s (NumPy memory) that keep CuPy's rules
+where they differ from NumPy's, so host/device mix-ups fail here as on a GPU:
+
+* an operation (a ufunc, a NumPy function, a ``FakeCupy`` function other
+  than ``array``/``asarray``, a kernel launch) given a host ``numpy.ndarray``
+  raises TypeError, as CuPy does; results are device arrays, reductions and
+  0-d operations included (CuPy returns 0-d arrays, not NumPy scalars);
+* ``a[key] = value`` with a device value follows NumPy's broadcasting after
+  dropping the value's leading unit axes (CuPy >= 11 does the same); a host
+  array or list under basic indexing may only be a scalar (CuPy fills with
+  it and raises ValueError otherwise), and so for ``fill``.
+
+Not emulated: ``numpy.asarray(device_array)`` and other implicit copies to
+the host (CuPy refuses them) still work here.
+
+Each launch is checked more strictly than a GPU would:
 
 * every argument must have the exact C type of the kernel's parameter
   (signature taken from the compiled template: ``np.float32`` for float,
@@ -55,6 +70,105 @@ _BUILD_LOCK = threading.Lock()
 
 class EmulationError(RuntimeError):
     """A launch broke a rule the GPU would (silently or not) break on."""
+
+
+# ---------------------------------------------------------------- device arrays
+def _is_host(a) -> bool:
+    return isinstance(a, np.ndarray) and not isinstance(a, DeviceArray)
+
+
+def _refuse_host(args, kwargs=None) -> None:
+    """CuPy's TypeError for a host array among an operation's operands (one level of lists included)."""
+    for a in list(args) + list((kwargs or {}).values()):
+        for b in a if isinstance(a, (list, tuple)) else (a,):
+            if _is_host(b):
+                raise TypeError(f"Unsupported type {type(b)}: a host numpy.ndarray given to a CuPy operation")
+
+
+def _base(a):
+    return a.view(np.ndarray) if isinstance(a, DeviceArray) else a
+
+
+def _to_device(r):
+    """Results as device arrays: ndarrays viewed, NumPy scalars made 0-d arrays (tuples element-wise)."""
+    if isinstance(r, np.ndarray):
+        return r if isinstance(r, DeviceArray) else r.view(DeviceArray)
+    if isinstance(r, np.generic):
+        return np.asarray(r).view(DeviceArray)
+    if isinstance(r, tuple):
+        return tuple(_to_device(x) for x in r)
+    if isinstance(r, list):
+        return [_to_device(x) for x in r]
+    return r
+
+
+def _basic_index(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    return all(k is None or k is Ellipsis or isinstance(k, (int, np.integer, slice)) for k in keys)
+
+
+class DeviceArray(np.ndarray):
+    """An array on the emulated GPU: NumPy memory, CuPy's operand and assignment rules."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        _refuse_host(inputs + (out or ()), kwargs)
+        if out is not None:
+            kwargs["out"] = tuple(_base(o) for o in out)
+        result = getattr(ufunc, method)(*(_base(a) for a in inputs), **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _to_device(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        _refuse_host(args, kwargs)
+        args = [[_base(b) for b in a] if isinstance(a, (list, tuple)) else _base(a) for a in args]
+        return _to_device(func(*args, **{k: _base(v) for k, v in kwargs.items()}))
+
+    def __setitem__(self, key, value):
+        if _basic_index(key) and (_is_host(value) or isinstance(value, (list, tuple))):
+            if np.ndim(value) != 0:  # CuPy's ndarray.fill
+                raise ValueError(f"non-scalar numpy.ndarray cannot be used for fill (a host value of shape "
+                                 f"{np.shape(value)} assigned to a device array; move it to the device first)")
+        # A device value: NumPy's rule (leading unit axes dropped, then broadcast) is CuPy's since v11.
+        np.ndarray.__setitem__(self.view(np.ndarray), key, _base(value))
+
+    def fill(self, value):
+        if np.ndim(value) != 0:
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+        np.ndarray.fill(self, value)
+
+
+class _Ufunc:
+    """A NumPy ufunc as ``cupy.<ufunc>``: host operands refused, device results."""
+
+    def __init__(self, ufunc):
+        self._ufunc = ufunc
+
+    def __call__(self, *args, **kwargs):
+        _refuse_host(args, kwargs)
+        return self._ufunc(*args, **kwargs)
+
+    def __getattr__(self, name):  # reduce, at, accumulate, outer, and plain attributes
+        attr = getattr(self._ufunc, name)
+        return _Ufunc(attr) if callable(attr) else attr
+
+
+# CuPy's functions that take host data (the copies to the device).
+_FROM_HOST = {"array", "asarray", "asanyarray"}
+
+
+def _device_function(name, fn):
+    def call(*args, **kwargs):
+        if name not in _FROM_HOST:
+            _refuse_host(args, kwargs)
+            return _to_device(fn(*args, **kwargs))
+        r = fn(*(_base(a) for a in args), **kwargs)
+        if args and _is_host(args[0]) and np.may_share_memory(r, args[0]):
+            r = r.copy()  # host data is copied to the device, never shared
+        return _to_device(r)
+
+    call.__name__ = name
+    return call
 
 
 def compiler() -> "str | None":
@@ -128,7 +242,8 @@ class _Guarded:
     """An array copied into a buffer with guard zones (same alignment modulo 256)."""
 
     def __init__(self, arr: np.ndarray):
-        self.arr = arr
+        self.device_array = arr
+        arr = self.arr = _base(arr)  # the emulator's own copies are host operations
         nbytes = arr.nbytes
         offset = arr.__array_interface__["data"][0] % 256
         self.raw = np.full(nbytes + GUARD + 768, _FILL, dtype=np.uint8)
@@ -178,6 +293,7 @@ class RawKernel:
             raise EmulationError(f"{self.name}: the kernel takes {len(self.params)} arguments "
                                  f"({self.signature}), got {len(args)}")
         arrays = [a for a in args if isinstance(a, np.ndarray)]
+        _refuse_host(args)  # CuPy passes only device arrays (or size-1 host values, which we never use) by pointer
         guarded = {}
         overlapping = {
             id(a) for i, a in enumerate(arrays) for b in arrays[i + 1 :] if np.shares_memory(a, b)
@@ -259,16 +375,16 @@ class _RandomState:
         self._rs = np.random.RandomState(seed % 2**32)
 
     def standard_normal(self, size=None, dtype=float):
-        return self._rs.standard_normal(size).astype(dtype)
+        return _to_device(self._rs.standard_normal(size).astype(dtype))
 
     def random_sample(self, size=None, dtype=float):
-        return self._rs.random_sample(size).astype(dtype)
+        return _to_device(self._rs.random_sample(size).astype(dtype))
 
     def randint(self, low, high=None, size=None, dtype="l"):
-        return self._rs.randint(low, high, size=size, dtype=dtype)
+        return _to_device(self._rs.randint(low, high, size=size, dtype=dtype))
 
     def permutation(self, n):
-        return self._rs.permutation(n)
+        return _to_device(self._rs.permutation(n))
 
 
 class FakeCupy:
@@ -276,14 +392,15 @@ class FakeCupy:
 
     ``sm_count`` is what the fake device reports as its number of
     multiprocessors (small, so grids and hence emulated threads stay few);
-    ``order`` and ``seed`` choose the emulated thread schedule.
+    ``order`` and ``seed`` choose the emulated thread schedule;
+    ``device_count`` is what the CUDA runtime reports.
     """
 
     __name__ = "fake_cupy"
     __version__ = "0.0-emulated"
-    ndarray = np.ndarray
+    ndarray = DeviceArray
 
-    def __init__(self, sm_count: int = 2, order: int = 2, seed: int = 0):
+    def __init__(self, sm_count: int = 2, order: int = 2, seed: int = 0, device_count: int = 1):
         self.sm_count = sm_count
         self.order = order
         self.seed = seed
@@ -305,7 +422,7 @@ class FakeCupy:
                 pass
 
         runtime = types.SimpleNamespace(
-            getDeviceCount=lambda: 1,
+            getDeviceCount=lambda: device_count,
             getDeviceProperties=lambda i: {"multiProcessorCount": owner.sm_count, "name": b"emulated"},
         )
         self.cuda = types.SimpleNamespace(Device=_Device, runtime=runtime)
@@ -316,7 +433,12 @@ class FakeCupy:
 
     @staticmethod
     def asnumpy(a):
-        return np.array(a, copy=True)
+        return np.array(a, copy=True)  # subok=False: a host ndarray
 
     def __getattr__(self, name):
-        return getattr(np, name)
+        attr = getattr(np, name)
+        if isinstance(attr, np.ufunc):
+            return _Ufunc(attr)
+        if callable(attr) and not isinstance(attr, type) and not isinstance(attr, types.ModuleType):
+            return _device_function(name, attr)
+        return attr

@@ -15,6 +15,9 @@ class ToBackend(Function):
     def backward(self, grad):
         return self.backend.transfer(grad, self.output_backend)
 
+    def vjp(self, grad):
+        return to_backend(grad, self.backend)
+
 
 def to_backend(x, target):
     """Copy ``x`` to the device of backend ``target`` (a differentiable copy)."""

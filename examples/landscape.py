@@ -130,33 +130,24 @@ def hvp_operator(model, xb, yb, eps=1e-4):
     """v ↦ H·v for the training-mode loss of ``model`` on (xb, yb), on a float64 copy; and how it is computed.
 
     With ``minigrad.autograd.functional.hvp``: the exact product, the
-    parameters substituted into the copy for each call. Without it:
-    ``(∇L(w + εv) − ∇L(w − εv)) / 2ε`` (central differences, float64, error
-    of order ε²).
+    parameters substituted into the copy for each call. Without it, or
+    when a layer of the model cannot be differentiated twice yet (a
+    Function without ``vjp``): ``(∇L(w + εv) − ∇L(w − εv)) / 2ε`` (central
+    differences, float64, error of order ε²).
     """
     net = copy.deepcopy(model).double().train()
     params = list(net.parameters())
     x64 = xb.to(dtype="float64")
-    hvp = _exact_hvp()
-    if hvp is not None:
-        slots = [(m, name) for m in net.modules() for name, p in m._parameters.items() if p is not None]
-
-        def loss_of(*ps):
-            old = [m._parameters[name] for m, name in slots]
-            for (m, name), p in zip(slots, ps):
-                m._parameters[name] = p
-            try:
-                return F.cross_entropy(net(x64), yb)
-            finally:
-                for (m, name), p in zip(slots, old):
-                    m._parameters[name] = p
-
-        def exact(v):
-            vs = tuple(minigrad.tensor(a, dtype="float64", device=xb.device) for a in v)
-            _, hv = hvp(loss_of, tuple(p.detach() for p in params), vs)
-            return [h.detach().numpy() for h in hv]
-
-        return exact, "exact (minigrad.autograd.functional.hvp)"
+    exact = _exact_operator(net, params, x64, yb)
+    if exact is not None:
+        try:
+            exact([np.zeros(tuple(p.shape)) for p in params])
+        except RuntimeError as exc:  # "... is not twice differentiable: ... no vjp()"
+            why = str(exc).split(":")[0]
+        else:
+            return exact, "exact (minigrad.autograd.functional.hvp)"
+    else:
+        why = "minigrad.autograd.functional.hvp is missing"
     w0 = [p.array.copy() for p in params]
     saved = snapshot(net, only_buffers=True)
 
@@ -171,7 +162,32 @@ def hvp_operator(model, xb, yb, eps=1e-4):
         plus, minus = grad_at(v, 1.0), grad_at(v, -1.0)
         return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]
 
-    return central, f"central differences of float64 gradients (eps {eps:g})"
+    return central, f"central differences of float64 gradients (eps {eps:g}; exact products unavailable: {why})"
+
+
+def _exact_operator(net, params, x64, yb):
+    """v ↦ H·v through ``minigrad.autograd.functional.hvp``, or None where minigrad has no such function."""
+    hvp = _exact_hvp()
+    if hvp is None:
+        return None
+    slots = [(m, name) for m in net.modules() for name, p in m._parameters.items() if p is not None]
+
+    def loss_of(*ps):
+        old = [m._parameters[name] for m, name in slots]
+        for (m, name), p in zip(slots, ps):
+            m._parameters[name] = p
+        try:
+            return F.cross_entropy(net(x64), yb)
+        finally:
+            for (m, name), p in zip(slots, old):
+                m._parameters[name] = p
+
+    def exact(v):
+        vs = tuple(minigrad.tensor(a, dtype="float64", device=x64.device) for a in v)
+        _, hv = hvp(loss_of, tuple(p.detach() for p in params), vs)
+        return [h.detach().numpy() for h in hv]
+
+    return exact
 
 
 def top_hessian_eigenvalue(model, xb, yb, iters=20, seed=0):
@@ -191,7 +207,7 @@ def run(args, data):
                          activation=args.activation).to(device) for k, bn in (("plain", False), ("bn", True))}
     opts = {k: optim.SGD(m.parameters(), lr=args.lr) for k, m in nets.items()}
     stream = endless_batches(x_train, data.y_train, args.batch_size, args.seed, device)
-    rows, method = [], None
+    rows, methods = [], {}
     loss_sum, step_time = {k: 0.0 for k in nets}, {k: 0.0 for k in nets}
     t0 = time.perf_counter()
     bar = progress(range(1, args.steps + 1), args.steps, "Landscape: training and probing the nets without and with BN",
@@ -206,12 +222,13 @@ def run(args, data):
                 for name, v in probe(m, xb, yb, args.lr, args.step_sizes).items():
                     row[f"{name}_{k}"] = v
                 if hessian:
-                    row[f"hessian_top_{k}"], method = top_hessian_eigenvalue(m, xb, yb, args.hessian_iters, args.seed)
+                    row[f"hessian_top_{k}"], methods[k] = top_hessian_eigenvalue(m, xb, yb, args.hessian_iters,
+                                                                                 args.seed)
             probes += 1
             rows.append(row)
             bar.set_postfix(beta_without_BN=f"{row['beta_plain']:.3g}", beta_with_BN=f"{row['beta_bn']:.3g}")
         train_step_each(nets, opts, xb, yb, loss_sum, step_time)
-    return rows, method, time.perf_counter() - t0
+    return rows, methods, time.perf_counter() - t0
 
 
 def _band(ax, rows, lo, hi, ylabel, title):
@@ -223,7 +240,7 @@ def _band(ax, rows, lo, hi, ylabel, title):
     decorate(ax, title, grid="both")
 
 
-def plot(path, rows, method, args, title):
+def plot(path, rows, methods, args, title):
     plt = pyplot()
     hess = [r for r in rows if "hessian_top_bn" in r]
     fig, axes = plt.subplots(1, 4 if hess else 3, figsize=(20 if hess else 15, 4.3), layout="constrained")
@@ -246,8 +263,9 @@ def plot(path, rows, method, args, title):
         # A log axis where every estimate is positive (the usual case); symlog shows a negative one too.
         ax.set(xlabel="training steps", ylabel="top eigenvalue of ∇²L",
                yscale="log" if min(values) > 0 else "symlog")
-        decorate(ax, "(d) top Hessian eigenvalue (power iteration)", grid="both")
-        ax.text(0.02, 0.02, "Hv: " + method.split(" (")[0], transform=ax.transAxes, fontsize=7)
+        decorate(ax, "(d) top Hessian eigenvalue (power iteration)", "upper right", grid="both")
+        how = "; ".join(f"{NAMES[k]}: {m.split(' (')[0]}" for k, m in methods.items())
+        ax.text(0.02, 0.02, "Hv: " + how, transform=ax.transAxes, fontsize=6)
     save_figure(fig, path, title)
 
 
@@ -285,7 +303,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     data = start(args)
-    rows, method, total = run(args, data)
+    rows, methods, total = run(args, data)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
     write_rows(os.path.join(args.out, "history.csv"), [{k: r.get(k, "") for k in keys} for r in rows])
 
@@ -297,7 +315,7 @@ def main(argv=None):
     summary = run_info(args, data, ("steps", "batch_size", "lr", "hidden", "activation", "step_sizes", "every",
                                     "hessian_every", "hessian_iters", "seed", "device", "data", "subset", "threads"))
     summary.update({
-        "hessian_method": method,
+        "hessian_method": methods,
         "median_after_first_10pct": {k: {m: median(m, k) for m in measures} for k in NAMES},
         "loss_range_median": {k: float(np.median([r[f"loss_max_{k}"] - r[f"loss_min_{k}"] for r in rows]))
                               for k in NAMES},
@@ -305,7 +323,7 @@ def main(argv=None):
     })
     write_json(os.path.join(args.out, "summary.json"), summary)
     if not args.no_plot:
-        plot(os.path.join(args.out, "landscape.png"), rows, method, args,
+        plot(os.path.join(args.out, "landscape.png"), rows, methods, args,
              f"{data.name}: MLP {'-'.join(map(str, args.hidden))} {args.activation}, SGD η {args.lr}, "
              f"batch {args.batch_size}, seed {args.seed}")
     print()
@@ -317,8 +335,8 @@ def main(argv=None):
         hess = f"{m['hessian_top']:.3g}" if m["hessian_top"] is not None else "-"
         print(f"  {NAMES[k]:<17} β-smoothness {m['beta']:.3g}   max gradient change {m['grad_change_max']:.3g}   "
               f"loss range {summary['loss_range_median'][k]:.3g}   top Hessian eigenvalue {hess}")
-    if method:
-        print(f"Hessian-vector products: {method}")
+    for k, m in methods.items():
+        print(f"Hessian-vector products, {NAMES[k]}: {m}")
     print(f"total time {total:.1f} s; outputs written to {os.path.abspath(args.out)}")
     return summary
 

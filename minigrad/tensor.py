@@ -14,7 +14,7 @@ import numpy as np
 from . import ops
 from ._ext import _engine
 from ._ext._engine import TensorBase, make_tensor
-from .backends import get_backend
+from .backends import backend_of, get_backend
 from .device import Device
 from .ops.dims import normalize_dim
 
@@ -78,6 +78,10 @@ def _host_array(data, dtype):
             raise TypeError(f"could not convert {type(data).__name__} to a tensor: {exc}") from None
         if dtype is None and arr.dtype == float64 and not isinstance(data, np.generic):
             arr = arr.astype(_default_dtype)  # Python floats -> the default dtype
+    return _check_array_dtype(arr)
+
+
+def _check_array_dtype(arr):
     if arr.dtype.kind not in _SUPPORTED_KINDS:
         raise TypeError(
             f"could not convert data of dtype {arr.dtype} to a tensor: expected numbers or booleans"
@@ -95,15 +99,20 @@ def _to_backend(data, dtype, backend, copy):
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
         return arr.copy() if copy else arr
-    if backend.name != "cpu" and hasattr(data, "__cuda_array_interface__"):
-        arr = backend.asarray(data, dtype=dtype)
-        return arr.copy() if copy and arr is data else arr
-    if hasattr(data, "__cuda_array_interface__"):
-        raise TypeError("a GPU array cannot become a CPU tensor implicitly; copy it to the host first")
+    if not isinstance(data, np.ndarray):
+        owner = backend_of(data)
+        if owner is backend:  # already an array of this device
+            arr = _check_array_dtype(backend.asarray(data, dtype=dtype))
+            return arr.copy() if copy and arr is data else arr
+        if owner is not None:
+            raise TypeError(f"an array of device {owner.device} cannot become a tensor on {backend.device} "
+                            f"implicitly; make it a tensor on {owner.device} first, then .to({str(backend.device)!r})")
     host = _host_array(data, dtype)
-    if backend.name == "cpu":
-        return np.array(host, copy=True) if copy and (host is data or host.base is not None) else host
-    return backend.from_numpy(host)
+    arr = backend.asarray(host)
+    # A backend whose arrays live in host memory hands ``host`` back: copy it if it is the caller's memory.
+    if copy and arr is host and (host is data or host.base is not None):
+        arr = arr.copy()
+    return arr
 
 
 class Tensor(TensorBase):
@@ -295,11 +304,7 @@ class Tensor(TensorBase):
 
         Returns self when nothing changes (unless ``copy``). Differentiable.
         """
-        for a in args:
-            if isinstance(a, (str, Device)) and not _is_dtype_name(a):
-                device = a
-            else:
-                dtype = a
+        device, dtype = _device_and_dtype("to", args, device, dtype)
         out = self
         if device is not None:
             target = get_backend(device)
@@ -509,7 +514,7 @@ class Tensor(TensorBase):
         from .ops.shape import _index_to_device, _raw_index
 
         raw, advanced = _raw_index(index)
-        if advanced and self.backend.name != "cpu":
+        if advanced:
             raw = _index_to_device(raw, self.backend)
         if isinstance(value, TensorBase):
             if value.device != self.device:
@@ -749,18 +754,31 @@ class Tensor(TensorBase):
 def _rebuild_tensor(cls, host, device, requires_grad):
     backend = get_backend(device)
     new = cls.__new__(cls)
-    new._set_fields(backend.from_numpy(host) if backend.name != "cpu" else host, backend, requires_grad)
+    new._set_fields(backend.asarray(host), backend, requires_grad)
     return new
 
 
-def _is_dtype_name(value) -> bool:
-    if isinstance(value, Device):
-        return False
-    try:
-        Device(value)
-        return False
-    except (ValueError, TypeError):
-        return True
+def _device_and_dtype(fname, args, device, dtype):
+    """Sort ``to()``'s positional arguments into a device and a dtype (PyTorch: ``t.to("cuda", float64)``).
+
+    A string is a device if it names one, else a dtype; one that is neither
+    raises naming both readings (``t.to("tpu")``).
+    """
+    for a in args:
+        if isinstance(a, Device):
+            device = a
+        elif isinstance(a, str):
+            try:
+                device = Device(a)
+                continue
+            except ValueError as device_error:
+                try:
+                    dtype = _check_dtype(a)
+                except TypeError:
+                    raise ValueError(f"{fname}(): {device_error} ({a!r} is not a dtype either)") from None
+        else:
+            dtype = a
+    return device, dtype
 
 
 def _coerce(value, ref):
@@ -799,6 +817,11 @@ def from_numpy(array: np.ndarray) -> Tensor:
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
     _check_dtype(array.dtype)
     return make_tensor(array, get_backend("cpu"))
+
+
+def _check_sampled(dt, fname):
+    if dt.kind != "f":
+        raise TypeError(f"{fname} samples floating point numbers: dtype must be float16, float32 or float64, got {dt}")
 
 
 def _shape_of(shape):
@@ -845,16 +868,14 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Samples from the standard normal distribution."""
     dt = _check_dtype(dtype) or _default_dtype
-    if dt.kind != "f":
-        raise TypeError(f"randn needs a floating dtype, got {dt}")
+    _check_sampled(dt, "randn")
     return _make(lambda b, s, d: b.standard_normal(s, d), shape, dt, device, requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Samples from U[0, 1)."""
     dt = _check_dtype(dtype) or _default_dtype
-    if dt.kind != "f":
-        raise TypeError(f"rand needs a floating dtype, got {dt}")
+    _check_sampled(dt, "rand")
     return _make(lambda b, s, d: b.uniform(s, 0.0, 1.0, d), shape, dt, device, requires_grad)
 
 

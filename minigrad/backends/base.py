@@ -17,8 +17,9 @@ must keep the signatures (``tests/backends/test_backend_api.py`` checks it).
 Conventions: kernels take and return raw arrays of the backend; per-channel
 kernels work on a canonical ``(N, C, S)`` view and per-row kernels on an
 ``(R, K)`` view; statistics are accumulated in float64 and returned in the
-input's dtype. Shapes are validated by the callers (the Functions), in one
-place, before any kernel runs.
+input's dtype. Arguments arrive validated and non-empty: the public entry
+points check them once, above the backends, before any kernel runs
+(docs/architecture.md), so a backend only computes.
 """
 
 from __future__ import annotations
@@ -70,7 +71,11 @@ class Backend:
 
     # ------------------------------------------------------------ memory
     def asarray(self, data, dtype=None):
-        """Convert ``data`` (nested lists, scalars, host arrays) to a backend array."""
+        """Convert ``data`` (nested lists, scalars, host arrays, this backend's arrays) to a backend array.
+
+        No copy where none is needed: a host array stays itself on a backend
+        whose arrays live in host memory.
+        """
         return self.xp.asarray(data, dtype=dtype)
 
     def to_numpy(self, array) -> np.ndarray:
@@ -78,8 +83,12 @@ class Backend:
         return np.asarray(array)
 
     def from_numpy(self, array: np.ndarray):
-        """Copy a host array to this backend's device."""
-        return self.xp.asarray(array)
+        """Copy a host array to this backend's device (always a new array)."""
+        return self.xp.array(array, copy=True)
+
+    def is_array(self, obj) -> bool:
+        """Whether ``obj`` is an array of this backend's kind (``xp.ndarray``), as opposed to host data."""
+        return isinstance(obj, self.xp.ndarray)
 
     def transfer(self, array, source: "Backend"):
         """Copy an array of backend ``source`` to this backend's device."""
@@ -104,11 +113,11 @@ class Backend:
         return self._rng
 
     def standard_normal(self, shape, dtype):
-        """Samples from N(0, 1)."""
-        return self.rng.standard_normal(shape, dtype=dtype)
+        """Samples from N(0, 1) in any floating ``dtype``."""
+        return self.rng.standard_normal(shape, dtype=_sampled(dtype)).astype(dtype, copy=False)
 
     def uniform(self, shape, low, high, dtype):
-        """Samples from U[low, high)."""
+        """Samples from U[low, high) in any floating ``dtype``."""
         out = self._unit_uniform(shape, dtype)
         if low != 0.0 or high != 1.0:
             out *= high - low
@@ -117,7 +126,7 @@ class Backend:
 
     def _unit_uniform(self, shape, dtype):
         # Samples from U[0, 1): the one call that differs between generators.
-        return self.rng.random(shape, dtype=dtype)
+        return self.rng.random(shape, dtype=_sampled(dtype)).astype(dtype, copy=False)
 
     def randint(self, low, high, shape, dtype):
         """Integers in [low, high)."""
@@ -445,3 +454,9 @@ class Backend:
     def index_add(self, target, index, values):
         """``target[index] += values`` with repeated indices accumulated."""
         self.xp.add.at(target, index, values)
+
+
+def _sampled(dtype):
+    """The dtype the generators sample in: ``dtype`` itself, or float32 for the others (float16)."""
+    dt = np.dtype(dtype)
+    return dt if dt in (np.float32, np.float64) else np.dtype(np.float32)

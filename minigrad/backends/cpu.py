@@ -62,9 +62,10 @@ class CPUBackend(Backend):
         return np.array(array, copy=True)
 
     def transfer(self, array, source):
-        # Another device's to_numpy already returns a fresh host copy.
+        # A device's to_numpy returns a fresh host copy; a backend on host memory hands out its own array
+        # or a view of it, which the new tensor must not share.
         host = source.to_numpy(array)
-        return host.copy() if source.name == "cpu" else host
+        return host.copy() if host is array or host.base is not None else host
 
     def manual_seed(self, seed):
         self._seed = int(seed)
@@ -174,17 +175,14 @@ class CPUBackend(Backend):
     # float32/float64 go to the fused Cython kernels; other dtypes (float16)
     # fall back to the NumPy reference. Inputs whose last axis is strided
     # are copied once; any other layout (channel slices, transposed batch
-    # axes) is read in place. An empty training batch is answered here (the
-    # statistics kernel needs at least one value per channel).
+    # axes) is read in place. Arguments arrive validated (norm/functional.py
+    # checks shapes, dtypes and devices and answers empty inputs).
     # ==================================================================
     def batch_norm_forward_train(self, x, weight, bias, eps):
         if x.dtype not in _KERNEL_DTYPES:
             return super().batch_norm_forward_train(x, weight, bias, eps)
         x = _per_channel_layout(x)
         n, c, s = x.shape
-        if n * s == 0:
-            nan = np.full(c, np.nan, dtype=x.dtype)
-            return np.empty(x.shape, dtype=x.dtype), nan, nan.copy()
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty(c, dtype=x.dtype)
         var = np.empty(c, dtype=x.dtype)
@@ -334,7 +332,8 @@ def _per_channel_layout(x):
 
 def _vector(v, like):
     """A per-channel vector (or (N, G) statistics) as the kernels take it (None stays None):
-    C-contiguous, x's dtype."""
+    C-contiguous, x's dtype. The normalizers never pass another dtype (norm/functional.py checks);
+    a direct call that does gets the same TypeError as from the CUDA backend."""
     if v is None:
         return None
     if v.dtype != like.dtype:

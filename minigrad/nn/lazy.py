@@ -93,7 +93,13 @@ class LazyModuleMixin:
                 target = mine.get(name)
                 if value is None or target is None:
                     continue
-                target._set_fields(value.array, value.backend, target.requires_grad)
+                # The placeholder's device and dtype win: the module may have been moved or cast since.
+                arr = value.array
+                if value.backend is not target.backend:
+                    arr = target.backend.transfer(arr, value.backend)
+                if arr.dtype.kind == "f" and arr.dtype != target.dtype:
+                    arr = arr.astype(target.dtype)
+                target._set_fields(arr, target.backend, target.requires_grad)
                 if isinstance(target, (UninitializedParameter, UninitializedBuffer)):
                     target.__class__ = Parameter if isinstance(target, Parameter) else Tensor
         for key, value in real.__dict__.items():

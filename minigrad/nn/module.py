@@ -16,7 +16,7 @@ import numpy as np
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
 from ..backends import get_backend
-from ..tensor import Tensor, _check_dtype
+from ..tensor import Tensor, _check_dtype, _device_and_dtype
 
 __all__ = ["Module", "Parameter"]
 
@@ -251,13 +251,7 @@ class Module:
 
     def to(self, *args, device=None, dtype=None) -> "Module":
         """Move parameters and buffers to a device and/or cast floating ones to ``dtype`` (in place)."""
-        from ..tensor import _is_dtype_name
-
-        for a in args:
-            if _is_dtype_name(a):
-                dtype = a
-            else:
-                device = a
+        device, dtype = _device_and_dtype("Module.to", args, device, dtype)
         target = get_backend(device) if device is not None else None
         dt = _check_dtype(dtype)
         if dt is not None and dt.kind != "f":
@@ -345,7 +339,7 @@ class Module:
             staged.append((target, src))
         for target, src in staged:
             target._bump_version()
-            target.array[...] = target.backend.from_numpy(np.ascontiguousarray(src.astype(target.dtype, copy=False)))
+            target.array[...] = target.backend.asarray(src.astype(target.dtype, copy=False))
         return missing, unexpected
 
     # -------------------------------------------------------------- repr

@@ -31,7 +31,7 @@ import pkgutil as _pkgutil
 
 from . import functional
 from .base import Example, Normalizer
-from .fold import ChannelAffine, FoldError, fold
+from .fold import ChannelAffine, Folded, FoldError, fold
 from .precise import recompute_statistics
 from .registry import (ENTRY_POINT_GROUP, PluginWarning, RegistryError, available, create, get, is_builtin,
                        load_plugins, register, unregister)
@@ -50,7 +50,7 @@ for _module in _pkgutil.iter_modules(__path__):
         _importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "BatchNorm1d", "BatchNorm2d", "ChannelAffine", "ENTRY_POINT_GROUP", "Example", "FoldError", "GroupNorm",
+    "BatchNorm1d", "BatchNorm2d", "ChannelAffine", "ENTRY_POINT_GROUP", "Example", "Folded", "FoldError", "GroupNorm",
     "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "Normalizer", "PluginWarning", "RegistryError", "available",
     "create", "fold", "functional", "get", "is_builtin", "load_plugins", "recompute_statistics", "register",
     "unregister",

@@ -33,6 +33,7 @@ import numpy as np
 from .._ext._engine import TensorBase
 from ..nn.module import Module, Parameter
 from ..tensor import ones, tensor, zeros
+from .functional import _check_count, _check_eps, _check_floating, _check_momentum, _check_tensor, update_running_stats
 
 __all__ = ["Normalizer", "Example"]
 
@@ -112,14 +113,10 @@ class Normalizer(Module):
                  param_shape=None, device=None, dtype=None):
         super().__init__()
         name = type(self).__name__
-        if not isinstance(num_features, numbers.Integral) or isinstance(num_features, bool) or num_features <= 0:
-            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
-        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not eps >= 0 or not math.isfinite(eps):
-            raise ValueError(f"{name}: eps must be a finite number >= 0, got {eps!r}")
-        if momentum is not None and (
-            not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum <= 1.0
-        ):
-            raise ValueError(f"{name}: momentum must be in [0, 1] (or None for a cumulative average), got {momentum!r}")
+        # The checks forward runs again (an attribute may be changed later); here for an early error.
+        _check_count(name, "num_features", num_features)
+        _check_eps(name, eps)
+        _check_momentum(name, momentum, allow_none=True)
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
@@ -162,6 +159,15 @@ class Normalizer(Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
                 f"track_running_stats={self.track_running_stats}")
 
+    def __call__(self, x, *args, **kwargs):
+        y = self.forward(x, *args, **kwargs)
+        # The contract every caller relies on (fold, Sequential, the tests): a normalizer keeps the shape.
+        if isinstance(y, TensorBase) and isinstance(x, TensorBase) and y.shape != x.shape:
+            raise RuntimeError(f"{type(self).__name__}.forward broke the normalizer contract: it returned shape "
+                               f"{tuple(y.shape)} for an input of shape {tuple(x.shape)} (a normalizer returns "
+                               f"its input's shape)")
+        return y
+
     # -------------------------------------------------------- validation
     def check_input(self, x) -> None:
         """Validate ``x``: a floating Tensor of an accepted rank, the right channel
@@ -171,26 +177,32 @@ class Normalizer(Module):
         or ValueError (rank, channel count) naming what was expected.
         """
         self._check_rank(x)
-        axis = self.channel_axis
-        if axis is not None and x.shape[axis] != self.num_features:
-            raise ValueError(
-                f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
-                f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}"
-            )
+        self._check_channels(x, self.channel_axis)
         self._check_dtype(x)
 
     def _check_rank(self, x) -> None:
-        if not isinstance(x, TensorBase):
-            raise TypeError(f"{type(self).__name__}: expected a minigrad Tensor, got {type(x).__name__}")
+        _check_tensor(type(self).__name__, x)
         if x.ndim not in self.input_ranks:
             raise ValueError(f"{type(self).__name__}: expected {_ranks_text(self.input_ranks)} input "
                              f"(got {x.ndim}D input of shape {tuple(x.shape)})")
 
+    def _check_channels(self, x, axis) -> None:
+        """The input has ``num_features`` channels along ``axis`` (None: nothing to check)."""
+        if axis is None:
+            return
+        name = type(self).__name__
+        if type(axis) is not int and (not isinstance(axis, numbers.Integral) or isinstance(axis, bool)):
+            raise TypeError(f"{name}: channel_axis must be an int or None, got {axis!r}")
+        if not -x.ndim <= axis < x.ndim:
+            raise ValueError(f"{name}: channel_axis={axis} does not exist in a {x.ndim}D input of shape "
+                             f"{tuple(x.shape)} (valid: {-x.ndim} to {x.ndim - 1})")
+        if x.shape[axis] != self.num_features:
+            raise ValueError(f"{name}: expected {self.num_features} channels along axis {axis} "
+                             f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
+
     def _check_dtype(self, x) -> None:
         dt = x.dtype
-        if dt.kind != "f":
-            raise TypeError(f"{type(self).__name__}: expected a floating point input (float32 or float64), "
-                            f"got dtype {dt}")
+        _check_floating(type(self).__name__, x)
         ref = self._parameter_dtype()
         if ref is not None and dt != ref:
             raise TypeError(
@@ -234,33 +246,57 @@ class Normalizer(Module):
         """
         return None
 
-    def _running_affine(self):
-        """``(scale, shift)`` from the running statistics: scale = γ/sqrt(var + ε), shift = β - mean·scale."""
-        weight = self.weight.array.reshape(-1) if self.affine else None
-        bias = self.bias.array.reshape(-1) if self.affine else None
+    # ------------------------------------------- running statistics (public, for plugins too)
+    def running_affine(self):
+        """The eval-mode map from the running statistics: ``(scale, shift)`` with
+        ``scale = γ/sqrt(running_var + ε)`` and ``shift = β - running_mean·scale``.
+
+        Float64 backend arrays of shape ``(num_features,)``; what
+        ``inference_affine`` returns for a normalizer that is this map in eval.
+        """
+        weight = self.weight.array.reshape(-1) if self.weight is not None else None
+        bias = self.bias.array.reshape(-1) if self.bias is not None else None
         return self.running_mean.backend.batch_norm_eval_affine(self.running_mean.array, self.running_var.array,
                                                                 weight, bias, self.eps)
 
-    def _running_stats_factor(self) -> float:
-        """Count one more training batch and return its weight in the running averages.
-
-        ``momentum``, or ``1/num_batches_tracked`` (a cumulative average)
-        when ``momentum`` is None; 0 when no statistics are tracked.
-        """
-        if not (self.training and self.track_running_stats):
-            return 0.0
-        count = self.num_batches_tracked.array
-        count += 1
+    def running_stats_factor(self) -> float:
+        """The weight of the next batch in the running averages: ``momentum``, or
+        ``1/(num_batches_tracked + 1)`` (a cumulative average) when ``momentum`` is None."""
         if self.momentum is None:
-            return 1.0 / float(count)
+            return 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
         return self.momentum
+
+    def update_running_stats(self, mean, var, count) -> None:
+        """Fold one training batch's statistics into the running ones (PyTorch's ``_BatchNorm`` rule).
+
+        ``mean`` and ``var`` are the batch mean and *biased* variance per
+        channel (Tensors of shape ``(num_features,)``) over ``count`` values
+        each. Counts the batch in ``num_batches_tracked``, then
+        ``running ← (1 - f)·running + f·batch`` with ``f =
+        running_stats_factor()`` and the unbiased variance ``var·m/(m - 1)``.
+        Does nothing without ``track_running_stats`` or for an empty batch.
+        A normalizer with running statistics calls it once per training
+        forward, in its ``forward`` where a reader sees it.
+
+        Example (the core of BatchNorm's forward)::
+
+            y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
+            if self.training:
+                self.update_running_stats(mean, var, x.numel() // x.shape[1])
+        """
+        if not self.track_running_stats or not count:
+            return
+        factor = self.running_stats_factor()
+        self.num_batches_tracked.array[...] += 1
+        self.num_batches_tracked._bump_version()
+        update_running_stats(self.running_mean, self.running_var, mean, var, factor, count)
 
     @classmethod
     def examples(cls) -> list:
         """Constructor arguments and input shapes for the shared test suite (a list of ``Example``)."""
         return []
 
-    def _affine_shape(self, ndim):
+    def affine_shape(self, ndim):
         """Shape γ and β are reshaped to so they broadcast against an input of rank ``ndim``."""
         shape = [1] * ndim
         shape[self.channel_axis if self.channel_axis is not None else 1] = -1
@@ -271,7 +307,7 @@ class Normalizer(Module):
 
         The default standardizes over ``statistics_view`` (or with the
         running statistics when ``uses_batch_statistics`` is False) and
-        applies γ and β along ``_affine_shape``. Override it when the
+        applies γ and β along ``affine_shape``. Override it when the
         normalizer computes something else (RMSNorm does).
         """
         x64 = np.asarray(x, dtype=np.float64)
@@ -282,11 +318,11 @@ class Normalizer(Module):
             var = ((v - mean) ** 2).mean(axis=axes, keepdims=True)
             xhat = ((v - mean) / np.sqrt(var + self.eps)).reshape(x64.shape)
         else:
-            shape = self._affine_shape(x64.ndim)
+            shape = self.affine_shape(x64.ndim)
             rm = self.running_mean.detach().numpy().astype(np.float64).reshape(shape)
             rv = self.running_var.detach().numpy().astype(np.float64).reshape(shape)
             xhat = (x64 - rm) / np.sqrt(rv + self.eps)
-        shape = self._affine_shape(x64.ndim)
+        shape = self.affine_shape(x64.ndim)
         if self.weight is not None:
             xhat = xhat * self.weight.detach().numpy().astype(np.float64).reshape(shape)
         if self.bias is not None:

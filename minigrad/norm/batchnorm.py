@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import Example, Normalizer
 from .fold import FoldError
-from .functional import _batch_norm, _values_per_channel_error
+from .functional import _batch_norm_eval, _batch_norm_train, _check_batch_norm
 from .registry import register
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
@@ -26,16 +26,15 @@ class _BatchNorm(Normalizer):
 
     def forward(self, x):
         self.check_input(x)
-        shape = x.shape
-        values = x.array.size // shape[1]  # values per channel (N·∏spatial)
-        batch_stats = self.training or not self.track_running_stats
-        if batch_stats and values == 1:  # one value per channel has no variance
-            raise _values_per_channel_error(shape)
-        # An empty batch has no statistics: it neither updates nor counts.
-        factor = self._running_stats_factor() if values else 0.0
-        track = self.track_running_stats and (factor or not self.training)
-        return _batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
-                           self.weight, self.bias, batch_stats, factor, self.eps)
+        batch_stats = self.uses_batch_statistics
+        _check_batch_norm(type(self).__name__, x, self.running_mean, self.running_var, self.weight, self.bias,
+                          batch_stats, self.momentum, self.eps, momentum_may_be_none=True)
+        if not batch_stats:
+            return _batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+        y, mean, var = _batch_norm_train(x, self.weight, self.bias, self.eps)
+        if self.training and x.numel():  # the running statistics move here, and only here
+            self.update_running_stats(mean, var, x.numel() // x.shape[1])
+        return y
 
     def inference_affine(self):
         if self.training:
@@ -45,7 +44,7 @@ class _BatchNorm(Normalizer):
                 f"{type(self).__name__} has no running statistics (track_running_stats=False): it normalizes with "
                 f"the statistics of each batch even in eval mode, so it is not an affine map and cannot be folded"
             )
-        return self._running_affine()
+        return self.running_affine()
 
 
 @register("BatchNorm1d")

@@ -12,6 +12,13 @@ that layer:
 that is an affine map in eval mode becomes a ``ChannelAffine`` module (the
 single multiply-add). Which normalizers qualify is their own decision:
 ``Normalizer.inference_affine``.
+
+The merge is the same map only when the axis the normalizer scales is the
+axis the layer's output features live on: axis 1 of a Conv2d's (N, C, H, W)
+output, but the *last* axis of a Linear's output, which is axis 1 only for
+2-D (N, features) data. So a Linear followed by BatchNorm1d is merged for
+2-D inputs and the merged model refuses 3-D ones (``FoldError``), and a
+Linear followed by BatchNorm2d or InstanceNorm is never merged.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from ..tensor import tensor
 from .base import Normalizer
 from .functional import ChannelAffineFunction
 
-__all__ = ["fold", "ChannelAffine", "FoldError"]
+__all__ = ["fold", "ChannelAffine", "FoldError", "Folded"]
 
 
 class FoldError(ValueError):
@@ -35,9 +42,13 @@ class FoldError(ValueError):
 class ChannelAffine(Module):
     """``y[:, c] = x[:, c]·scale[c] + shift[c]``: an eval-mode normalizer reduced to one multiply-add.
 
-    ``scale`` and ``shift`` are buffers of shape (C,); inputs are (N, C, *).
-    ``fold`` creates these from normalizers it cannot merge into a
-    preceding layer; ``ChannelAffine.from_normalizer(bn)`` does it for one.
+    ``ChannelAffine(scale, shift, channel_axes=None)``: ``scale`` and
+    ``shift`` are buffers of shape (C,); inputs are (N, C, *), channels on
+    axis 1, unless ``channel_axes`` maps each accepted input rank to its
+    channel axis (InstanceNorm2d: ``{4: 1, 3: 0}``, an unbatched (C, H, W)
+    input has them first). ``fold`` creates these from normalizers it
+    cannot merge into a preceding layer; ``ChannelAffine.from_normalizer(bn)``
+    does it for one.
 
     Example::
 
@@ -45,7 +56,7 @@ class ChannelAffine(Module):
         affine = ChannelAffine.from_normalizer(bn)   # same outputs as bn(x) in eval mode
     """
 
-    def __init__(self, scale, shift):
+    def __init__(self, scale, shift, channel_axes=None):
         super().__init__()
         if not isinstance(scale, TensorBase) or not isinstance(shift, TensorBase):
             raise TypeError("ChannelAffine: scale and shift must be Tensors")
@@ -54,6 +65,7 @@ class ChannelAffine(Module):
                              f"{tuple(scale.shape)} and {tuple(shift.shape)}")
         self.register_buffer("scale", scale)
         self.register_buffer("shift", shift)
+        self.channel_axes = None if channel_axes is None else {int(r): int(a) for r, a in channel_axes.items()}
 
     @classmethod
     def from_normalizer(cls, norm: Normalizer) -> "ChannelAffine":
@@ -65,21 +77,85 @@ class ChannelAffine(Module):
         scale, shift = affine
         ref = norm.weight if norm.weight is not None else norm.running_mean
         dtype, backend = norm._parameter_dtype(), ref.backend
-        return cls(_as_tensor(scale, dtype, backend), _as_tensor(shift, dtype, backend))
+        axes = {rank: _channel_axis(norm, rank) for rank in norm.input_ranks}
+        return cls(_as_tensor(scale, dtype, backend), _as_tensor(shift, dtype, backend),
+                   None if set(axes.values()) == {1} else axes)
 
     def forward(self, x):
         if not isinstance(x, TensorBase):
             raise TypeError(f"ChannelAffine: expected a minigrad Tensor, got {type(x).__name__}")
         c = self.scale.shape[0]
-        if x.ndim < 2 or x.shape[1] != c:
-            raise ValueError(f"ChannelAffine: expected an input (N, {c}, *), got shape {tuple(x.shape)}")
+        axis = (1 if x.ndim >= 2 else None) if self.channel_axes is None else self.channel_axes.get(x.ndim)
+        if axis is None or x.shape[axis] != c:
+            expected = "(N, C, *)" if self.channel_axes is None else \
+                ", ".join(f"{r}D with channels on axis {a}" for r, a in sorted(self.channel_axes.items()))
+            raise ValueError(f"ChannelAffine: expected an input {expected} with C = {c}, got shape {tuple(x.shape)}")
         if x.dtype != self.scale.dtype:
             raise TypeError(f"ChannelAffine: input dtype {x.dtype} does not match the module's dtype "
                             f"{self.scale.dtype}")
-        return ChannelAffineFunction.apply(x, self.scale, self.shift)
+        if x.numel() == 0:
+            return x.clone()
+        if axis == 1:
+            return ChannelAffineFunction.apply(x, self.scale, self.shift)
+        shape = [1] * x.ndim
+        shape[axis] = c
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
     def extra_repr(self) -> str:
         return f"{self.scale.shape[0]}"
+
+
+class Folded(Identity):
+    """The place of a normalizer merged into the layer before it: passes its input on.
+
+    ``Folded(what, ranks)``: the merge is the same map only for inputs of
+    the ranks ``ranks`` (a Linear's features are on axis 1 only for 2-D
+    data), so any other rank raises ``FoldError`` instead of a wrong number.
+
+    Example::
+
+        fast = minigrad.norm.fold(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval())
+        fast[1]   # Folded(BatchNorm1d into Linear, ranks=(2,))
+    """
+
+    def __init__(self, what, ranks):
+        super().__init__()
+        self.what = str(what)
+        self.ranks = tuple(sorted(ranks))
+
+    def forward(self, x):
+        if x.ndim not in self.ranks:
+            raise FoldError(f"fold merged {self.what}, which is the same map only for {_ranks(self.ranks)} input "
+                            f"there (where the normalizer's channel axis is the layer's feature axis); got "
+                            f"{x.ndim}D input of shape {tuple(x.shape)}: run the unfolded model on such inputs")
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.what}, ranks={self.ranks}"
+
+
+def _ranks(ranks):
+    return " or ".join(f"{r}D" for r in ranks)
+
+
+def _channel_axis(norm, rank):
+    """The axis the per-channel map of ``norm`` acts on, for an input of ``rank`` dimensions."""
+    return norm.affine_shape(rank).index(-1)
+
+
+def _feature_axis(layer, rank):
+    """The axis a Linear's or Conv2d's output features live on, for an output of ``rank`` dimensions
+    (None: the layer cannot give such an output)."""
+    if isinstance(layer, Linear):
+        return rank - 1 if rank >= 1 else None
+    return rank - 3 if rank in (3, 4) else None  # Conv2d: (N, C, H, W), unbatched (C, H, W)
+
+
+def _merge_ranks(layer, norm):
+    """``(ranks where merging norm into layer is the same map, ranks where the pair can run at all)``."""
+    possible = [r for r in norm.input_ranks if _feature_axis(layer, r) is not None]
+    same = [r for r in possible if _feature_axis(layer, r) == _channel_axis(norm, r)]
+    return same, possible
 
 
 def _as_tensor(array, dtype, backend):
@@ -90,11 +166,14 @@ def fold(model: Module) -> Module:
     """An inference copy of ``model`` with its eval-mode normalizers folded away.
 
     Every normalizer that directly follows a Linear or Conv2d in a
-    Sequential (nested Sequentials included, in execution order) and is an
-    affine map in eval mode (BatchNorm with running statistics) is merged
-    into that layer (``W' = W·s``, ``b' = (b - E)·s + β``, s = γ/sqrt(Var + ε),
-    per output unit) and replaced by ``nn.Identity``; any other such
-    normalizer becomes a ``ChannelAffine`` (its single multiply-add).
+    Sequential (nested Sequentials included, in execution order), is an
+    affine map in eval mode (BatchNorm with running statistics) and scales
+    the axis the layer's output features are on is merged into that layer
+    (``W' = W·s``, ``b' = (b - E)·s + β``, s = γ/sqrt(Var + ε), per output
+    unit) and replaced by ``nn.Identity``, or by ``Folded`` where that holds
+    for some input ranks only (Linear + BatchNorm1d: 2-D inputs; others
+    raise ``FoldError``); any other such normalizer becomes a
+    ``ChannelAffine`` (its single multiply-add).
     Normalizers that are not affine maps (LayerNorm, GroupNorm, ...) are
     kept. A layer used more than once in the model is never modified.
 
@@ -126,8 +205,13 @@ def fold(model: Module) -> Module:
             affine = mod.inference_affine()
             if affine is None or affine[0].shape[0] != _out_channels(prev):
                 continue
+            same, possible = _merge_ranks(prev, mod)
+            if not same:
+                continue  # another axis than the layer's features: it stays a ChannelAffine (below)
             _fold_into(prev, *affine)
-            setattr(parent, name, Identity())
+            marker = Identity() if same == possible else Folded(f"{type(mod).__name__} into {type(prev).__name__}",
+                                                                 same)
+            setattr(parent, name, marker)
     for parent, name, mod in list(_named_children_all(folded)):
         if isinstance(mod, Normalizer) and mod.inference_affine() is not None:
             setattr(parent, name, ChannelAffine.from_normalizer(mod))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 from .base import Example, Normalizer
-from .functional import _group_norm
+from .functional import _check_count, _check_group_norm, _check_groups, _group_norm
 from .registry import register
 
 __all__ = ["GroupNorm"]
@@ -33,10 +32,8 @@ class GroupNorm(Normalizer):
     input_ranks = range(2, 34)
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, *, device=None, dtype=None):
-        if not isinstance(num_groups, numbers.Integral) or isinstance(num_groups, bool) or num_groups <= 0:
-            raise ValueError(f"GroupNorm: num_groups must be a positive int, got {num_groups!r}")
-        if isinstance(num_channels, numbers.Integral) and num_channels % num_groups:
-            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        _check_count("GroupNorm", "num_channels", num_channels)
+        _check_groups("GroupNorm", num_groups, num_channels)
         super().__init__(num_channels, eps, momentum=None, affine=affine, track_running_stats=False, device=device,
                          dtype=dtype)
         self.num_groups = int(num_groups)
@@ -44,6 +41,7 @@ class GroupNorm(Normalizer):
 
     def forward(self, x):
         self.check_input(x)
+        _check_group_norm("GroupNorm", x, self.num_groups, self.weight, self.bias, self.eps)
         return _group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     def statistics_view(self, shape):

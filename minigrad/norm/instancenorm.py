@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .base import Example, Normalizer
-from .functional import _instance_norm
+from .functional import _batch_norm_eval, _check_instance_norm, instance_norm_train, update_running_stats
 from .registry import register
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d"]
@@ -24,10 +24,7 @@ class _InstanceNorm(Normalizer):
 
     def check_input(self, x) -> None:
         self._check_rank(x)
-        axis = 1 if x.ndim == self.batched_rank else 0  # unbatched inputs have channels first
-        if x.shape[axis] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels along axis {axis} "
-                             f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
+        self._check_channels(x, 1 if x.ndim == self.batched_rank else 0)  # unbatched inputs have channels first
         self._check_dtype(x)
 
     def forward(self, x):
@@ -35,23 +32,29 @@ class _InstanceNorm(Normalizer):
         unbatched = x.ndim == self.batched_rank - 1
         if unbatched:
             x = x.unsqueeze(0)
-        use_input_stats = self.training or not self.track_running_stats
-        if use_input_stats and math.prod(x.shape[2:]) == 1:
-            raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
-        # PyTorch's rule for InstanceNorm: num_batches_tracked is not counted,
-        # and momentum=None leaves the running statistics as they are.
-        factor = (self.momentum or 0.0) if self.training and x.shape[0] else 0.0
-        track = self.track_running_stats and (factor or not self.training)
-        y = _instance_norm(x, self.running_mean if track else None, self.running_var if track else None,
-                           self.weight, self.bias, use_input_stats, factor, self.eps)
+        _check_instance_norm(type(self).__name__, x, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.uses_batch_statistics, self.momentum, self.eps, momentum_may_be_none=True)
+        if not self.uses_batch_statistics:
+            y = _batch_norm_eval(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
+        else:
+            track = self.training and self.track_running_stats
+            y, mean, var, count = instance_norm_train(x, self.weight, self.bias, self.eps, with_statistics=track)
+            if track:  # the running statistics move here, and only here
+                self.update_running_stats(mean, var, count)
         return y.squeeze(0) if unbatched else y
+
+    def update_running_stats(self, mean, var, count) -> None:
+        """PyTorch's rule for InstanceNorm: ``num_batches_tracked`` is not counted, and
+        ``momentum=None`` leaves the running statistics as they are."""
+        if self.momentum is not None and count:
+            update_running_stats(self.running_mean, self.running_var, mean, var, self.momentum, count)
 
     def statistics_view(self, shape):
         if len(shape) == self.batched_rank - 1:
             shape = (1,) + tuple(shape)
         return (shape[0] * shape[1], math.prod(shape[2:])), (1,)
 
-    def _affine_shape(self, ndim):
+    def affine_shape(self, ndim):
         shape = [1] * ndim
         shape[1 if ndim == self.batched_rank else 0] = -1
         return tuple(shape)
@@ -59,7 +62,7 @@ class _InstanceNorm(Normalizer):
     def inference_affine(self):
         if self.training or not self.track_running_stats:
             return None  # per-instance statistics: not an affine map
-        return self._running_affine()
+        return self.running_affine()
 
 
 @register("InstanceNorm1d")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .base import Example, Normalizer
-from .functional import _layer_norm, _normalized_shape
+from .functional import _check_layer_norm, _layer_norm, _normalized_shape
 from .registry import register
 
 __all__ = ["LayerNorm"]
@@ -43,10 +43,7 @@ class LayerNorm(Normalizer):
 
     def check_input(self, x) -> None:
         super().check_input(x)
-        d = len(self.normalized_shape)
-        if tuple(x.shape[x.ndim - d:]) != self.normalized_shape:
-            raise ValueError(f"LayerNorm: expected an input whose last {d} dimension(s) are "
-                             f"{self.normalized_shape} (normalized_shape), got input of shape {tuple(x.shape)}")
+        _check_layer_norm("LayerNorm", x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def forward(self, x):
         self.check_input(x)
@@ -56,7 +53,7 @@ class LayerNorm(Normalizer):
         k = math.prod(self.normalized_shape)
         return (math.prod(shape) // k, k), (1,)
 
-    def _affine_shape(self, ndim):
+    def affine_shape(self, ndim):
         return (1,) * (ndim - len(self.normalized_shape)) + self.normalized_shape
 
     def extra_repr(self) -> str:

@@ -14,8 +14,9 @@ registered under a name::
 Installed packages add normalizers through the entry-point group
 ``minigrad.normalizers`` (``name = "package.module:Class"``). Entry points
 are loaded lazily, on the first lookup (``get``, ``create``, ``available``),
-never by ``import minigrad``; a plugin that fails to load is skipped with a
-warning that names it.
+never by ``import minigrad``; a plugin that fails to load (any exception,
+``sys.exit()`` included; only Ctrl-C passes) is skipped with a warning that
+names it.
 
 A name can be registered once. Registering it again raises unless
 ``override=True``; overriding a built-in additionally warns, so a built-in
@@ -82,6 +83,9 @@ def register(name: str | None = None, *, override: bool = False):
         key = cls.__name__ if name is None else name
         if not isinstance(key, str) or not key.isidentifier():
             raise ValueError(f"register: a normalizer name must be a Python identifier, got {key!r}")
+        axis = cls.channel_axis
+        if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
+            raise TypeError(f"register: {cls.__name__}.channel_axis must be an int or None, got {axis!r}")
         with _lock:
             old = _REGISTRY.get(key)
             if old is not None and old is not cls:
@@ -209,7 +213,9 @@ def _load_one(ep) -> bool:
         if _REGISTRY.get(ep.name) is not obj:
             register(ep.name)(obj)
         return True
-    except Exception as exc:
+    except KeyboardInterrupt:  # the user's Ctrl-C is not the plugin's failure
+        raise
+    except BaseException as exc:  # a plugin's sys.exit() or odd BaseException must not end the host program
         warnings.warn(f"minigrad: skipping the normalizer plugin {origin}: {type(exc).__name__}: {exc}",
                       PluginWarning, stacklevel=4)
         return False

@@ -10,7 +10,7 @@ from .elementwise import (abs, add, cast, clamp, div, dropout_mask_mul, erf, exp
                           mul, neg, pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
 from .linalg import linear, matmul
 from .pool import avg_pool2d, max_pool2d
-from .reduce import amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, var
+from .reduce import amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, sum_to, var
 from .shape import (broadcast_to, concatenate, flatten, getitem, permute, reshape, squeeze, stack,
                     transpose, unsqueeze)
 from .softmax import cross_entropy, log_softmax, nll_loss, softmax
@@ -20,7 +20,7 @@ __all__ = [
     "conv2d", "cross_entropy", "div", "dropout_mask_mul", "erf", "exp", "flatten", "getitem", "linear", "log",
     "log_softmax", "logsumexp", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mul",
     "neg", "nll_loss", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "softplus", "sqrt", "squeeze",
-    "stack", "std", "sub", "sum", "tanh", "transpose", "unsqueeze", "var", "where", "cat",
+    "stack", "std", "sub", "sum", "sum_to", "tanh", "transpose", "unsqueeze", "var", "where", "cat",
 ]
 
 cat = concatenate

@@ -129,6 +129,9 @@ def linear(x, weight, bias=None):
     check_same_kind("linear", x, weight)
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+    if x.ndim == 0:
+        raise ValueError(f"linear: the input needs at least 1 dimension, the last of in_features={weight.shape[1]} "
+                         f"features; got a 0-d tensor")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     if bias is None:

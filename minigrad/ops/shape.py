@@ -247,7 +247,7 @@ def _raw_index(index):
 def getitem(x, index):
     """``x[index]`` with basic (ints, slices, None, ...) and integer/bool array indices."""
     raw, advanced = _raw_index(index)
-    if advanced and x.backend.name != "cpu":
+    if advanced:
         raw = _index_to_device(raw, x.backend)
     return GetItem.apply(x, index=raw, advanced=advanced)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._ext._engine import TensorBase
 from ..autograd import enable_grad, zero_grads
+from ..backends import to_host
 
 __all__ = ["Optimizer"]
 
@@ -218,19 +219,12 @@ def _state_value(key, value, p, idx):
     """A loaded state entry: "step" as a number, the others as arrays of the parameter's shape, dtype, device."""
     if key == "step":
         return value.item() if hasattr(value, "item") else value
-    arr = value.numpy_view() if isinstance(value, TensorBase) else _to_host(value)
+    arr = value.numpy_view() if isinstance(value, TensorBase) else to_host(value)
     if tuple(arr.shape) != tuple(p.shape):
         raise ValueError(f"state {key!r} of parameter {idx} has shape {tuple(arr.shape)}, the parameter "
                          f"{tuple(p.shape)}")
     # np.array (not ascontiguousarray, which turns a 0-d array into shape (1,)).
     return p.backend.from_numpy(np.array(arr, dtype=p.dtype, order="C", copy=True))
-
-
-def _to_host(array) -> np.ndarray:
-    """A NumPy view or copy of a host or device (CuPy) array."""
-    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
-        return array.get()
-    return np.asarray(array)
 
 
 def _follow_parameter(p, state: dict) -> None:
@@ -245,4 +239,4 @@ def _follow_parameter(p, state: dict) -> None:
     for key, value in state.items():
         if hasattr(value, "shape") and hasattr(value, "dtype") and (type(value) is not array_type
                                                                     or value.dtype != dtype):
-            state[key] = p.backend.from_numpy(np.array(_to_host(value), dtype=dtype, order="C"))
+            state[key] = p.backend.from_numpy(np.array(to_host(value), dtype=dtype, order="C"))

@@ -252,8 +252,6 @@ def test_zero_dim_buffers_load_into_a_model_on_the_device(accel):
     assert dev.state_dict()["1.num_batches_tracked"].item() == 4
 
 
-@pytest.mark.xfail(strict=True, reason="mg.save stores 0-d arrays as 1-d (np.ascontiguousarray): the CPU-side "
-                   "fix is the harden branch's (issue 16.2); remove this mark when it is merged")
 def test_zero_dim_buffers_survive_a_checkpoint_onto_the_device(accel, tmp_path):
     bn1d, _ = batch_norm_layers()
     cpu, dev = twin(lambda: mlp(bn1d), np.float32, accel)

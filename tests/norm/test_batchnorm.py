@@ -85,10 +85,21 @@ def test_constructor_rejects_bad_arguments(bad):
         nn.BatchNorm1d(3, **bad)
 
 
-@pytest.mark.parametrize("n", [0, -2, 2.5, True])
+@pytest.mark.parametrize("n", [-2, 2.5, True])
 def test_constructor_rejects_bad_num_features(n):
     with pytest.raises(ValueError, match="num_features"):
         nn.BatchNorm2d(n)
+
+
+def test_zero_channels_give_empty_results(device):
+    # As PyTorch: C = 0 is a valid (empty) layer; the output is empty and the (empty) statistics are untouched.
+    bn = nn.BatchNorm2d(0, device=device)
+    x = minigrad.randn(4, 0, 2, 2, device=device, requires_grad=True)
+    y = bn(x)
+    assert y.shape == (4, 0, 2, 2)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and bn.weight.grad.shape == (0,)
+    assert bn.eval()(x).shape == x.shape
 
 
 def test_reset(device, rng):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import minigrad
 from minigrad import nn
 from minigrad.norm import ChannelAffine, Normalizer
-from minigrad.testing import gradcheck
+from minigrad.testing import gradcheck, gradgradcheck
 
 NAMES = minigrad.norm.available()
 
@@ -167,6 +167,23 @@ def test_gradients(name, i, mode, device, randomize_module, data):
     x = minigrad.tensor(rng.standard_normal(shape), dtype="float64", device=device, requires_grad=True)
     params = [p for p in (m.weight, m.bias) if p is not None]
     gradcheck(m, [x], params=params, seed=seed % 1000, atol=1e-6, rtol=1e-4)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=3)
+@given(data=st.data())
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name, i", EXAMPLES)
+def test_gradients_of_gradients(name, i, mode, device, randomize_module, data):
+    """gradgradcheck of x, γ, β and the upstream gradient: the backward is differentiable (create_graph)."""
+    m, ex = build(name, i, device, dtype="float64", eps=data.draw(st.sampled_from([1e-5, 0.1]), label="eps"))
+    shape = data.draw(st.sampled_from(ex.shapes), label="shape")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+    randomize_module(m, rng)
+    m.train(mode == "train")
+    x = minigrad.tensor(rng.standard_normal(shape), dtype="float64", device=device, requires_grad=True)
+    params = [p for p in (m.weight, m.bias) if p is not None]
+    gradgradcheck(m, [x], params=params, seed=seed % 1000, atol=1e-5, rtol=1e-3)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])

@@ -9,7 +9,7 @@ import pytest
 
 import minigrad
 from minigrad import nn
-from minigrad.norm import ChannelAffine, FoldError, fold
+from minigrad.norm import ChannelAffine, Folded, FoldError, fold
 
 
 def host(t):
@@ -58,8 +58,9 @@ def test_linear_and_conv_followed_by_batchnorm(dtype, device, rng):
     before = state(model)
     folded = fold(model)
     kinds = [type(m).__name__ for m in folded]
-    assert kinds == ["Conv2d", "Identity", "ReLU", "Conv2d", "Identity", "Flatten", "Linear", "Identity", "Tanh",
-                     "Linear", "Identity"]
+    # After a Linear the merge holds for 2-D data only: its marker checks the rank (Folded is an Identity).
+    assert kinds == ["Conv2d", "Identity", "ReLU", "Conv2d", "Identity", "Flatten", "Linear", "Folded", "Tanh",
+                     "Linear", "Folded"]
     assert folded[3].bias is not None and folded[9].bias is not None  # a bias was created where there was none
     assert_same_outputs(model, folded, minigrad.tensor(rng.standard_normal((4, 3, 5, 5)), dtype=dtype,
                                                        device=device), dtype)
@@ -134,7 +135,7 @@ def test_other_normalizers_are_kept(device, rng):
                           nn.BatchNorm1d(6, device=device, dtype="float64"))
     trained(model, (5, 4), device, "float64", rng)
     folded = fold(model)
-    assert [type(m).__name__ for m in folded] == ["Linear", "LayerNorm", "Linear", "Identity"]
+    assert [type(m).__name__ for m in folded] == ["Linear", "LayerNorm", "Linear", "Folded"]
     assert_same_outputs(model, folded, minigrad.tensor(rng.standard_normal((3, 4)), device=device), "float64")
 
 
@@ -145,6 +146,40 @@ def test_instance_norm_with_running_statistics_folds_too(device, rng):
     folded = fold(model)
     assert isinstance(folded[1], nn.Identity)
     assert_same_outputs(model, folded, minigrad.tensor(rng.standard_normal((2, 2, 3, 3)), device=device), "float64")
+
+
+def test_linear_then_batchnorm1d_on_3d_input_is_refused_not_wrong(device, rng):
+    # (N, C, L) data: the Linear acts on L, BatchNorm1d on C; merging scaled L (max error 1.32 before).
+    model = nn.Sequential(nn.Linear(4, 3, device=device, dtype="float64"),
+                          nn.BatchNorm1d(3, device=device, dtype="float64"))
+    trained(model, (6, 3, 4), device, "float64", rng)
+    folded = fold(model)
+    assert isinstance(folded[1], Folded) and isinstance(folded[1], nn.Identity)
+    x2, x3 = (minigrad.tensor(rng.standard_normal(s), device=device) for s in ((5, 4), (5, 3, 4)))
+    with minigrad.no_grad():
+        expected = model(x3)
+    with pytest.raises(FoldError, match=r"BatchNorm1d into Linear.*only for 2D input.*got 3D input of shape "
+                                        r"\(5, 3, 3\)"):
+        folded(x3)
+    assert host(expected).shape == (5, 3, 3)
+    # ... while the 2-D data it was merged for still gives the model's numbers
+    trained(model.train(), (6, 4), device, "float64", rng)
+    assert_same_outputs(model, fold(model), x2, "float64")
+
+
+@pytest.mark.parametrize("norm, x_shape", [
+    (lambda d: nn.BatchNorm2d(3, device=d, dtype="float64"), (2, 3, 5, 4)),
+    (lambda d: nn.InstanceNorm1d(3, affine=True, track_running_stats=True, device=d, dtype="float64"), (2, 3, 4)),
+    (lambda d: nn.InstanceNorm2d(3, affine=True, track_running_stats=True, device=d, dtype="float64"), (3, 5, 4)),
+], ids=["Linear+BatchNorm2d", "Linear+InstanceNorm1d", "Linear+InstanceNorm2d-unbatched"])
+def test_a_normalizer_on_another_axis_than_the_linear_features_is_not_merged(norm, x_shape, device, rng):
+    # The Linear's 3 features are on the last axis; these normalizers scale axis 1 (axis 0 unbatched), which
+    # also has length 3 here, so a merge would run and be wrong.
+    model = nn.Sequential(nn.Linear(4, 3, device=device, dtype="float64"), norm(device))
+    trained(model, x_shape, device, "float64", rng)
+    folded = fold(model)
+    assert isinstance(folded[1], ChannelAffine), type(folded[1]).__name__
+    assert_same_outputs(model, folded, minigrad.tensor(rng.standard_normal(x_shape), device=device), "float64")
 
 
 def test_refuses_a_model_in_training_mode(device):

@@ -141,7 +141,7 @@ def on_path(cleanup):
     yield add
     for p in added:
         sys.path.remove(p)
-    for mod in ("fake_good_plugin", "fake_broken_plugin", "fake_wrong_plugin"):
+    for mod in ("fake_good_plugin", "fake_broken_plugin", "fake_wrong_plugin", "fake_exit_plugin", "fake_odd_plugin"):
         sys.modules.pop(mod, None)
     importlib.invalidate_caches()
     norm.load_plugins(reload=True)
@@ -168,6 +168,40 @@ def test_entry_point_plugins_load_and_broken_ones_warn(tmp_path, on_path, cleanu
     x = minigrad.randn(2, 3)
     np.testing.assert_allclose(layer(x).numpy(), 2 * x.numpy())
     assert "Broken" not in norm.available()
+
+
+def test_a_plugin_that_exits_or_raises_base_exceptions_is_skipped(tmp_path, on_path, cleanup, monkeypatch):
+    monkeypatch.setattr(norm.registry, "_plugins_loaded", False)  # as in a fresh process
+    on_path(_write_plugin(
+        tmp_path, {"Exits": "fake_exit_plugin:X", "Odd": "fake_odd_plugin:X"},
+        {"fake_exit_plugin": "import sys\nsys.exit(3)\n",
+         "fake_odd_plugin": "class Odd(BaseException):\n    pass\nraise Odd('not an Exception')\n"},
+    ))
+    with pytest.warns(PluginWarning) as record:
+        names = norm.available()  # a sys.exit() here used to end the host program
+    messages = "\n".join(str(w.message) for w in record)
+    assert "Exits = fake_exit_plugin:X" in messages and "SystemExit: 3" in messages
+    assert "Odd: not an Exception" in messages
+    assert "BatchNorm1d" in names and "Exits" not in names
+
+
+def test_ctrl_c_during_a_plugin_import_is_not_swallowed(tmp_path, on_path):
+    on_path(_write_plugin(tmp_path, {"Interrupts": "fake_broken_plugin:X"},
+                          {"fake_broken_plugin": "raise KeyboardInterrupt\n"}))
+    with pytest.raises(KeyboardInterrupt):
+        norm.load_plugins(reload=True)
+
+
+def test_register_checks_the_channel_axis_type():
+    # (A channel_axis the input does not have, and a forward returning another shape, are rows of
+    # tests/bad_input/test_table.py: they are checked on every call.)
+    class AxisText(_Scale):
+        """channel_axis given as text."""
+
+        channel_axis = "1"
+
+    with pytest.raises(TypeError, match="channel_axis must be an int or None"):
+        register("TestAxisText")(AxisText)
 
 
 def _run(code, extra_path=()):

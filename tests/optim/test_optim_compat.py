@@ -146,9 +146,6 @@ def test_scalar_parameter_state_round_trips_through_state_dict():
     assert p2.item() == p.item()
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="minigrad.save stores 0-d arrays as (1,) until the serialization fix of issue 10.3 "
-                          "(the harden branch) is merged; remove this mark then")
 def test_scalar_parameter_state_round_trips_through_a_file(tmp_path):
     p, opt = _scalar_param()
     _scalar_step(p, opt)

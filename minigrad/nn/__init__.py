@@ -12,8 +12,11 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BCELoss, BCEWithLogitsLoss, C
                      Dropout2d, Embedding, Flatten, GELU, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ModuleDict,
                      ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh)
 from .module import Module, Parameter
+from . import parallel
+from .parallel import DistributedDataParallel
 
 _NORM_LAYERS = ("BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d")
+_NORM_LAYERS += ("SyncBatchNorm",)
 _LAZY = ("LazyLinear", "LazyConv2d", "LazyBatchNorm1d", "LazyBatchNorm2d", "UninitializedParameter",
          "UninitializedBuffer")
 
@@ -23,6 +26,7 @@ __all__ = [
     "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Softplus", "Tanh",
     "functional", "init", "utils", *_NORM_LAYERS, *_LAZY,
 ]
+__all__ += ["DistributedDataParallel", "parallel"]
 
 
 def __getattr__(name):

@@ -12,6 +12,9 @@
   ``instance_norm`` (also ``minigrad.nn.functional``).
 * ``fold(model)``: an inference copy with eval-mode BatchNorms folded into
   the preceding Linear/Conv2d (the paper's Algorithm 2).
+* ``recompute_statistics(model, batches)``: every BatchNorm's running
+  statistics recomputed from training mini-batches (Algorithm 2, steps
+  8–11; "precise BN").
 
 Every registered normalizer is also an attribute of this package:
 ``minigrad.norm.RMSNorm`` once a plugin registered it.
@@ -29,6 +32,7 @@ import pkgutil as _pkgutil
 from . import functional
 from .base import Example, Normalizer
 from .fold import ChannelAffine, Folded, FoldError, fold
+from .precise import recompute_statistics
 from .registry import (ENTRY_POINT_GROUP, PluginWarning, RegistryError, available, create, get, is_builtin,
                        load_plugins, register, unregister)
 
@@ -40,7 +44,7 @@ from .layernorm import LayerNorm
 
 # ... and every other module of this package, so a new built-in is one file
 # with its @register line: importing the module registers it.
-_INFRASTRUCTURE = {"base", "fold", "functional", "registry"}
+_INFRASTRUCTURE = {"base", "fold", "functional", "precise", "registry"}
 for _module in _pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name not in _INFRASTRUCTURE:
         _importlib.import_module(f"{__name__}.{_module.name}")
@@ -48,7 +52,8 @@ for _module in _pkgutil.iter_modules(__path__):
 __all__ = [
     "BatchNorm1d", "BatchNorm2d", "ChannelAffine", "ENTRY_POINT_GROUP", "Example", "Folded", "FoldError", "GroupNorm",
     "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "Normalizer", "PluginWarning", "RegistryError", "available",
-    "create", "fold", "functional", "get", "is_builtin", "load_plugins", "register", "unregister",
+    "create", "fold", "functional", "get", "is_builtin", "load_plugins", "recompute_statistics", "register",
+    "unregister",
 ]
 
 

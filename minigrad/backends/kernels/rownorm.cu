@@ -4,9 +4,13 @@
 // Block (TX, TY): TX threads (whole warps, TX <= 1024) share one row, TY rows
 // per block, TX·TY <= 1024; grid-stride over groups of TY rows. Each row is
 // read in units of V elements (16-byte loads when the row start is aligned).
+// Statistics are acc_t<T> (float32 for half data), values computed in it.
 #include "common.cuh"
 
+using mg::acc_t;
+using mg::narrow;
 using mg::Pack;
+using mg::widen;
 using mg::Sum2;
 using mg::Welford;
 
@@ -14,8 +18,9 @@ using mg::Welford;
 // (Welford per thread, Chan merges across the row's warps, all in double);
 // invstd = 1/sqrt(var + eps). mean and invstd have R entries.
 template <typename T>
-__global__ void row_norm_forward(const T* __restrict__ x, T* __restrict__ xhat, T* __restrict__ mean_out,
-                                 T* __restrict__ invstd_out, long long R, long long K, double eps) {
+__global__ void row_norm_forward(const T* __restrict__ x, T* __restrict__ xhat, acc_t<T>* __restrict__ mean_out,
+                                 acc_t<T>* __restrict__ invstd_out, long long R, long long K, double eps) {
+    using A = acc_t<T>;
     constexpr int V = Pack<T>::N;
     __shared__ Welford wsm[32];
     __shared__ double stat[32][2];
@@ -29,16 +34,16 @@ __global__ void row_norm_forward(const T* __restrict__ x, T* __restrict__ xhat, 
         mg::block_row_stats(active ? x + r * K : x, K, r, active, eps, mean_out, invstd_out, wsm, stat);
         if (active) {
             const double mean = stat[ty][0];
-            const T hi = static_cast<T>(mean);
-            const T lo = static_cast<T>(mean - static_cast<double>(hi));
-            const T is = static_cast<T>(stat[ty][1]);
+            const A hi = static_cast<A>(mean);
+            const A lo = static_cast<A>(mean - static_cast<double>(hi));
+            const A is = static_cast<A>(stat[ty][1]);
             const T* xr = x + r * K;
             T* yr = xhat + r * K;
             for (long long u = tx; u < upr; u += TX) {
                 T v[V];
                 const int cnt = mg::load_batch(xr + u * V, K - u * V, v);
 #pragma unroll
-                for (int i = 0; i < V; ++i) v[i] = ((v[i] - hi) - lo) * is;
+                for (int i = 0; i < V; ++i) v[i] = narrow<T>(((widen(v[i]) - hi) - lo) * is);
                 mg::store_batch(yr + u * V, cnt, v);
             }
         }
@@ -49,7 +54,8 @@ __global__ void row_norm_forward(const T* __restrict__ x, T* __restrict__ xhat, 
 // dx = invstd·(g - mean(g) - x̂·mean(g·x̂)) per row (sums in double).
 template <typename T>
 __global__ void row_norm_backward(const T* __restrict__ g, const T* __restrict__ xhat,
-                                  const T* __restrict__ invstd, T* __restrict__ dx, long long R, long long K) {
+                                  const acc_t<T>* __restrict__ invstd, T* __restrict__ dx, long long R, long long K) {
+    using A = acc_t<T>;
     constexpr int V = Pack<T>::N;
     __shared__ Sum2 ssm[32];
     __shared__ double stat[32][2];
@@ -72,9 +78,9 @@ __global__ void row_norm_backward(const T* __restrict__ g, const T* __restrict__
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
                     if (i < cnt) {
-                        const double gd = static_cast<double>(gv[i]);
+                        const double gd = static_cast<double>(widen(gv[i]));
                         acc.a += gd;
-                        acc.b += gd * static_cast<double>(hv[i]);
+                        acc.b += gd * static_cast<double>(widen(hv[i]));
                     }
                 }
             }
@@ -90,9 +96,9 @@ __global__ void row_norm_backward(const T* __restrict__ g, const T* __restrict__
         }
         __syncthreads();
         if (active) {
-            const T mg_ = static_cast<T>(stat[ty][0]);
-            const T mgx = static_cast<T>(stat[ty][1]);
-            const T is = invstd[r];
+            const A mg_ = static_cast<A>(stat[ty][0]);
+            const A mgx = static_cast<A>(stat[ty][1]);
+            const A is = invstd[r];
             const T* gr = g + r * K;
             const T* hr = xhat + r * K;
             T* dr = dx + r * K;
@@ -101,7 +107,7 @@ __global__ void row_norm_backward(const T* __restrict__ g, const T* __restrict__
                 const int cnt = mg::load_batch(gr + u * V, K - u * V, gv);
                 mg::load_batch(hr + u * V, K - u * V, hv);
 #pragma unroll
-                for (int i = 0; i < V; ++i) gv[i] = is * ((gv[i] - mg_) - hv[i] * mgx);
+                for (int i = 0; i < V; ++i) gv[i] = narrow<T>(is * ((widen(gv[i]) - mg_) - widen(hv[i]) * mgx));
                 mg::store_batch(dr + u * V, cnt, gv);
             }
         }

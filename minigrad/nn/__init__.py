@@ -8,8 +8,8 @@ first access. ``minigrad.nn.utils`` has gradient clipping.
 """
 
 from . import functional, init, utils
-from .layers import (AvgPool2d, BCELoss, BCEWithLogitsLoss, Conv2d, CrossEntropyLoss, Dropout, Dropout2d,
-                     Embedding, Flatten, GELU, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ModuleDict,
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BCELoss, BCEWithLogitsLoss, Conv2d, CrossEntropyLoss, Dropout,
+                     Dropout2d, Embedding, Flatten, GELU, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ModuleDict,
                      ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh)
 from .module import Module, Parameter
 from . import parallel
@@ -21,8 +21,8 @@ _LAZY = ("LazyLinear", "LazyConv2d", "LazyBatchNorm1d", "LazyBatchNorm2d", "Unin
          "UninitializedBuffer")
 
 __all__ = [
-    "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "Conv2d", "CrossEntropyLoss", "Dropout", "Dropout2d", "Embedding",
-    "Flatten", "GELU", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2d", "Module", "ModuleDict",
+    "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "Conv2d", "CrossEntropyLoss", "Dropout",
+    "Dropout2d", "Embedding", "Flatten", "GELU", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2d", "Module", "ModuleDict",
     "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Softplus", "Tanh",
     "functional", "init", "utils", *_NORM_LAYERS, *_LAZY,
 ]

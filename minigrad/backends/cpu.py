@@ -172,7 +172,8 @@ class CPUBackend(Backend):
         return y, (x.reshape(n, c, h * w) if pointwise else cols)
 
     def conv2d_backward(self, grad, x_shape, weight, saved, stride, padding, dilation, groups, needs):
-        if not (MATMUL_IN_TEAM and _kernel_dtype(grad) and weight.dtype == grad.dtype and saved.dtype == grad.dtype):
+        if not (MATMUL_IN_TEAM and _kernel_dtype(grad) and weight.dtype == grad.dtype
+                and (saved is None or saved.dtype == grad.dtype)):  # no saved columns when only dx is wanted
             return super().conv2d_backward(grad, x_shape, weight, saved, stride, padding, dilation, groups, needs)
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
         n, o, oh, ow = grad.shape

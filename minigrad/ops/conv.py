@@ -67,6 +67,66 @@ class Conv2d(Function):
             gx = gx[:, :, : x_shape[2] - extra[0], : x_shape[3] - extra[1]]
         return gx, gw, gb
 
+    def vjp(self, grad):
+        # T(x, W, g) = <g, conv(x, W)> is trilinear: dx = convᵀ(g, W) and dW = corr(x, g) are two
+        # more bilinear nodes whose vjps are conv, convᵀ and corr again, to any order.
+        from .reduce import sum as _sum
+        from .shape import Scatter, getitem
+
+        x, weight = self.inputs[0], self.inputs[1]
+        x_shape, stride, padding, dilation, groups, extra = self.geometry
+        geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        need = self.needs_input_grad
+        gx = gw = gb = None
+        # x_shape includes the extra row/column of "same" padding: work at that size, crop or pad around it.
+        crop = (slice(None), slice(None), slice(0, x.shape[2]), slice(0, x.shape[3]))
+        if need[0]:
+            gx = ConvGradInput.apply(grad, weight, x_shape=x_shape, **geometry)
+            if extra != (0, 0):
+                gx = getitem(gx, crop)
+        if need[1]:
+            xp = x if extra == (0, 0) else Scatter.apply(x, index=crop, advanced=False, shape=x_shape)
+            gw = ConvGradWeight.apply(xp, grad, w_shape=weight.shape, **geometry)
+        if len(need) > 2 and need[2]:
+            gb = _sum(grad, (0, 2, 3))
+        return gx, gw, gb
+
+
+class ConvGradInput(Function):
+    """``convᵀ(g, W)``: the gradient of conv2d with respect to its input, as a node of its own."""
+
+    def forward(self, grad, weight, x_shape=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+        self.geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        gx, _, _ = self.backend.conv2d_backward(grad, x_shape, weight, None, stride, padding, dilation, groups,
+                                                (True, False, False))
+        return gx
+
+    def vjp(self, ggx):
+        grad, weight = self.inputs
+        need = self.needs_input_grad
+        d_grad = Conv2d.apply(ggx, weight, **self.geometry) if need[0] else None
+        d_weight = ConvGradWeight.apply(ggx, grad, w_shape=weight.shape, **self.geometry) if need[1] else None
+        return d_grad, d_weight
+
+
+class ConvGradWeight(Function):
+    """``corr(x, g)``: the gradient of conv2d with respect to its weight, as a node of its own."""
+
+    def forward(self, x, grad, w_shape=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+        self.geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        probe = self.xp.zeros(w_shape, dtype=x.dtype)  # the columns of x come from a forward pass
+        _, saved = self.backend.conv2d_forward(x, probe, None, stride, padding, dilation, groups)
+        _, gw, _ = self.backend.conv2d_backward(grad, x.shape, probe, saved, stride, padding, dilation, groups,
+                                                (False, True, False))
+        return gw
+
+    def vjp(self, ggw):
+        x, grad = self.inputs
+        need = self.needs_input_grad
+        d_x = ConvGradInput.apply(grad, ggw, x_shape=x.shape, **self.geometry) if need[0] else None
+        d_grad = Conv2d.apply(x, ggw, **self.geometry) if need[1] else None
+        return d_x, d_grad
+
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation of ``input`` (N, C, H, W) with ``weight`` (O, C/groups, kh, kw), plus ``bias`` (O,).

@@ -19,9 +19,50 @@ class MaxPool2d(Function):
     def backward(self, grad):
         return self.backend.max_pool2d_backward(grad, self.argmax, self.x_shape)
 
+    def vjp(self, grad):  # the selection is piecewise constant: the gradient is a scatter
+        return MaxPoolScatter.apply(grad, argmax=self.argmax, x_shape=self.x_shape)
+
+
+class MaxPoolScatter(Function):
+    """``max_pool2d``'s backward as a node: scatter a (N, C, OH, OW) gradient to the chosen pixels.
+
+    Linear in its input; its adjoint (``vjp``) gathers at the same pixels,
+    and the gather's adjoint is this scatter, so any order works.
+    """
+
+    def forward(self, grad, argmax=None, x_shape=None):
+        self.argmax, self.out_shape = argmax, grad.shape
+        return self.backend.max_pool2d_backward(grad, argmax, x_shape)
+
+    def backward(self, gg):
+        n, c, oh, ow = self.out_shape
+        flat = gg.reshape(n * c, -1)
+        return self.xp.take_along_axis(flat, self.argmax.reshape(n * c, oh * ow), axis=1).reshape(self.out_shape)
+
+    def vjp(self, gg):
+        return MaxPoolGather.apply(gg, argmax=self.argmax, x_shape=gg.shape)
+
+
+class MaxPoolGather(Function):
+    """The adjoint of ``MaxPoolScatter``: each pooled position reads the pixel its window chose."""
+
+    def forward(self, gg, argmax=None, x_shape=None):
+        self.argmax, self.x_shape = argmax, x_shape
+        n, c, oh, ow = argmax.shape
+        flat = gg.reshape(n * c, -1)
+        return self.xp.take_along_axis(flat, argmax.reshape(n * c, oh * ow), axis=1).reshape(argmax.shape)
+
+    def backward(self, grad):
+        return self.backend.max_pool2d_backward(grad, self.argmax, self.x_shape)
+
+    def vjp(self, grad):
+        return MaxPoolScatter.apply(grad, argmax=self.argmax, x_shape=self.x_shape)
+
 
 class AvgPool2d(Function):
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False, count_include_pad=True):
+        self.arguments = dict(kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                              count_include_pad=count_include_pad)
         self.params = kernel + stride + padding + (count_include_pad,)
         self.x_shape = x.shape
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -30,14 +71,37 @@ class AvgPool2d(Function):
     def backward(self, grad):
         return self.backend.avg_pool2d_backward(grad, self.x_shape, *self.params)
 
+    def vjp(self, grad):  # average pooling is linear: its backward is its adjoint, and back
+        backend, x_shape, params = self.backend, self.x_shape, self.params
+        return _LinearAdjoint.apply(grad, apply_adjoint=lambda g: backend.avg_pool2d_backward(g, x_shape, *params),
+                                    pooling=AvgPool2d, arguments=self.arguments)
+
 
 class AdaptiveAvgPool2d(Function):
     def forward(self, x, output_size=(1, 1)):
+        self.arguments = dict(output_size=output_size)
         self.x_shape = x.shape
         return self.backend.adaptive_avg_pool2d_forward(x, *output_size)
 
     def backward(self, grad):
         return self.backend.adaptive_avg_pool2d_backward(grad, self.x_shape)
+
+    def vjp(self, grad):
+        backend, x_shape = self.backend, self.x_shape
+        return _LinearAdjoint.apply(grad, apply_adjoint=lambda g: backend.adaptive_avg_pool2d_backward(g, x_shape),
+                                    pooling=AdaptiveAvgPool2d, arguments=self.arguments)
+
+
+class _LinearAdjoint(Function):
+    """The backward of a linear pooling node as a node of its own: ``Aᵀ·g`` through the node's backward
+    kernel; its ``vjp`` applies ``A`` again (the pooling Function with the same arguments)."""
+
+    def forward(self, grad, apply_adjoint=None, pooling=None, arguments=None):
+        self.pooling, self.arguments = pooling, arguments
+        return apply_adjoint(grad)
+
+    def vjp(self, gg):
+        return self.pooling.apply(gg, **self.arguments)
 
 
 def _pool_args(name, x, kernel_size, stride, padding, dilation=1):

@@ -60,6 +60,14 @@ OPS = [
     ("softmax", lambda a: a.softmax(1) * a, [(2, 3)]),
     ("log_softmax", lambda a: a.log_softmax(0) * a, [(3, 2)]),
     ("dropout_mask", lambda a: nn.functional.dropout(a, 0.5) * a, [(2, 4)]),
+    ("conv2d", lambda x, w, b: nn.functional.conv2d(x, w, b, stride=2, padding=1).tanh(), [(2, 2, 5, 5), (3, 2, 3, 3),
+                                                                                             (3,)]),
+    ("conv2d_groups_dilation_same", lambda x, w: nn.functional.conv2d(x, w, padding="same", dilation=2,
+                                                                      groups=2).sigmoid(), [(1, 4, 5, 4), (2, 2, 2, 2)]),
+    ("max_pool2d", lambda x: nn.functional.max_pool2d(_distinct(x) * x, 2, ceil_mode=True), [(1, 2, 5, 5)]),
+    ("avg_pool2d", lambda x: nn.functional.avg_pool2d(x * x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+     [(1, 2, 5, 5)]),
+    ("adaptive_avg_pool2d", lambda x: nn.functional.adaptive_avg_pool2d(x * x, (2, 3)), [(1, 2, 5, 4)]),
 ]
 
 

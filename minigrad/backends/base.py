@@ -263,34 +263,6 @@ class Backend:
         dt = x.dtype
         return dx.reshape(n, c, s).astype(dt, copy=False), dweight.astype(dt), dbias.astype(dt)
 
-    # ----------------------------------------------- per-row normalization
-    def row_norm_forward(self, x, eps):
-        """Normalize each row of an ``(R, K)`` view: ``x̂ = (x - mean)/sqrt(var + eps)``.
-
-        ``var`` is biased. Returns ``(xhat, mean, invstd)``; the statistics
-        have shape ``(R,)``. The building block for normalizers that apply
-        their own affine part (plugins); the built-in LayerNorm, GroupNorm
-        and InstanceNorm use ``group_norm_forward``, affine included.
-        """
-        xp = self.xp
-        xd = x.astype(xp.float64, copy=False)
-        mean = xd.mean(axis=1)
-        centered = xd - mean[:, None]
-        var = (centered * centered).mean(axis=1)
-        invstd = 1.0 / xp.sqrt(var + eps)
-        xhat = centered * invstd[:, None]
-        return xhat.astype(x.dtype, copy=False), mean.astype(x.dtype), invstd.astype(x.dtype)
-
-    def row_norm_backward(self, grad, xhat, invstd):
-        """Gradient of ``row_norm_forward``'s x̂ with respect to x, per row:
-        ``dx = invstd·(g - mean(g) - x̂·mean(g·x̂))``."""
-        xp = self.xp
-        gd = grad.astype(xp.float64, copy=False)
-        xh = xhat.astype(xp.float64, copy=False)
-        dx = (gd - gd.mean(axis=1, keepdims=True) - xh * (gd * xh).mean(axis=1, keepdims=True))
-        dx *= invstd.astype(xp.float64)[:, None]
-        return dx.astype(grad.dtype, copy=False)
-
     # ---------------------------------------------------- convolution
     @staticmethod
     def conv_output_size(size, k, stride, pad):

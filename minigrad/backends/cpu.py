@@ -244,26 +244,6 @@ class CPUBackend(Backend):
                                             int(groups), dx, dweight, dbias)
         return dx, dweight, dbias
 
-    def row_norm_forward(self, x, eps):
-        if x.dtype not in _KERNEL_DTYPES:
-            return super().row_norm_forward(x, eps)
-        x = _inner_contiguous(x)
-        r, k = x.shape
-        xhat = np.empty((r, k), dtype=x.dtype)
-        mean = np.empty(r, dtype=x.dtype)
-        invstd = np.empty(r, dtype=x.dtype)
-        _norm_kernels().row_norm_forward(x, float(eps), xhat, mean, invstd)
-        return xhat, mean, invstd
-
-    def row_norm_backward(self, grad, xhat, invstd):
-        if grad.dtype not in _KERNEL_DTYPES or xhat.dtype != grad.dtype:
-            return super().row_norm_backward(grad, xhat, invstd)
-        grad = _inner_contiguous(grad)
-        xhat = _inner_contiguous(xhat)
-        dx = np.empty(grad.shape, dtype=grad.dtype)
-        _norm_kernels().row_norm_backward(grad, xhat, _vector(invstd, grad), dx)
-        return dx
-
 
 # The dtypes the Cython kernels are compiled for (fused float/double).
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

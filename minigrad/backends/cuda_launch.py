@@ -47,7 +47,6 @@ KERNEL_FILES: dict[str, tuple[str, ...]] = {
         "bn_backward_reduce_spatial", "bn_backward_reduce_columns", "bn_backward_finalize", "bn_backward_dx",
     ),
     "groupnorm.cu": ("group_norm_forward", "group_norm_backward"),
-    "rownorm.cu": ("row_norm_forward", "row_norm_backward"),
     "conv.cu": ("im2col", "col2im"),
     "pool.cu": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"),
     "elementwise.cu": ("sigmoid", "sgd_update", "adam_update"),

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import random as _random
+
 __all__ = ["Backend"]
 
 
@@ -41,17 +43,20 @@ class Backend:
         self.device = device
         self._rng = None
         self._seed = None
+        _random.follow(self)  # minigrad.manual_seed re-seeds this backend's generator
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device}>"
+
+    #: ``device -> backend object``: ``minigrad.backends.get_backend``, set by that package (the
+    #: registry, one layer up) when it loads, so pickles refer to it without this module importing it.
+    _lookup = None
 
     # A backend is a per-device singleton: copying or unpickling a tensor
     # must give back the same object, or the copy would look like it lives
     # on "another" device.
     def __reduce__(self):
-        from . import get_backend
-
-        return get_backend, (str(self.device),)
+        return type(self)._lookup, (str(self.device),)
 
     def __copy__(self):
         return self
@@ -107,8 +112,6 @@ class Backend:
     def rng(self):
         """The backend's random generator (seeded lazily from ``manual_seed``)."""
         if self._rng is None:
-            from .. import random as _random
-
             self.manual_seed(_random.initial_seed())
         return self._rng
 

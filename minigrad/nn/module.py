@@ -16,7 +16,8 @@ import numpy as np
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
 from ..backends import get_backend
-from ..tensor import Tensor, _check_dtype, _device_and_dtype
+from ..creation import _check_dtype, _device_and_dtype
+from ..tensor import Tensor
 
 __all__ = ["Module", "Parameter"]
 

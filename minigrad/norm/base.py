@@ -174,20 +174,23 @@ class Normalizer(Module):
         count, and the dtype of the module's parameters/buffers.
 
         Raises TypeError (not a Tensor, integer/bool dtype, dtype mismatch)
-        or ValueError (rank, channel count) naming what was expected.
+        or ValueError (rank, channel count) naming what was expected. A
+        normalizer whose channel axis depends on the input (InstanceNorm's
+        unbatched inputs) overrides it with the same three checks.
         """
-        self._check_rank(x)
-        self._check_channels(x, self.channel_axis)
-        self._check_dtype(x)
+        self.check_rank(x)
+        self.check_channels(x, self.channel_axis)
+        self.check_dtype(x)
 
-    def _check_rank(self, x) -> None:
+    def check_rank(self, x) -> None:
+        """``x`` is a Tensor of a rank in ``input_ranks`` (TypeError, ValueError otherwise)."""
         _check_tensor(type(self).__name__, x)
         if x.ndim not in self.input_ranks:
             raise ValueError(f"{type(self).__name__}: expected {_ranks_text(self.input_ranks)} input "
                              f"(got {x.ndim}D input of shape {tuple(x.shape)})")
 
-    def _check_channels(self, x, axis) -> None:
-        """The input has ``num_features`` channels along ``axis`` (None: nothing to check)."""
+    def check_channels(self, x, axis) -> None:
+        """``x`` has ``num_features`` entries along ``axis`` (None: nothing to check; ValueError otherwise)."""
         if axis is None:
             return
         name = type(self).__name__
@@ -200,7 +203,8 @@ class Normalizer(Module):
             raise ValueError(f"{name}: expected {self.num_features} channels along axis {axis} "
                              f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
 
-    def _check_dtype(self, x) -> None:
+    def check_dtype(self, x) -> None:
+        """``x`` is floating and of the dtype of the module's parameters and buffers (TypeError otherwise)."""
         dt = x.dtype
         _check_floating(type(self).__name__, x)
         ref = self._parameter_dtype()

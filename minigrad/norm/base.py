@@ -17,9 +17,17 @@ the repr. A subclass declares what makes it itself:
   running statistics);
 * how it folds into an affine map for inference, when it can
   (``inference_affine``);
-* example constructor arguments and input shapes for the shared test suite
+* example constructor arguments and input shapes for the contract tests
   (``examples``), and a plain NumPy reference of its forward
   (``reference``), which has a default built from the statistics view.
+
+A normalizer with running statistics builds on public pieces only:
+``minigrad.norm.functional.batch_norm_train`` / ``batch_norm_eval`` /
+``instance_norm_train`` for the numerics, ``update_running_stats`` (one
+call per training forward; override it for another averaging rule, with
+``running_stats_factor()`` for the weight of the batch), ``running_affine``
+for its eval map and ``affine_shape`` to broadcast γ and β. Its test suite
+subclasses ``minigrad.testing.NormalizerTestCase``.
 """
 
 from __future__ import annotations
@@ -45,10 +53,14 @@ class Example:
     ``shapes`` are valid batched input shapes (axis 0 is the batch);
     ``unbatched`` valid shapes without a batch axis (a single sample, where
     the normalizer accepts one); ``bad_shapes`` shapes whose rank or
-    channel count ``check_input`` must reject with a ValueError. The
-    parametrized tests in ``tests/norm/test_contract.py`` build
-    ``cls(*args, **kwargs)`` and run the API, gradient and reference checks
+    channel count ``check_input`` must reject with a ValueError (in
+    training mode). ``minigrad.testing.NormalizerTestCase`` builds
+    ``cls(*args, **kwargs)`` and runs the API, gradient and reference checks
     on every shape.
+
+    Example::
+
+        Example(args=(3,), kwargs=dict(affine=False), shapes=((4, 3), (2, 3, 5)), bad_shapes=((3,),))
     """
 
     args: tuple = ()
@@ -233,7 +245,9 @@ class Normalizer(Module):
         ``x.reshape(view_shape)`` reduced over ``axes`` gives the groups.
         The default is per channel: ``(N, C, S)`` over ``(0, 2)`` (Batch
         Normalization). A per-sample normalizer returns e.g. ``(R, K)``
-        over ``(1,)``.
+        over ``(1,)``; Ghost Batch Normalization ``(N/k, k, C, S)`` over
+        ``(1, 3)``. The reference forward and the contract tests (which
+        samples may affect which outputs) read it.
         """
         n, c = shape[0], shape[1]
         return (n, c, math.prod(shape[2:])), (0, 2)

@@ -1,8 +1,9 @@
 """GPU benchmark of minigrad's batch-norm kernels against PyTorch (cuDNN) on the same GPU.
 
-Cases (float32): BatchNorm2d on (128, 64, 56, 56) and (32, 256, 28, 28),
-BatchNorm1d on (4096, 1024); for each: training forward, training
-forward+backward and eval (inference) forward.
+Cases: BatchNorm2d on (128, 64, 56, 56) and (32, 256, 28, 28), BatchNorm1d
+on (4096, 1024), each in float32 and in float16 (mixed precision: float32
+γ, β and running statistics, as cuDNN runs it); for each: training forward,
+training forward+backward and eval (inference) forward.
 
 Both libraries get the same input (shared through DLPack, no copy) in the
 same process. Every measurement is the median over ``--iters`` runs after
@@ -48,6 +49,7 @@ CASES = [
     ("BatchNorm2d", (32, 256, 28, 28)),
     ("BatchNorm1d", (4096, 1024)),
 ]
+DTYPES = ("float32", "float16")  # the input's; parameters and statistics are float32 in both
 EPS = 1e-5
 
 
@@ -84,7 +86,8 @@ def _as_ncs(shape):
 
 
 def torch_cases(torch, x, g, shape, device="cuda"):
-    """PyTorch's timed operations on the arrays ``x`` and ``g`` (shared through DLPack, no copy).
+    """PyTorch's timed operations on the arrays ``x`` and ``g`` (shared through DLPack, no copy; float32
+    parameters and running statistics whatever their dtype, cuDNN's mixed precision for float16).
 
     Returns ``({op: fn}, (x, weight, bias))``: training forward (no graph),
     forward+backward and eval, and the leaves whose ``.grad`` each
@@ -116,12 +119,12 @@ def torch_cases(torch, x, g, shape, device="cuda"):
     return {"train_forward": train_fwd, "train_forward_backward": train_fwd_bwd, "eval": eval_fwd}, leaves
 
 
-def bench_case(kind, shape, backend, cupy, torch, iters, warmup):
+def bench_case(kind, shape, dtype, backend, cupy, torch, iters, warmup):
     xp = backend.xp
     n, c, s = _as_ncs(shape)
     rng = xp.random.RandomState(0)
-    x = rng.standard_normal(size=(n, c, s), dtype=xp.float32) * 2 + 1
-    g = rng.standard_normal(size=(n, c, s), dtype=xp.float32)
+    x = (rng.standard_normal(size=(n, c, s), dtype=xp.float32) * 2 + 1).astype(dtype)
+    g = rng.standard_normal(size=(n, c, s), dtype=xp.float32).astype(dtype)
     w = xp.ones(c, dtype=xp.float32)
     b = xp.zeros(c, dtype=xp.float32)
     nbytes = x.nbytes
@@ -158,7 +161,7 @@ def bench_case(kind, shape, backend, cupy, torch, iters, warmup):
     rows = []
     for op, ms in ours.items():
         gbps = models[op] * nbytes / (ms * 1e-3) / 1e9
-        row = {"layer": kind, "shape": list(shape), "op": op, "bytes_model": f"{models[op]}S",
+        row = {"layer": kind, "shape": list(shape), "dtype": dtype, "op": op, "bytes_model": f"{models[op]}S",
                "tensor_bytes": nbytes, "minigrad_ms": ms, "minigrad_GBps": gbps}
         if op in theirs:
             row["torch_ms"] = theirs[op]
@@ -208,30 +211,31 @@ def main(argv=None) -> int:
     print(f"device-to-device copy bandwidth: {bw:.1f} GB/s ({copy_bytes / 2**20:.0f} MiB buffers)")
 
     rows = []
-    for kind, shape in CASES:
-        rows += bench_case(kind, shape, backend, cupy, torch, args.iters, args.warmup)
+    for dtype in DTYPES:
+        for kind, shape in CASES:
+            rows += bench_case(kind, shape, dtype, backend, cupy, torch, args.iters, args.warmup)
     for r in rows:
         r["fraction_of_copy_bw"] = r["minigrad_GBps"] / bw
         if "torch_GBps" in r:
             r["torch_fraction_of_copy_bw"] = r["torch_GBps"] / bw
 
-    header = f"{'layer':12} {'shape':20} {'op':24} {'minigrad ms':>11} {'torch ms':>9} {'speedup':>8} {'%copy BW':>8}"
+    header = (f"{'layer':12} {'shape':20} {'dtype':8} {'op':24} {'minigrad ms':>11} {'torch ms':>9} {'speedup':>8} "
+              f"{'%copy BW':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
         t = f"{r['torch_ms']:9.3f}" if "torch_ms" in r else f"{'n/a':>9}"
         sp = f"{r['speedup_vs_torch']:8.2f}" if "speedup_vs_torch" in r else f"{'n/a':>8}"
-        print(f"{r['layer']:12} {str(tuple(r['shape'])):20} {r['op']:24} {r['minigrad_ms']:11.3f} {t} {sp} "
+        print(f"{r['layer']:12} {str(tuple(r['shape'])):20} {r['dtype']:8} {r['op']:24} {r['minigrad_ms']:11.3f} {t} {sp} "
               f"{100 * r['fraction_of_copy_bw']:7.1f}%")
 
     verdicts = []
     for r in rows:
+        what = f"{r['layer']} {tuple(r['shape'])} {r['dtype']}"
         if r["op"] == "eval":
-            verdicts.append((f"{r['layer']} {tuple(r['shape'])} eval >= 85% of copy BW",
-                             r["fraction_of_copy_bw"] >= 0.85))
+            verdicts.append((f"{what} eval >= 85% of copy BW", r["fraction_of_copy_bw"] >= 0.85))
         if r["op"] in ("train_forward", "backward") and "speedup_vs_torch" in r:
-            verdicts.append((f"{r['layer']} {tuple(r['shape'])} {r['op']} at least as fast as cuDNN",
-                             r["speedup_vs_torch"] >= 1.0))
+            verdicts.append((f"{what} {r['op']} at least as fast as cuDNN", r["speedup_vs_torch"] >= 1.0))
     print("\ntargets:")
     for text, ok in verdicts:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")

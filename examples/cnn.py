@@ -17,13 +17,12 @@ Outputs in ``--out``: ``history.csv``, ``summary.json``, ``training.png``.
 
 Run from a source checkout::
 
-    python -m examples.cnn                       # CPU, the default data (mnist5k)
+    python -m examples.cnn                       # CPU, the default data (the full MNIST)
     python -m examples.cnn --device cuda
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
@@ -37,12 +36,12 @@ from minigrad import nn, optim
 if __package__ in (None, ""):  # run as a file: make the sibling helper importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import (
-        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
-        train_step_each, write_json)
+        endless_batches, environment, make_parser, progress, require_positive, start, sync, train_step_each,
+        write_json)
 else:
     from ._common import (
-        add_common_args, apply_threads, endless_batches, environment, load_data, progress, sync,
-        train_step_each, write_json)
+        endless_batches, environment, make_parser, progress, require_positive, start, sync, train_step_each,
+        write_json)
 
 
 def build_cnn(batch_norm: bool, seed: int, num_classes: int = 10, image_size: int = 28):
@@ -96,7 +95,8 @@ def train(args, data):
     step_time = {"plain": 0.0, "bn": 0.0}
     stream = endless_batches(x_train, data.y_train, args.batch_size, args.seed, device)
     t_start = time.perf_counter()
-    for step in progress(range(1, args.steps + 1), args.steps, "training CNNs (plain and BN)", args.no_progress):
+    bar = progress(range(1, args.steps + 1), args.steps, "CNN: training the nets without and with BN", args.no_progress)
+    for step in bar:
         xb, yb = next(stream)
         train_step_each(nets, opts, xb, yb, loss_sum, step_time)
         if step % args.eval_every == 0 or step == args.steps:
@@ -168,19 +168,13 @@ def write_outputs(out, hist, summary, plot):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_args(p, default_out=os.path.join("runs", "cnn"))
-    p.add_argument("--steps", type=int, default=600, help="training steps")
-    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size")
-    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (both networks)")
+    p = make_parser(__doc__, os.path.join("runs", "cnn"), steps=600, lr=0.05, batch_size=64,
+                    lr_help="SGD learning rate (both networks)", plot="skip training.png")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: steps/10)")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (without it: steps/10)")
     p.add_argument("--repeats", type=int, default=10, help="timed inference passes before/after folding")
-    p.add_argument("--no-plot", action="store_true", help="skip training.png")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error("--steps must be at least 1")
+    require_positive(p, args, "steps", "batch_size", "repeats")
     if args.eval_every is None:
         args.eval_every = max(1, args.steps // 10)
     return args
@@ -188,9 +182,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    apply_threads(args)
-    data = load_data(args)
-    os.makedirs(args.out, exist_ok=True)
+    data = start(args)
     nets, hist, timing, x_test = train(args, data)
     _, folding = fold_and_compare(nets["bn"], x_test, args.device, args.repeats)
     summary = {

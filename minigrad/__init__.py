@@ -16,7 +16,7 @@ Example::
     opt.zero_grad(); loss.backward(); opt.step()
 """
 
-from . import accelerator, cuda, data, nn, norm, ops, optim, return_types, testing, utils
+from . import _dtypes, accelerator, cuda, data, distributed, nn, norm, ops, optim, return_types, testing, utils
 from ._ext._engine import Function
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, device, get_default_device, set_default_device
@@ -32,11 +32,14 @@ from .tensor import (Tensor, arange, as_tensor, bool_, empty, empty_like, eye, f
                      uint8, zeros, zeros_like)
 from .threads import get_num_threads, set_num_threads
 
+if _dtypes.bfloat16 is not None:
+    from .tensor import bfloat16
+
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "Device", "Function", "Tensor", "accelerator", "amax", "amin", "erf", "return_types",
-    "utils", "cuda", "data", "load", "nn", "norm", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
+    "utils", "cuda", "data", "distributed", "load", "nn", "norm", "optim", "save", "testing", "abs", "arange", "argmax", "argmin", "as_tensor", "bool_", "cat",
     "clamp", "concatenate", "device", "empty", "empty_like", "enable_grad", "exp", "eye", "flatten",
     "float16", "float32", "float64", "from_dlpack", "from_numpy", "full", "full_like", "get_default_device",
     "get_default_dtype", "get_num_threads", "grad", "initial_seed", "int8", "int16", "int32", "int64",
@@ -46,4 +49,15 @@ __all__ = [
     "set_default_dtype", "set_grad_enabled", "set_num_threads", "sigmoid", "softmax", "sqrt", "squeeze",
     "stack", "std", "sum", "tanh", "tensor", "transpose", "uint8", "unsqueeze", "var", "where", "zeros",
     "zeros_like",
-]
+] + (["bfloat16"] if _dtypes.bfloat16 is not None else [])
+
+
+def __getattr__(name):
+    if name == "bfloat16":  # without ml_dtypes: a clear error, never a None that .to() would ignore
+        from .tensor import _bfloat16_dtype
+
+        try:
+            _bfloat16_dtype()
+        except TypeError as exc:
+            raise AttributeError(f"minigrad.{exc}") from None
+    raise AttributeError(f"module 'minigrad' has no attribute {name!r}")

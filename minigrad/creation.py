@@ -20,6 +20,7 @@ import numbers
 
 import numpy as np
 
+from . import _dtypes
 from ._ext._engine import TensorBase, make_tensor
 from .backends import backend_of, get_backend
 from .device import Device
@@ -28,7 +29,7 @@ __all__ = [
     "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace",
     "eye", "randn", "rand", "randint", "zeros_like", "ones_like", "full_like", "empty_like", "randn_like",
     "rand_like", "get_default_dtype", "set_default_dtype",
-    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
+    "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool_",
 ]
 
 float16 = np.dtype("float16")
@@ -40,8 +41,22 @@ int32 = np.dtype("int32")
 int64 = np.dtype("int64")
 uint8 = np.dtype("uint8")
 bool_ = np.dtype("bool")
+if _dtypes.bfloat16 is not None:
+    #: bfloat16 (from the optional ml_dtypes package).
+    bfloat16 = _dtypes.bfloat16
+else:  # minigrad.bfloat16 then raises, naming the missing package (minigrad/__init__.py)
+    __all__.remove("bfloat16")
 
 _SUPPORTED_KINDS = "biuf"
+
+
+def _bfloat16_dtype():
+    """bfloat16, or an error naming the package it needs."""
+    if _dtypes.bfloat16 is None:
+        raise TypeError("bfloat16 needs the ml_dtypes package: pip install 'minigrad-bn[bfloat16]'")
+    return _dtypes.bfloat16
+
+
 _default_dtype = float32
 
 
@@ -68,7 +83,7 @@ def _check_dtype(dtype):
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{dtype!r} is not a dtype") from None
-    if dt.kind not in _SUPPORTED_KINDS:
+    if dt.kind not in _SUPPORTED_KINDS and not _dtypes.is_floating(dt):
         raise TypeError(f"unsupported dtype {dt}: minigrad supports bool, integer and floating dtypes")
     return dt
 
@@ -88,7 +103,7 @@ def _host_array(data, dtype):
 
 
 def _check_array_dtype(arr):
-    if arr.dtype.kind not in _SUPPORTED_KINDS:
+    if arr.dtype.kind not in _SUPPORTED_KINDS and not _dtypes.is_floating(arr.dtype):
         raise TypeError(
             f"could not convert data of dtype {arr.dtype} to a tensor: expected numbers or booleans"
         )

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops
+from . import _dtypes, creation, ops
 from ._ext import _engine
 from ._ext._engine import TensorBase, make_tensor
 from .backends import get_backend
-# The factories and dtypes live one layer down (minigrad.creation, which minigrad.ops builds on);
-# they stay importable from here.
-from .creation import (_check_dtype, _device_and_dtype, _new_array, arange, as_tensor, bool_, empty, empty_like,
-                       eye, float16, float32, float64, from_numpy, full, full_like, get_default_dtype, int8, int16,
-                       int32, int64, linspace, ones, ones_like, rand, rand_like, randint, randn, randn_like,
-                       set_default_dtype, tensor, uint8, zeros, zeros_like)
+# The factories and dtypes live one layer down (minigrad.creation, which minigrad.ops builds on); they stay
+# importable from here.
+from .creation import *  # noqa: F403
+from .creation import _bfloat16_dtype, _check_dtype, _device_and_dtype, _new_array
 from .ops.dims import normalize_dim
 from .ops.shape import _index_to_device, _raw_index
 from .ops.transfer import to_backend
 
-__all__ = [
-    "Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace",
-    "eye", "randn", "rand", "randint", "zeros_like", "ones_like", "full_like", "empty_like", "randn_like",
-    "rand_like", "get_default_dtype", "set_default_dtype",
-    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_",
-]
+__all__ = ["Tensor", *creation.__all__]
 
 
 class Tensor(TensorBase):
@@ -210,7 +203,7 @@ class Tensor(TensorBase):
 
     def clone(self) -> "Tensor":
         """A differentiable copy with its own storage."""
-        return ops.add(self, 0) if self.dtype.kind == "f" else make_tensor(self.array.copy(), self.backend)
+        return ops.add(self, 0) if _dtypes.is_floating(self.dtype) else make_tensor(self.array.copy(), self.backend)
 
     def to(self, *args, dtype=None, device=None, copy=False) -> "Tensor":
         """Convert to a device and/or dtype: ``t.to("cuda")``, ``t.to(mg.float64)``.
@@ -245,6 +238,14 @@ class Tensor(TensorBase):
         """Convert to float64."""
         return self.to(float64)
 
+    def half(self) -> "Tensor":
+        """Convert to float16."""
+        return self.to(float16)
+
+    def bfloat16(self) -> "Tensor":
+        """Convert to bfloat16 (needs the ml_dtypes package)."""
+        return self.to(_bfloat16_dtype())
+
     def long(self) -> "Tensor":
         """Convert to int64."""
         return self.to(int64)
@@ -268,7 +269,8 @@ class Tensor(TensorBase):
         xp = self.backend.xp
         if self.array.flags.c_contiguous:
             return self
-        return ops.add(self, 0) if self.dtype.kind == "f" else make_tensor(xp.ascontiguousarray(self.array), self.backend)
+        return (ops.add(self, 0) if _dtypes.is_floating(self.dtype)
+                else make_tensor(xp.ascontiguousarray(self.array), self.backend))
 
     # -------------------------------------------------------- arithmetic
     def __add__(self, other):

@@ -406,8 +406,8 @@ def render_markdown(s: dict) -> str:
     if b and not b.get("skipped"):
         out += ["", f"## BatchNorm benchmark (`benchmarks/gpu_bench.py --iters {b.get('iters')}`)", "",
                 f"Device-to-device copy bandwidth: {b['copy_bandwidth_GBps']:.0f} GB/s.", ""]
-        out += _table(["layer", "shape", "op", "minigrad ms", "torch ms", "speed-up", "% of copy BW"],
-                      [[r["layer"], tuple(r["shape"]), r["op"], f"{r['minigrad_ms']:.3f}",
+        out += _table(["layer", "shape", "dtype", "op", "minigrad ms", "torch ms", "speed-up", "% of copy BW"],
+                      [[r["layer"], tuple(r["shape"]), r.get("dtype", "float32"), r["op"], f"{r['minigrad_ms']:.3f}",
                         f"{r['torch_ms']:.3f}" if "torch_ms" in r else "n/a",
                         f"{r['speedup_vs_torch']:.2f}" if "speedup_vs_torch" in r else "n/a",
                         f"{100 * r['fraction_of_copy_bw']:.1f}"] for r in b["results"]])

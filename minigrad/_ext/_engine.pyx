@@ -84,7 +84,8 @@ def _reset_grad_enabled(token):
 
 
 cdef inline bint _is_float(object dtype):
-    return dtype.kind == "f"
+    # ml_dtypes' bfloat16 is a floating type of kind "V" (minigrad._dtypes.is_floating, without importing NumPy).
+    return dtype.kind == "f" or (dtype.kind == "V" and dtype.name == "bfloat16")
 
 
 cdef object _root_array(object a):
@@ -455,6 +456,11 @@ cdef class Function:
     when the graph is freed); ``self.mark_non_differentiable(*outputs)``
     declares outputs (statistics, indices) that never get a gradient.
 
+    Floating Tensor arguments must share one dtype (minigrad does not
+    up-cast silently) unless the class sets ``mixed_precision = True``: the
+    normalizers do, so a float16 input meets float32 parameters (each
+    gradient is still returned in its own input's dtype).
+
     Example::
 
         class Square(Function):
@@ -472,6 +478,9 @@ cdef class Function:
 
         y = Square.apply(minigrad.tensor([3.0], requires_grad=True))
     """
+
+    #: Whether floating arguments of different dtypes are accepted (see above).
+    mixed_precision = False
 
     cdef public object backend
     cdef public object xp
@@ -648,7 +657,7 @@ cdef object _apply(type cls, tuple args, dict kwargs):
             if _is_float(dt):
                 if float_dtype is None:
                     float_dtype = dt
-                elif dt is not float_dtype and dt != float_dtype:
+                elif dt is not float_dtype and dt != float_dtype and not cls.mixed_precision:
                     raise TypeError(
                         f"{cls.__name__}: mixed floating dtypes {float_dtype} and {dt} "
                         f"(argument {i}); minigrad does not silently up-cast, convert "

@@ -17,8 +17,12 @@ must keep the signatures (``tests/backends/test_backend_api.py`` checks it).
 Conventions: kernels take and return raw arrays of the backend; per-channel
 kernels work on a canonical ``(N, C, S)`` view and per-row kernels on an
 ``(R, K)`` view; statistics are accumulated in float64 and returned in the
-input's dtype. Arguments arrive validated and non-empty: the public entry
-points check them once, above the backends, before any kernel runs
+input's accumulation dtype (``minigrad._dtypes.accumulation_dtype``:
+float32 for float32 and half inputs, float64 for float64), as are the
+parameter gradients; outputs and input gradients have the input's dtype.
+A half (float16, bfloat16) input may come with float32 or half
+per-channel vectors. Arguments arrive validated and non-empty: the public
+entry points check them once, above the backends, before any kernel runs
 (docs/architecture.md), so a backend only computes.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
+from .._dtypes import accumulation_dtype
 
 __all__ = ["Backend"]
 
@@ -145,7 +150,8 @@ class Backend:
 
         Statistics per channel over N·S: ``mean`` and the *biased* ``var``;
         ``y = weight·(x - mean)/sqrt(var + eps) + bias`` (``weight``/``bias``
-        may be None). Returns ``(y, mean, var)``, all in ``x.dtype``.
+        may be None). Returns ``(y, mean, var)``: y in ``x.dtype``, the
+        statistics in its accumulation dtype.
         """
         xp = self.xp
         xd = x.astype(xp.float64, copy=False)
@@ -158,7 +164,8 @@ class Backend:
         y = centered * scale[None, :, None]
         if bias is not None:
             y += bias[None, :, None]
-        return y.astype(x.dtype, copy=False), mean.astype(x.dtype), var.astype(x.dtype)
+        acc = accumulation_dtype(x.dtype)
+        return y.astype(x.dtype, copy=False), mean.astype(acc), var.astype(acc)
 
     def channel_affine(self, x, scale, shift):
         """``y = x·scale[c] + shift[c]`` on an ``(N, C, S)`` view (inference BN)."""
@@ -172,7 +179,8 @@ class Backend:
         multiply-add per value. Returns ``y`` in ``x.dtype``.
         """
         scale, shift = self.batch_norm_eval_affine(mean, var, weight, bias, eps)
-        y = x * scale.astype(x.dtype)[None, :, None] + shift.astype(x.dtype)[None, :, None]
+        acc = accumulation_dtype(x.dtype)  # a half x: one rounding of a float32 multiply-add
+        y = x.astype(acc, copy=False) * scale.astype(acc)[None, :, None] + shift.astype(acc)[None, :, None]
         return y.astype(x.dtype, copy=False)
 
     def batch_norm_eval_affine(self, mean, var, weight, bias, eps):
@@ -200,7 +208,8 @@ class Backend:
         mean and invstd depend on x),
         ``dx = weight·invstd·(grad - dbias/m - x̂·dweight/m)`` with m = N·S;
         with fixed (running) statistics ``dx = weight·invstd·grad``.
-        Returns ``(dx, dweight, dbias)`` in ``x.dtype``.
+        Returns ``(dx, dweight, dbias)``: dx in ``x.dtype``, the others in
+        its accumulation dtype.
         """
         xp = self.xp
         gd = grad.astype(xp.float64, copy=False)
@@ -215,8 +224,8 @@ class Backend:
             dx = (gd - dbias[None, :, None] / m - xhat * (dweight / m)[None, :, None]) * scale[None, :, None]
         else:
             dx = gd * scale[None, :, None]
-        dt = x.dtype
-        return dx.astype(dt, copy=False), dweight.astype(dt), dbias.astype(dt)
+        acc = accumulation_dtype(x.dtype)
+        return dx.astype(x.dtype, copy=False), dweight.astype(acc), dbias.astype(acc)
 
     # --------------------------------------------- per-group normalization
     def group_norm_forward(self, x, weight, bias, groups, eps):
@@ -226,7 +235,8 @@ class Backend:
         each (sample, group) row of (C/groups)·S values gets its own mean and
         biased variance, and ``y = weight[c]·(x - mean)/sqrt(var + eps) + bias[c]``
         (``weight``/``bias`` of shape (C,), or None). Returns
-        ``(y, mean, invstd)``, the statistics of shape ``(N, groups)``.
+        ``(y, mean, invstd)``, the statistics of shape ``(N, groups)`` in the
+        accumulation dtype.
         GroupNorm is this view; LayerNorm is ``(R, K, 1)`` with ``groups=1``
         (its affine per element), InstanceNorm ``(N, C, S)`` with ``groups=C``.
         """
@@ -242,7 +252,8 @@ class Backend:
             y = y * weight[None, :, None]
         if bias is not None:
             y = y + bias[None, :, None]
-        return y.astype(x.dtype, copy=False), mean.astype(x.dtype), invstd.astype(x.dtype)
+        acc = accumulation_dtype(x.dtype)
+        return y.astype(x.dtype, copy=False), mean.astype(acc), invstd.astype(acc)
 
     def group_norm_backward(self, grad, x, mean, invstd, weight, groups):
         """Gradients of ``group_norm_forward`` on an ``(N, C, S)`` view.
@@ -251,7 +262,8 @@ class Backend:
         ``dbias = Σ grad``, ``dweight = Σ grad·x̂`` (per channel, over samples
         and S) and ``dx = invstd·(dx̂ - mean(dx̂) - x̂·mean(dx̂·x̂))`` with the
         means over each row. ``weight`` may be None (γ = 1). Returns
-        ``(dx, dweight, dbias)`` in ``x.dtype``.
+        ``(dx, dweight, dbias)``: dx in ``x.dtype``, the others in its
+        accumulation dtype.
         """
         xp = self.xp
         n, c, s = x.shape
@@ -263,8 +275,8 @@ class Backend:
         dweight = (gd * xhat.reshape(n, c, s)).sum(axis=(0, 2))
         dxhat = (gd * weight[None, :, None] if weight is not None else gd).reshape(rows)
         dx = (dxhat - dxhat.mean(axis=2, keepdims=True) - xhat * (dxhat * xhat).mean(axis=2, keepdims=True)) * inv
-        dt = x.dtype
-        return dx.reshape(n, c, s).astype(dt, copy=False), dweight.astype(dt), dbias.astype(dt)
+        acc = accumulation_dtype(x.dtype)
+        return dx.reshape(n, c, s).astype(x.dtype, copy=False), dweight.astype(acc), dbias.astype(acc)
 
     # ---------------------------------------------------- convolution
     @staticmethod

@@ -13,10 +13,13 @@ and ``create()`` do, lazily, and ``create()`` raises
 ``CUDAUnavailableError`` saying whether CuPy, a GPU or a working kernel
 compiler is missing.
 
-Dtypes behave as on the CPU backend: float32/float64 run the kernels;
-other float types (float16) use the ``xp`` reference of ``Backend``; a
-per-channel vector of another dtype than a normalization kernel's input is
-a TypeError. Only ``cuda:0`` is supported: the autograd engine does not make
+Dtypes: float32/float64 run every kernel; float16 (and bfloat16, where
+CuPy and ml_dtypes hold it) run the normalization kernels, which load half
+values, compute in float and return float32 statistics and parameter
+gradients (``Backend``'s convention), and use the ``xp`` reference
+elsewhere. A per-channel vector of another dtype than a normalization
+kernel's input (float32 or the input's own for a half input) is a
+TypeError, as on the CPU backend. Only ``cuda:0`` is supported: the autograd engine does not make
 a GPU current around each operation, which ``cuda:N`` for N > 0 would need.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dtypes import accumulation_dtype
 from .base import Backend
 from .cuda_launch import (C_TYPES, F64, I32, I64, CUDAUnavailableError, Launcher, check_groups, check_ncs,
                           check_shape, check_window, cupy_import_error, geometry, import_cupy, probe)
@@ -157,15 +161,16 @@ class CUDABackend(Backend):
         if N * S == 0 and C > 0:
             raise ValueError(f"batch_norm_forward_train: batch statistics need at least one value per channel, "
                              f"got shape {tuple(x.shape)}")
-        k, xp = self.launcher, self.xp
-        y, mean, var = xp.empty(x.shape, dtype=dtype), xp.empty((C,), dtype=dtype), xp.empty((C,), dtype=dtype)
+        k, xp, acc = self.launcher, self.xp, accumulation_dtype(dtype)
+        y, mean, var = xp.empty(x.shape, dtype=dtype), xp.empty((C,), dtype=acc), xp.empty((C,), dtype=acc)
         if C == 0:
             return y, mean, var
         x = k.c(x)
         partial, parts = k.channel_partials("stats", (x,), N, C, S, dtype)
-        p = xp.empty((4, C), dtype=dtype)  # mean_hi, mean_lo, scale, shift
+        p = xp.empty((4, C), dtype=acc)  # mean_hi, mean_lo, scale, shift
         k.per_channel("bn_stats_finalize", dtype, C, parts,
-                      (partial, I64(C), I64(parts), k.c(weight), k.c(bias), F64(eps), mean, var, *p))
+                      (partial, I64(C), I64(parts), k.vector(weight, dtype), k.vector(bias, dtype), F64(eps), mean,
+                       var, *p))
         self._affine(x, y, p[2], p[3], p[0], p[1])
         return y, mean, var
 
@@ -175,11 +180,12 @@ class CUDABackend(Backend):
                            (x, y, scale, shift, mean_hi, mean_lo, I64(x.size), I64(C), I64(S)))
 
     def channel_affine(self, x, scale, shift):
-        if self.launcher.norm_dtype(x, scale, shift) is None:
+        dtype = self.launcher.norm_dtype(x, scale, shift)
+        if dtype is None:
             return super().channel_affine(x, scale, shift)
         check_ncs("channel_affine", x, scale=scale, shift=shift)
-        y = self.xp.empty(x.shape, dtype=x.dtype)
-        self._affine(self.launcher.c(x), y, self.launcher.c(scale), self.launcher.c(shift))
+        y = self.xp.empty(x.shape, dtype=dtype)
+        self._affine(self.launcher.c(x), y, self.launcher.vector(scale, dtype), self.launcher.vector(shift, dtype))
         return y
 
     def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
@@ -191,7 +197,7 @@ class CUDABackend(Backend):
         # N·C·S multiply-adds one channel_affine launch.
         scale, shift = self.batch_norm_eval_affine(mean, var, weight, bias, eps)
         y = self.xp.empty(x.shape, dtype=dtype)
-        self._affine(self.launcher.c(x), y, scale.astype(dtype), shift.astype(dtype))
+        self._affine(self.launcher.c(x), y, self.launcher.vector(scale, dtype), self.launcher.vector(shift, dtype))
         return y
 
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
@@ -200,17 +206,17 @@ class CUDABackend(Backend):
             return super().batch_norm_backward(grad, x, mean, invstd, weight, training)
         N, C, S = check_ncs("batch_norm_backward", x, mean=mean, invstd=invstd, weight=weight)
         check_shape("batch_norm_backward", "grad", grad, x.shape)
-        k, xp = self.launcher, self.xp
-        dx, dweight, dbias = xp.empty(x.shape, dtype=dtype), xp.empty((C,), dtype=dtype), xp.empty((C,), dtype=dtype)
+        k, xp, acc = self.launcher, self.xp, accumulation_dtype(dtype)
+        dx, dweight, dbias = xp.empty(x.shape, dtype=dtype), xp.empty((C,), dtype=acc), xp.empty((C,), dtype=acc)
         if N * S == 0 or C == 0:  # empty sums
-            return dx, xp.zeros((C,), dtype=dtype), xp.zeros((C,), dtype=dtype)
-        grad, x, mean = k.c(grad), k.c(x), k.c(mean)
+            return dx, xp.zeros((C,), dtype=acc), xp.zeros((C,), dtype=acc)
+        grad, x, mean = k.c(grad), k.c(x), k.vector(mean, dtype)
         # Per-channel statistics: index n·0 + c/1; invstd is applied per channel in stage 2.
         partial, parts = k.channel_partials("grad", (grad, x, mean, None), N, C, S, dtype, (I64(0), I64(1)))
-        coef = xp.empty((3, C), dtype=dtype)
+        coef = xp.empty((3, C), dtype=acc)
         k.per_channel("bn_backward_finalize", dtype, C, parts,
-                      (partial, I64(C), I64(parts), k.c(invstd), k.c(weight), I64(N * S), I32(bool(training)),
-                       dweight, dbias, *coef))
+                      (partial, I64(C), I64(parts), k.vector(invstd, dtype), k.vector(weight, dtype), I64(N * S),
+                       I32(bool(training)), dweight, dbias, *coef))
         k.flat("bn_backward_dx", dtype, k.vec_units(x.size, dtype),
                (grad, x, mean, *coef, dx, I32(bool(training)), I64(x.size), I64(C), I64(S)))
         return dx, dweight, dbias
@@ -224,11 +230,12 @@ class CUDABackend(Backend):
         G = check_groups("group_norm_forward", C, groups)
         if C * S == 0 and N > 0:
             raise ValueError(f"group_norm_forward: rows must not be empty, got shape {tuple(x.shape)} with {G} group(s)")
-        k, xp = self.launcher, self.xp
-        y, mean, invstd = xp.empty(x.shape, dtype=dtype), xp.empty((N, G), dtype=dtype), xp.empty((N, G), dtype=dtype)
+        k, xp, acc = self.launcher, self.xp, accumulation_dtype(dtype)
+        y, mean, invstd = xp.empty(x.shape, dtype=dtype), xp.empty((N, G), dtype=acc), xp.empty((N, G), dtype=acc)
         if N:
             k.rows("group_norm_forward", dtype, N * G, (C // G) * S,
-                   (k.c(x), k.c(weight), k.c(bias), y, mean, invstd, I64(N), I64(C), I64(S), I64(G), F64(eps)))
+                   (k.c(x), k.vector(weight, dtype), k.vector(bias, dtype), y, mean, invstd, I64(N), I64(C), I64(S),
+                    I64(G), F64(eps)))
         return y, mean, invstd
 
     def group_norm_backward(self, grad, x, mean, invstd, weight, groups):
@@ -240,13 +247,13 @@ class CUDABackend(Backend):
         check_shape("group_norm_backward", "grad", grad, x.shape)
         check_shape("group_norm_backward", "mean", mean, (N, G))
         check_shape("group_norm_backward", "invstd", invstd, (N, G))
-        k, xp = self.launcher, self.xp
-        dx, dweight, dbias = xp.empty(x.shape, dtype=dtype), xp.empty((C,), dtype=dtype), xp.empty((C,), dtype=dtype)
+        k, xp, acc = self.launcher, self.xp, accumulation_dtype(dtype)
+        dx, dweight, dbias = xp.empty(x.shape, dtype=dtype), xp.empty((C,), dtype=acc), xp.empty((C,), dtype=acc)
         if N * S == 0 or C == 0:  # empty sums
-            return dx, xp.zeros((C,), dtype=dtype), xp.zeros((C,), dtype=dtype)
-        grad, x, mean, invstd = k.c(grad), k.c(x), k.c(mean), k.c(invstd)
+            return dx, xp.zeros((C,), dtype=acc), xp.zeros((C,), dtype=acc)
+        grad, x, mean, invstd = k.c(grad), k.c(x), k.vector(mean, dtype), k.vector(invstd, dtype)
         k.rows("group_norm_backward", dtype, N * G, (C // G) * S,
-               (grad, x, mean, invstd, k.c(weight), dx, I64(N), I64(C), I64(S), I64(G)))
+               (grad, x, mean, invstd, k.vector(weight, dtype), dx, I64(N), I64(C), I64(S), I64(G)))
         # dweight/dbias: BatchNorm's per-channel sums, with the statistics of row (n, c/(C/G)): index n·G + c/(C/G).
         partial, parts = k.channel_partials("grad", (grad, x, mean, invstd), N, C, S, dtype, (I64(G), I64(C // G)))
         k.per_channel("bn_backward_finalize", dtype, C, parts,

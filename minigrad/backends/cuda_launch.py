@@ -9,7 +9,9 @@ lines; everything between such a line and the GPU lives here:
   its own, so "available" means "a kernel runs", not "CuPy imports".
 * **NVRTC sources.** ``KERNEL_FILES`` (file → kernel templates),
   ``kernel_source`` (local headers inlined), ``name_expressions``
-  (``kernel<float>``, ``kernel<double>``), ``COMPILE_OPTIONS``.
+  (``kernel<float>``, ``kernel<double>``, and ``kernel<__half>``,
+  ``kernel<__nv_bfloat16>`` for the normalization files: ``file_types``),
+  ``COMPILE_OPTIONS``.
 * **Launches.** A ``Launcher`` per GPU compiles a file's ``RawModule`` on
   first use, sizes grids to the GPU's multiprocessors and launches.
 * **Host-side checks that protect the kernels** (a kernel cannot raise):
@@ -26,8 +28,11 @@ from importlib import resources
 
 import numpy as np
 
+from .._dtypes import HALF_DTYPES, accumulation_dtype
+
 __all__ = [
-    "CUDAUnavailableError", "KERNEL_FILES", "C_TYPES", "COMPILE_OPTIONS", "kernel_source", "name_expressions",
+    "CUDAUnavailableError", "KERNEL_FILES", "C_TYPES", "HALF_C_TYPES", "COMPILE_OPTIONS", "file_types",
+    "kernel_source", "name_expressions",
     "import_cupy", "cupy_import_error", "probe", "Launcher", "I64", "I32", "F64", "check_shape", "check_ncs",
     "check_groups", "check_window", "geometry",
 ]
@@ -40,7 +45,8 @@ class CUDAUnavailableError(RuntimeError):
 
 
 # Kernel source file -> the kernel templates it defines (each instantiated
-# for float and double). The tests check this table against the sources.
+# for float and double, the normalization files also for the half types).
+# The tests check this table against the sources.
 KERNEL_FILES: dict[str, tuple[str, ...]] = {
     "batchnorm.cu": (
         "bn_stats_spatial", "bn_stats_columns", "bn_stats_finalize", "channel_affine",
@@ -54,6 +60,10 @@ KERNEL_FILES: dict[str, tuple[str, ...]] = {
 _FILE_OF = {k: f for f, ks in KERNEL_FILES.items() for k in ks}
 # The C++ type each supported dtype instantiates the templates with.
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+# Half-precision storage types (cuda_fp16.h, cuda_bf16.h) of the normalization kernels, which widen
+# them to float on load (kernels/common.cuh); bfloat16 where NumPy can hold it (ml_dtypes).
+HALF_C_TYPES = {dt: {"float16": "__half", "bfloat16": "__nv_bfloat16"}[dt.name] for dt in HALF_DTYPES}
+_NORM_FILES = ("batchnorm.cu", "groupnorm.cu")
 # NVRTC options; the same ones are used by the compile tests and the probe.
 COMPILE_OPTIONS = ("-std=c++17",)
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
@@ -80,9 +90,14 @@ def kernel_source(filename: str) -> str:
     return expand(filename)
 
 
+def file_types(filename: str) -> dict:
+    """dtype -> C++ type the templates of ``kernels/<filename>`` are instantiated with."""
+    return {**C_TYPES, **HALF_C_TYPES} if filename in _NORM_FILES else C_TYPES
+
+
 def name_expressions(filename: str) -> list[str]:
-    """The ``name_expressions`` of a kernel file: ``kernel<float>``, ``kernel<double>``."""
-    return [f"{k}<{t}>" for k in KERNEL_FILES[filename] for t in C_TYPES.values()]
+    """The ``name_expressions`` of a kernel file: ``kernel<float>``, ``kernel<double>`` (and the half types)."""
+    return [f"{k}<{t}>" for k in KERNEL_FILES[filename] for t in file_types(filename).values()]
 
 
 # ------------------------------------------------------------ CuPy, lazily
@@ -191,7 +206,7 @@ class Launcher:
 
     # ------------------------------------------------------------ compile
     def function(self, name: str, dtype):
-        """The compiled ``name<float|double>`` (its file's module is built on first use, cached on disk by CuPy)."""
+        """The compiled ``name<float|double|...>`` (its file's module is built on first use, cached on disk by CuPy)."""
         key = (name, dtype)
         fn = self._functions.get(key)
         if fn is None:
@@ -201,7 +216,7 @@ class Launcher:
                 module = self.xp.RawModule(code=kernel_source(filename), options=COMPILE_OPTIONS,
                                            name_expressions=name_expressions(filename))
                 self._modules[filename] = module
-            fn = module.get_function(f"{name}<{C_TYPES[dtype]}>")
+            fn = module.get_function(f"{name}<{file_types(filename)[dtype]}>")
             self._functions[key] = fn
         return fn
 
@@ -226,7 +241,7 @@ class Launcher:
 
     @staticmethod
     def vec_units(n: int, dtype) -> int:
-        """Number of 16-byte units (4 floats, 2 doubles) covering n elements."""
+        """Number of 16-byte units (8 halves, 4 floats, 2 doubles) covering n elements."""
         return _cdiv(n, 16 // np.dtype(dtype).itemsize)
 
     def flat(self, name, dtype, items: int, args) -> None:
@@ -289,17 +304,26 @@ class Launcher:
     def norm_dtype(self, x, *vectors, grad=None):
         """The kernel dtype of a normalization kernel's input ``x``, or None (use the reference).
 
-        As on the CPU backend: x of another float type (float16) or a ``grad``
-        of another dtype takes the reference; a per-channel vector or
-        statistic of another dtype than x is a TypeError.
+        x of float32/float64 or a half type has a kernel; a ``grad`` of
+        another dtype takes the reference. A per-channel vector or statistic
+        must have x's dtype (TypeError otherwise, as on the CPU backend), or
+        for a half x float32 or x's dtype (``vector`` gives it to the kernel
+        as float32).
         """
         dt = self.on_device(x).dtype
-        if dt not in C_TYPES or (grad is not None and self.on_device(grad).dtype != dt):
+        if dt not in C_TYPES and dt not in HALF_C_TYPES or (grad is not None and self.on_device(grad).dtype != dt):
             return None
         for v in vectors:
-            if v is not None and self.on_device(v).dtype != dt:
+            if v is not None and self.on_device(v).dtype not in (dt, accumulation_dtype(dt)):
                 raise TypeError(f"normalization kernel: vector of dtype {v.dtype} for an input of dtype {dt}")
         return dt
+
+    def vector(self, v, dtype):
+        """A per-channel vector or statistic (None stays None) as the kernels of ``dtype`` data take it:
+        C-contiguous, in ``accumulation_dtype(dtype)`` (float32 for half data: a half vector is widened)."""
+        if v is None:
+            return None
+        return self.c(v.astype(accumulation_dtype(dtype), copy=False))
 
     def on_device(self, a):
         """``a`` itself if it is an array of this GPU; a TypeError naming the fix otherwise."""

@@ -15,6 +15,8 @@ from .layers import (AvgPool2d, BCELoss, BCEWithLogitsLoss, Conv2d, CrossEntropy
                      ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh)
 from .lazy import LazyConv2d, LazyLinear, UninitializedBuffer, UninitializedParameter
 from .module import Module, Parameter
+from . import parallel
+from .parallel import DistributedDataParallel
 
 __all__ = [
     "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "Conv2d", "CrossEntropyLoss", "Dropout", "Dropout2d", "Embedding",
@@ -22,3 +24,4 @@ __all__ = [
     "Module", "ModuleDict", "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid",
     "Softmax", "Softplus", "Tanh", "UninitializedBuffer", "UninitializedParameter", "functional", "init", "utils",
 ]
+__all__ += ["DistributedDataParallel", "parallel"]

@@ -13,10 +13,11 @@ from typing import Iterator
 
 import numpy as np
 
+from .._dtypes import is_floating
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
 from ..backends import get_backend
-from ..creation import _check_dtype, _device_and_dtype
+from ..creation import _bfloat16_dtype, _check_dtype, _device_and_dtype
 from ..tensor import Tensor
 
 __all__ = ["Module", "Parameter"]
@@ -255,13 +256,13 @@ class Module:
         device, dtype = _device_and_dtype("Module.to", args, device, dtype)
         target = get_backend(device) if device is not None else None
         dt = _check_dtype(dtype)
-        if dt is not None and dt.kind != "f":
+        if dt is not None and not is_floating(dt):
             raise TypeError(f"Module.to() only casts to floating dtypes, got {dt}")
 
         def convert(arr, backend):
             if target is not None and target is not backend:
                 arr, backend = target.transfer(arr, backend), target
-            if dt is not None and arr.dtype.kind == "f" and arr.dtype != dt:
+            if dt is not None and is_floating(arr.dtype) and arr.dtype != dt:
                 arr = arr.astype(dt)
             return arr, backend
 
@@ -282,6 +283,14 @@ class Module:
     def double(self) -> "Module":
         """Cast floating parameters and buffers to float64."""
         return self.to(dtype="float64")
+
+    def half(self) -> "Module":
+        """Cast floating parameters and buffers to float16."""
+        return self.to(dtype="float16")
+
+    def bfloat16(self) -> "Module":
+        """Cast floating parameters and buffers to bfloat16 (needs the ml_dtypes package)."""
+        return self.to(dtype=_bfloat16_dtype())
 
     def apply(self, fn) -> "Module":
         """Call ``fn(module)`` on every submodule (children first) and on self."""
@@ -335,7 +344,7 @@ class Module:
                     f"size mismatch for {key!r}: the checkpoint has shape {tuple(src.shape)}, "
                     f"the model {tuple(target.shape)}"
                 )
-            if (src.dtype.kind == "f") != (target.dtype.kind == "f"):
+            if is_floating(src.dtype) != is_floating(target.dtype):
                 raise TypeError(f"dtype mismatch for {key!r}: checkpoint {src.dtype}, model {target.dtype}")
             staged.append((target, src))
         for target, src in staged:

@@ -41,7 +41,8 @@ import numpy as np
 from .._ext._engine import TensorBase
 from ..nn.module import Module, Parameter
 from ..tensor import ones, tensor, zeros
-from .functional import _check_count, _check_eps, _check_floating, _check_momentum, _check_tensor, update_running_stats
+from .functional import (_check_count, _check_eps, _check_floating, _check_momentum, _check_tensor,
+                         _takes_parameters_of, update_running_stats)
 
 __all__ = ["Normalizer", "Example"]
 
@@ -120,6 +121,11 @@ class Normalizer(Module):
     standardizes: bool = True
     #: Set by ``@register``: the name the class is registered under.
     registry_name: str | None = None
+    #: True if a half input (float16, bfloat16) may meet float32 parameters
+    #: and buffers (computed with float32 accumulation, the output in the
+    #: input's dtype: docs/normalizers.md); otherwise ``check_input``
+    #: wants the input in the module's dtype.
+    mixed_precision: bool = False
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *,
                  param_shape=None, device=None, dtype=None):
@@ -220,7 +226,7 @@ class Normalizer(Module):
         dt = x.dtype
         _check_floating(type(self).__name__, x)
         ref = self._parameter_dtype()
-        if ref is not None and dt != ref:
+        if ref is not None and dt != ref and not (self.mixed_precision and _takes_parameters_of(dt, ref)):
             raise TypeError(
                 f"{type(self).__name__}: input dtype {dt} does not match the module's dtype {ref}; convert the "
                 f"input with .to({ref.name!r}) or the module with .to(dtype={dt.name!r})"

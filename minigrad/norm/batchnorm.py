@@ -25,6 +25,8 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "LazyBatchNorm1d", "LazyBatchNorm2d"]
 class _BatchNorm(Normalizer):
     """What BatchNorm1d and BatchNorm2d share; they differ only in ``input_ranks``."""
 
+    mixed_precision = True  # float16/bfloat16 inputs with float32 parameters and running statistics
+
     def forward(self, x):
         self.check_input(x)
         batch_stats = self.uses_batch_statistics

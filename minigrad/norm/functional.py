@@ -24,6 +24,12 @@ them), never inside a Function.
 The public functions validate their arguments on the host, in one place,
 then call the Functions. ``minigrad.nn.functional`` re-exports them with
 PyTorch's signatures.
+
+Mixed precision (cuDNN's and PyTorch's rule): a float16 or bfloat16 input
+may come with float32 γ, β and running statistics, or half ones, all of
+one dtype; anything else is one TypeError. The statistics are float32,
+never rounded to the half type, y and dx have the input's dtype, dγ and dβ
+their parameter's (docs/normalizers.md, "Mixed precision").
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ import numbers
 import operator
 import warnings
 
+import numpy as np
+
 from .. import ops
+from .._dtypes import accumulation_dtype, is_floating, is_half
 from .._ext._engine import Function, TensorBase, make_tensor
 from ..tensor import ones, zeros, zeros_like
 
@@ -63,19 +72,29 @@ class BatchNormFunction(Function):
     ``dx = γ/σ·(dy - Σdy/m - x̂·Σdy·x̂/m)`` in training (the statistics depend
     on x), ``dx = γ/σ·dy`` in eval. Its ``vjp`` is ``BatchNormGrad``, a node
     of its own (the fused backward kernel, with a double backward).
+
+    Mixed precision: a float16/bfloat16 x may come with float32 γ, β and
+    running statistics. Everything is accumulated in float32 (float64 for
+    float64 data): the batch statistics and what is saved for backward are
+    float32, y and dx have x's dtype, dγ and dβ their parameter's.
     """
+
+    mixed_precision = True
 
     def forward(self, x, weight=None, bias=None, training=True, eps=1e-5, mean=None, var=None):
         v = x.reshape(_channel_view(x.shape))
         self.training, self.eps = training, eps
+        self.param_dtypes = _dtypes_of(weight, bias)
         if training:
             y, mean, var = self.backend.batch_norm_forward_train(v, weight, bias, eps)
             self.mark_non_differentiable(mean, var)
             self.save_for_backward(x, weight, mean, 1.0 / self.xp.sqrt(var + eps))
             return y.reshape(x.shape), mean, var
         y = self.backend.batch_norm_forward_eval(v, mean, var, weight, bias, eps)
-        if True in self.needs_input_grad:  # recorded: keep what backward needs
-            self.save_for_backward(x, weight, mean, 1.0 / self.xp.sqrt(var + eps))
+        if True in self.needs_input_grad:  # recorded: keep what backward needs (half statistics widened)
+            acc = accumulation_dtype(x.dtype)
+            self.save_for_backward(x, weight, mean.astype(acc, copy=False),
+                                   1.0 / self.xp.sqrt(var.astype(acc, copy=False) + eps))
         return y.reshape(x.shape)
 
     def backward(self, grad, *unused_statistics_grads):
@@ -83,6 +102,7 @@ class BatchNormFunction(Function):
         v = x.reshape(_channel_view(x.shape))
         dx, dweight, dbias = self.backend.batch_norm_backward(grad.reshape(v.shape), v, mean, invstd, weight,
                                                                self.training)
+        dweight, dbias = _as_dtypes((dweight, dbias), self.param_dtypes)
         need = self.needs_input_grad
         return (_reshape_owned(dx, x.shape) if need[0] else None,
                 dweight if need[1] else None,
@@ -91,7 +111,8 @@ class BatchNormFunction(Function):
     def vjp(self, grad, *unused_statistics_grads):
         x, weight, mean, invstd = self.saved_as_tensors()
         dx, dweight, dbias = BatchNormGrad.apply(grad, x, weight, mean=mean.array, invstd=invstd.array,
-                                                 training=self.training, eps=self.eps)
+                                                 training=self.training, eps=self.eps,
+                                                 param_dtypes=self.param_dtypes)
         need = self.needs_input_grad
         return dx if need[0] else None, dweight if need[1] else None, dbias if need[2] else None
 
@@ -102,15 +123,20 @@ class BatchNormGrad(Function):
     ``apply(grad, x, weight, mean=, invstd=, training=)`` → ``(dx, dγ, dβ)``
     through the fused backward kernel; its ``vjp`` is the double backward
     (PyTorch's batchnorm double-backward formulas, ``_double_backward``),
-    written with differentiable operations, so any order works.
+    written with differentiable operations, so any order works. dγ and dβ
+    come back in ``param_dtypes`` (those of γ and β; None: accumulation
+    dtype).
     """
 
-    def forward(self, grad, x, weight=None, mean=None, invstd=None, training=True, eps=1e-5):
+    mixed_precision = True
+
+    def forward(self, grad, x, weight=None, mean=None, invstd=None, training=True, eps=1e-5,
+                param_dtypes=(None, None)):
         self.mean, self.invstd, self.training, self.eps = mean, invstd, training, eps
         v = x.reshape(_channel_view(x.shape))
         dx, dweight, dbias = self.backend.batch_norm_backward(grad.reshape(v.shape), v, mean, invstd, weight,
                                                                training)
-        return dx.reshape(x.shape), dweight, dbias
+        return (dx.reshape(x.shape),) + _as_dtypes((dweight, dbias), param_dtypes)
 
     def vjp(self, ggx, ggw, ggb):
         grad, x, weight = self.inputs
@@ -139,11 +165,15 @@ class GroupNormFunction(Function):
 
     Backward (``dx̂ = γ_c·dy``, means over each row):
     ``dx = (dx̂ - mean(dx̂) - x̂·mean(dx̂·x̂))/σ``, ``dγ = Σdy·x̂``, ``dβ = Σdy``;
-    its ``vjp`` is ``GroupNormGrad``.
+    its ``vjp`` is ``GroupNormGrad``. Mixed precision as in
+    ``BatchNormFunction``: a half x with float32 γ/β, float32 statistics.
     """
+
+    mixed_precision = True
 
     def forward(self, x, weight=None, bias=None, view=None, groups=1, eps=1e-5):
         self.view, self.groups, self.eps = view, groups, eps
+        self.param_dtypes = _dtypes_of(weight, bias)
         w = None if weight is None else weight.reshape(-1)
         b = None if bias is None else bias.reshape(-1)
         y, mean, invstd = self.backend.group_norm_forward(x.reshape(view), w, b, groups, eps)
@@ -154,7 +184,7 @@ class GroupNormFunction(Function):
     def backward(self, grad, *unused_statistics_grads):
         x, weight, mean, invstd = self.saved_tensors
         dx, dweight, dbias = _group_norm_backward(self.backend, grad, x, weight, mean, invstd, self.view,
-                                                  self.groups)
+                                                  self.groups, self.param_dtypes)
         need = self.needs_input_grad
         return (_reshape_owned(dx, x.shape) if need[0] else None,
                 dweight if need[1] else None,
@@ -165,7 +195,8 @@ class GroupNormFunction(Function):
         bias = self.inputs[2]
         dx, dweight, dbias = GroupNormGrad.apply(grad, x, weight, mean=mean.array, invstd=invstd.array,
                                                  view=self.view, groups=self.groups, eps=self.eps,
-                                                 bias_shape=None if bias is None else bias.shape)
+                                                 bias_shape=None if bias is None else bias.shape,
+                                                 param_dtypes=self.param_dtypes)
         need = self.needs_input_grad
         return dx if need[0] else None, dweight if need[1] else None, dbias if need[2] else None
 
@@ -174,9 +205,13 @@ class GroupNormGrad(Function):
     """The backward of ``GroupNormFunction`` as a node of its own: ``(dx, dγ, dβ)`` from the fused
     kernel, and the double backward (``_double_backward`` over each (sample, group) row) as its ``vjp``."""
 
-    def forward(self, grad, x, weight=None, mean=None, invstd=None, view=None, groups=1, eps=1e-5, bias_shape=None):
+    mixed_precision = True
+
+    def forward(self, grad, x, weight=None, mean=None, invstd=None, view=None, groups=1, eps=1e-5, bias_shape=None,
+                param_dtypes=(None, None)):
         self.view, self.groups, self.eps = view, groups, eps
-        dx, dweight, dbias = _group_norm_backward(self.backend, grad, x, weight, mean, invstd, view, groups)
+        dx, dweight, dbias = _group_norm_backward(self.backend, grad, x, weight, mean, invstd, view, groups,
+                                                  param_dtypes)
         return dx.reshape(x.shape), dweight, dbias.reshape(bias_shape if bias_shape is not None else (-1,))
 
     def vjp(self, ggx, ggw, ggb):
@@ -221,10 +256,21 @@ class ChannelAffineFunction(Function):
         return dx, dscale, dshift
 
 
-def _group_norm_backward(backend, grad, x, weight, mean, invstd, view, groups):
+def _group_norm_backward(backend, grad, x, weight, mean, invstd, view, groups, param_dtypes):
     w = None if weight is None else weight.reshape(-1)
     dx, dweight, dbias = backend.group_norm_backward(grad.reshape(view), x.reshape(view), mean, invstd, w, groups)
+    dweight, dbias = _as_dtypes((dweight, dbias), param_dtypes)
     return dx, (dweight.reshape(weight.shape) if weight is not None else dweight), dbias
+
+
+def _dtypes_of(*arrays):
+    """The dtypes of the arrays (None for None): what the parameter gradients are returned in."""
+    return tuple(None if a is None else a.dtype for a in arrays)
+
+
+def _as_dtypes(arrays, dtypes):
+    """Each array in its dtype (a no-op where it already is; None dtype: left as it is)."""
+    return tuple(a if dt is None else a.astype(dt, copy=False) for a, dt in zip(arrays, dtypes))
 
 
 def _double_backward(grad, x, weight, ggx, ggw, ggb, view, axes, param_view, eps, stats, needs):
@@ -247,10 +293,16 @@ def _double_backward(grad, x, weight, ggx, ggw, ggb, view, axes, param_view, eps
 
     With fixed statistics P is the identity and the s² term vanishes.
     Returns the gradients of (dy, x, γ), None where ``needs`` says none.
+    Half-precision tensors are computed in float32 (``accumulation_dtype``)
+    and the results returned in the dtypes of dy, x and γ.
     """
     def mean(u):
         return ops.mean(u, axes, keepdims=True)
 
+    acc = accumulation_dtype(x.dtype)
+    grad_in, x_in, weight_in = grad, x, weight
+    grad, x, weight, ggx, ggw, ggb = (None if t is None else ops.cast(t, acc)
+                                      for t in (grad, x, weight, ggx, ggw, ggb))
     xv = x.reshape(view)
     dy = grad.reshape(view)
     w = None if weight is None else weight.reshape(param_view)
@@ -290,11 +342,12 @@ def _double_backward(grad, x, weight, ggx, ggw, ggb, view, axes, param_view, eps
         out = terms[0]
         for t in terms[1:]:
             out = out + t
-        return out.reshape(like.shape)
+        return ops.cast(out.reshape(like.shape), like.dtype)
 
-    return (total(d_dy, grad) if needs[0] else None,
-            total(d_x, x) if needs[1] else None,
-            (d_w if d_w is not None else zeros_like(weight)) if len(needs) > 2 and needs[2] else None)
+    return (total(d_dy, grad_in) if needs[0] else None,
+            total(d_x, x_in) if needs[1] else None,
+            (ops.cast(d_w, weight_in.dtype) if d_w is not None else zeros_like(weight_in))
+            if len(needs) > 2 and needs[2] else None)
 
 
 def _reshape_owned(a, shape):
@@ -355,8 +408,22 @@ def _check_tensor(fname, x):
 
 
 def _check_floating(fname, x):
-    if x.dtype.kind != "f":
-        raise TypeError(f"{fname}: expected a floating point input (float32 or float64), got dtype {x.dtype}")
+    if not is_floating(x.dtype):
+        raise TypeError(f"{fname}: expected a floating point input (float16, bfloat16, float32 or float64), got "
+                        f"dtype {x.dtype}")
+
+
+def _takes_parameters_of(x_dtype, dtype) -> bool:
+    """Whether an input of ``x_dtype`` may be normalized with parameters/statistics of ``dtype``: the
+    same dtype, or float32 for a half input (float32 γ, β and running statistics, as cuDNN and PyTorch)."""
+    return dtype == x_dtype or (dtype == np.float32 and is_half(x_dtype))
+
+
+def _parameter_dtype_rule(x_dtype) -> str:
+    """The rule ``_takes_parameters_of`` enforces, in words, for an input of ``x_dtype``."""
+    if is_half(x_dtype):
+        return f"a {x_dtype} input takes {x_dtype} or float32 parameters and statistics, all of one dtype"
+    return "they must match"
 
 
 def _check_input(fname, x, min_rank):
@@ -368,18 +435,29 @@ def _check_input(fname, x, min_rank):
 
 
 def _check_vector(fname, name, t, x, shape):
-    """A parameter/statistic tensor must be a Tensor of ``shape`` with x's dtype and device."""
+    """A parameter/statistic tensor must be a Tensor of ``shape`` on x's device, with x's dtype (or
+    float32 for a half x: ``_takes_parameters_of``)."""
     if t is None:
         return
     if not isinstance(t, TensorBase):
         raise TypeError(f"{fname}: {name} must be a Tensor or None, got {type(t).__name__}")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{fname}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
-    if t.dtype != x.dtype:
+    if not _takes_parameters_of(x.dtype, t.dtype):
         raise TypeError(f"{fname}: {name} has dtype {t.dtype} but the input has dtype {x.dtype}; "
-                        f"they must match")
+                        f"{_parameter_dtype_rule(x.dtype)}")
     if t.backend is not x.backend:
         raise RuntimeError(f"{fname}: {name} is on {t.device} but the input is on {x.device}")
+
+
+def _check_one_parameter_dtype(fname, named):
+    """The parameters and statistics given (``(name, Tensor or None)`` pairs, each already checked
+    by ``_check_vector``) share one dtype: a half input's may be float32 or half, not both."""
+    given = [(name, t.dtype) for name, t in named if t is not None]
+    for name, dt in given[1:]:
+        if dt != given[0][1]:
+            raise TypeError(f"{fname}: {name} has dtype {dt} but {given[0][0]} has dtype {given[0][1]}; the "
+                            f"parameters and statistics of one call must share a dtype")
 
 
 def _check_count(fname, name, value):
@@ -421,9 +499,10 @@ def _check_channel_arguments(fname, input, weight, bias, running_mean, running_v
     """The checks shared by the per-channel normalizers (batch and instance norm)."""
     _check_input(fname, input, min_rank)
     c = input.shape[1]
-    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                    ("running_var", running_var)):
+    named = (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var))
+    for name, t in named:
         _check_vector(fname, name, t, input, (c,))
+    _check_one_parameter_dtype(fname, named)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{fname}: pass both running_mean and running_var, or neither")
     if not batch_stats and running_mean is None:
@@ -464,6 +543,7 @@ def _check_layer_norm(fname, input, shape, weight, bias, eps):
                          f"(normalized_shape), got input of shape {tuple(input.shape)}")
     _check_vector(fname, "weight", weight, input, shape)
     _check_vector(fname, "bias", bias, input, shape)
+    _check_one_parameter_dtype(fname, (("weight", weight), ("bias", bias)))
     _check_eps(fname, eps)
 
 
@@ -474,6 +554,7 @@ def _check_group_norm(fname, input, num_groups, weight, bias, eps):
     _check_groups(fname, num_groups, c)
     _check_vector(fname, "weight", weight, input, (c,))
     _check_vector(fname, "bias", bias, input, (c,))
+    _check_one_parameter_dtype(fname, (("weight", weight), ("bias", bias)))
     _check_eps(fname, eps)
 
 
@@ -485,9 +566,9 @@ def _empty_output(input, weight, bias, param_shape):
     """
     y = input.clone()
     if weight is not None:
-        y = y * weight.reshape(param_shape)
+        y = y * weight.reshape(param_shape).to(input.dtype)  # float32 γ of a half input: y stays half
     if bias is not None:
-        y = y + bias.reshape(param_shape)
+        y = y + bias.reshape(param_shape).to(input.dtype)
     return y
 
 
@@ -551,8 +632,9 @@ def _batch_norm_train(input, weight, bias, eps):
     """``batch_norm_train`` after ``_check_batch_norm`` (which the modules call with their own name)."""
     if input.numel() == 0:
         c = input.shape[1]
+        acc = accumulation_dtype(input.dtype)
         return (_empty_output(input, weight, bias, _channel_param_shape(input)),
-                zeros(c, dtype=input.dtype, device=input.device), ones(c, dtype=input.dtype, device=input.device))
+                zeros(c, dtype=acc, device=input.device), ones(c, dtype=acc, device=input.device))
     return BatchNormFunction.apply(input, weight, bias, training=True, eps=eps)
 
 

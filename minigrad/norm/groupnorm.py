@@ -30,6 +30,7 @@ class GroupNorm(Normalizer):
     """
 
     input_ranks = range(2, 34)
+    mixed_precision = True  # float16/bfloat16 inputs with float32 parameters
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, *, device=None, dtype=None):
         _check_count("GroupNorm", "num_channels", num_channels)

@@ -16,6 +16,7 @@ class _InstanceNorm(Normalizer):
 
     #: Rank of a batched input; one less is an unbatched input (a single sample).
     batched_rank = 3
+    mixed_precision = True  # float16/bfloat16 inputs with float32 parameters and running statistics
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False, *,
                  device=None, dtype=None):

@@ -29,6 +29,7 @@ class LayerNorm(Normalizer):
     """
 
     channel_axis = None
+    mixed_precision = True  # float16/bfloat16 inputs with float32 parameters
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, *, device=None, dtype=None):
         shape = _normalized_shape("LayerNorm", normalized_shape)

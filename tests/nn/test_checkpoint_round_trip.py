@@ -28,6 +28,7 @@ STATEFUL = {
     "Conv2d": (lambda: nn.Conv2d(2, 3, 3, padding=1), (2, 2, 4, 4)),
     "BatchNorm1d": (lambda: nn.BatchNorm1d(3), (4, 3)),
     "BatchNorm2d": (lambda: nn.BatchNorm2d(3, momentum=None), (2, 3, 2, 2)),
+    "SyncBatchNorm": (lambda: nn.SyncBatchNorm(3), (2, 3, 2, 2)),  # BatchNorm without a process group
     "LayerNorm": (lambda: nn.LayerNorm((2, 3)), (4, 2, 3)),
     "GroupNorm": (lambda: nn.GroupNorm(2, 4), (2, 4, 3)),
     "InstanceNorm1d": (lambda: nn.InstanceNorm1d(3, affine=True, track_running_stats=True), (2, 3, 4)),
@@ -46,6 +47,8 @@ STATELESS = {
     "BCEWithLogitsLoss": lambda: nn.BCEWithLogitsLoss(),
 }
 ABSTRACT = {"Module", "Normalizer"}
+# Needs a process group to be built; its state dict is the wrapped module's (tests/distributed/test_ddp.py).
+ABSTRACT |= {"DistributedDataParallel"}
 
 
 def builtin_layers():

@@ -122,3 +122,77 @@ def test_float32_matches_torch_to_rounding():
         y, ty = mine(minigrad.tensor(xa)), theirs(torch.tensor(xa))
         np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=2e-5)
     np.testing.assert_allclose(mine.running_var.numpy(), theirs.running_var.numpy(), rtol=1e-5)
+
+
+SECOND_ORDER = [c for c in CONFIGS if c[2].get("affine", c[2].get("elementwise_affine", True)) is not False
+                or c[0].startswith("InstanceNorm")]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name, args, kwargs, shapes", SECOND_ORDER,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SECOND_ORDER)])
+def test_second_derivatives_match_torch(name, args, kwargs, shapes, mode):
+    """create_graph=True through the layer: a gradient penalty on x and a curvature term, differentiated
+    again with respect to x, γ and β, agree with torch.autograd.grad."""
+    gen = torch.Generator().manual_seed(3)
+    theirs = getattr(torch.nn, name)(*args, dtype=torch.float64, **kwargs)
+    randomize_torch(theirs, gen)
+    mine = getattr(nn, name)(*args, dtype="float64", **kwargs)
+    copy_into(mine, theirs)
+    mine.train(mode == "train")
+    theirs.train(mode == "train")
+    rng = np.random.default_rng(4)
+    xa, wa = rng.standard_normal(shapes[0]) * 1.5 + 0.3, rng.standard_normal(shapes[0])
+
+    def second(lib, module, x, w, params):
+        autograd = minigrad.autograd if lib is minigrad else torch.autograd
+        y = module(x)
+        (gx,) = autograd.grad((y * y * w).sum(), [x], create_graph=True)
+        penalty = (gx * gx).sum() + (gx * x).sum()
+        return autograd.grad(penalty, [x] + params, allow_unused=True)
+
+    x, tx = minigrad.tensor(xa, requires_grad=True), torch.tensor(xa, requires_grad=True)
+    params = [p for p in (mine.weight, mine.bias) if p is not None]
+    tparams = [p for p in (theirs.weight, theirs.bias) if p is not None]
+    ours = second(minigrad, mine, x, minigrad.tensor(wa), params)
+    ref = second(torch, theirs, tx, torch.tensor(wa), tparams)
+    for i, (a, e) in enumerate(zip(ours, ref)):
+        expected = np.zeros(a.shape) if e is None else e.numpy()
+        got = np.zeros(expected.shape) if a is None else a.numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10, err_msg=f"gradient {i}")
+
+
+def test_hessian_vector_product_of_the_paper_mlp_with_batchnorm_matches_torch():
+    """Hv of the loss of a (shrunk) 784-100-100-100-10 sigmoid network with BN (training mode) before each
+    sigmoid, with respect to all its parameters: minigrad's hvp against torch.autograd.functional.hvp."""
+    from minigrad.autograd.functional import hvp
+
+    rng = np.random.default_rng(5)
+    sizes = [12, 6, 6, 6, 4]
+    shapes = []
+    for i in range(3):
+        shapes += [(sizes[i + 1], sizes[i]), (sizes[i + 1],), (sizes[i + 1],), (sizes[i + 1],)]  # W, b, γ, β
+    shapes += [(sizes[4], sizes[3]), (sizes[4],)]
+    params = [rng.standard_normal(s) * 0.5 + (1.0 if k % 4 == 2 and k < 12 else 0.0) for k, s in enumerate(shapes)]
+    vs = [rng.standard_normal(s) for s in shapes]
+    xb, yb = rng.standard_normal((10, 12)), rng.integers(0, 4, 10)
+
+    def loss(lib, x, y):
+        F = lib.nn.functional
+
+        def f(*p):
+            h = x
+            for i in range(3):
+                w, b, gamma, beta = p[4 * i: 4 * i + 4]
+                h = F.linear(h, w, b)
+                h = F.batch_norm(h, None, None, gamma, beta, training=True)
+                h = lib.sigmoid(h)
+            return F.cross_entropy(F.linear(h, p[12], p[13]), y)
+        return f
+
+    _, ours = hvp(loss(minigrad, minigrad.tensor(xb), minigrad.tensor(yb)),
+                  tuple(minigrad.tensor(a) for a in params), tuple(minigrad.tensor(v) for v in vs))
+    _, ref = torch.autograd.functional.hvp(loss(torch, torch.tensor(xb), torch.tensor(yb)),
+                                           tuple(torch.tensor(a) for a in params), tuple(torch.tensor(v) for v in vs))
+    for k, (a, e) in enumerate(zip(ours, ref)):
+        np.testing.assert_allclose(a.numpy(), e.numpy(), rtol=1e-8, atol=1e-10, err_msg=f"parameter {k}")

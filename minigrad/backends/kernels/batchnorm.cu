@@ -8,8 +8,8 @@
 //   2. bn_stats_finalize: one block per channel merges its P partials
 //      (Chan's formula), writes mean/var and the affine parameters.
 //   3. channel_affine: y = ((x - mean_hi) - mean_lo)·scale + shift, where
-//      mean_hi + mean_lo is the double mean split into two T values, so
-//      float32 inputs keep the accuracy of a double centring.
+//      mean_hi + mean_lo is the double mean split into two acc_t<T> values,
+//      so float32 (and half) inputs keep the accuracy of a double centring.
 // Inference forward = channel_affine alone (y = x·scale + shift).
 // Backward = bn_backward_reduce_{spatial,columns} (Σg and Σg·(x - mean) per
 // partial, in double) + bn_backward_finalize + bn_backward_dx. The reduce and
@@ -18,9 +18,13 @@
 //
 // Partial layout (shared by both layouts): channel c owns the P consecutive
 // records [c·P, (c+1)·P); a Welford record is 3 doubles, a Sum2 record 2.
+// Per-channel vectors and statistics are acc_t<T> (float32 for half data).
 #include "common.cuh"
 
+using mg::acc_t;
+using mg::narrow;
 using mg::Pack;
+using mg::widen;
 using mg::Sum2;
 using mg::Welford;
 
@@ -91,7 +95,7 @@ __global__ void bn_stats_columns(const T* __restrict__ x, double* __restrict__ p
                 int cnt = 0;
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
-                    v[i] = T(0);
+                    v[i] = T();
                     if (n + i * rstep < n1) {
                         v[i] = x[(n + i * rstep) * K + j];
                         cnt = i + 1;
@@ -121,10 +125,11 @@ __global__ void bn_stats_columns(const T* __restrict__ x, double* __restrict__ p
 //   mean_hi = T(mean), mean_lo = T(mean - mean_hi) for channel_affine.
 template <typename T>
 __global__ void bn_stats_finalize(const double* __restrict__ partial, long long C, long long P,
-                                  const T* __restrict__ weight, const T* __restrict__ bias, double eps,
-                                  T* __restrict__ mean_out, T* __restrict__ var_out,
-                                  T* __restrict__ mean_hi, T* __restrict__ mean_lo,
-                                  T* __restrict__ scale, T* __restrict__ shift) {
+                                  const acc_t<T>* __restrict__ weight, const acc_t<T>* __restrict__ bias,
+                                  double eps, acc_t<T>* __restrict__ mean_out, acc_t<T>* __restrict__ var_out,
+                                  acc_t<T>* __restrict__ mean_hi, acc_t<T>* __restrict__ mean_lo,
+                                  acc_t<T>* __restrict__ scale, acc_t<T>* __restrict__ shift) {
+    using A = acc_t<T>;
     __shared__ Welford smem[32];
     for (long long c = blockIdx.x; c < C; c += gridDim.x) {
         Welford w = mg::welford_empty();
@@ -142,13 +147,13 @@ __global__ void bn_stats_finalize(const double* __restrict__ partial, long long 
             const double var = w.m2 / w.n;
             const double invstd = 1.0 / sqrt(var + eps);
             const double sc = weight != nullptr ? invstd * static_cast<double>(weight[c]) : invstd;
-            const T hi = static_cast<T>(mean);
+            const A hi = static_cast<A>(mean);
             mean_out[c] = hi;
-            var_out[c] = static_cast<T>(var);
+            var_out[c] = static_cast<A>(var);
             mean_hi[c] = hi;
-            mean_lo[c] = static_cast<T>(mean - static_cast<double>(hi));
-            scale[c] = static_cast<T>(sc);
-            shift[c] = bias != nullptr ? bias[c] : T(0);
+            mean_lo[c] = static_cast<A>(mean - static_cast<double>(hi));
+            scale[c] = static_cast<A>(sc);
+            shift[c] = bias != nullptr ? bias[c] : A(0);
         }
     }
 }
@@ -158,11 +163,12 @@ __global__ void bn_stats_finalize(const double* __restrict__ partial, long long 
 // + shift[c] when mean_hi/mean_lo are given (both or neither). Flat over the
 // `total` elements in units of V (16-byte loads and stores when aligned);
 // the channel of each element is tracked by a cursor (s, c), so the loop has
-// no integer division. x and y may be the same array.
+// no integer division. x and y may be the same array. Computed in acc_t<T>.
 template <typename T>
-__global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, const T* __restrict__ shift,
-                               const T* __restrict__ mean_hi, const T* __restrict__ mean_lo,
-                               long long total, long long C, long long S) {
+__global__ void channel_affine(const T* x, T* y, const acc_t<T>* __restrict__ scale,
+                               const acc_t<T>* __restrict__ shift, const acc_t<T>* __restrict__ mean_hi,
+                               const acc_t<T>* __restrict__ mean_lo, long long total, long long C, long long S) {
+    using A = acc_t<T>;
     constexpr int V = Pack<T>::N;
     const bool centred = mean_hi != nullptr;
     const long long units = (total + V - 1) / V;
@@ -174,7 +180,7 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
         T v[V];
         const int cnt = mg::load_batch(x + i0, total - i0, v);
         long long ls = cur.inner, lc = cur.outer, pc = -1;
-        T sc = T(0), sh = T(0), hi = T(0), lo = T(0);
+        A sc = A(0), sh = A(0), hi = A(0), lo = A(0);
 #pragma unroll
         for (int l = 0; l < V; ++l) {
             if (l < cnt) {
@@ -187,9 +193,9 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
                         lo = mean_lo[lc];
                     }
                 }
-                T a = v[l];
+                A a = widen(v[l]);
                 if (centred) a = (a - hi) - lo;
-                v[l] = a * sc + sh;
+                v[l] = narrow<T>(a * sc + sh);
             }
             cur.step(ls, lc);
         }
@@ -209,7 +215,7 @@ __global__ void channel_affine(const T* x, T* y, const T* __restrict__ scale, co
 // reloaded only when the walk enters another plane.
 template <typename T>
 __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __restrict__ g, const T* __restrict__ x,
-                                           const T* __restrict__ mean, const T* __restrict__ invstd,
+                                           const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ invstd,
                                            double* __restrict__ partial, long long N, long long C, long long S,
                                            long long P, long long stat_stride, long long group) {
     constexpr int V = Pack<T>::N;
@@ -243,9 +249,9 @@ __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __
 #pragma unroll
             for (int i = 0; i < V; ++i) {
                 if (i < cnt) {
-                    const double gd = static_cast<double>(gv[i]);
+                    const double gd = static_cast<double>(widen(gv[i]));
                     acc.a += gd;
-                    b += gd * (static_cast<double>(xv[i]) - m);
+                    b += gd * (static_cast<double>(widen(xv[i])) - m);
                 }
             }
             acc.b += b * is;
@@ -262,7 +268,7 @@ __global__ void __launch_bounds__(256, 4) bn_backward_reduce_spatial(const T* __
 // find the channel j / S of column j). Requires blockDim.x == 32, blockDim.y <= 8.
 template <typename T>
 __global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __restrict__ x,
-                                           const T* __restrict__ mean, const T* __restrict__ invstd,
+                                           const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ invstd,
                                            double* __restrict__ partial, long long N, long long K, long long S,
                                            long long R, long long stat_stride, long long group) {
     __shared__ Sum2 smem[8 * 32];
@@ -278,10 +284,10 @@ __global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __r
                 const long long stat_c = j / S / group;
                 for (long long n = r * per + ty; n < n1; n += rstep) {
                     const long long i = n * stat_stride + stat_c;
-                    const double gd = static_cast<double>(g[n * K + j]);
+                    const double gd = static_cast<double>(widen(g[n * K + j]));
                     const double is = invstd != nullptr ? static_cast<double>(invstd[i]) : 1.0;
                     acc.a += gd;
-                    acc.b += gd * (static_cast<double>(x[n * K + j]) - static_cast<double>(mean[i])) * is;
+                    acc.b += gd * (static_cast<double>(widen(x[n * K + j])) - static_cast<double>(mean[i])) * is;
                 }
             }
             smem[ty * 32 + tx] = acc;
@@ -306,10 +312,11 @@ __global__ void bn_backward_reduce_columns(const T* __restrict__ g, const T* __r
 // dweight and dbias are wanted.
 template <typename T>
 __global__ void bn_backward_finalize(const double* __restrict__ partial, long long C, long long P,
-                                     const T* __restrict__ invstd, const T* __restrict__ weight,
-                                     long long m, int training, T* __restrict__ dweight,
-                                     T* __restrict__ dbias, T* __restrict__ k1, T* __restrict__ k2,
-                                     T* __restrict__ k3) {
+                                     const acc_t<T>* __restrict__ invstd, const acc_t<T>* __restrict__ weight,
+                                     long long m, int training, acc_t<T>* __restrict__ dweight,
+                                     acc_t<T>* __restrict__ dbias, acc_t<T>* __restrict__ k1,
+                                     acc_t<T>* __restrict__ k2, acc_t<T>* __restrict__ k3) {
+    using A = acc_t<T>;
     __shared__ Sum2 smem[32];
     for (long long c = blockIdx.x; c < C; c += gridDim.x) {
         Sum2 acc = mg::sum2_empty();
@@ -324,18 +331,18 @@ __global__ void bn_backward_finalize(const double* __restrict__ partial, long lo
             const double is = invstd != nullptr ? static_cast<double>(invstd[c]) : 1.0;
             const double db = acc.a;
             const double dw = acc.b * is;
-            dbias[c] = static_cast<T>(db);
-            dweight[c] = static_cast<T>(dw);
+            dbias[c] = static_cast<A>(db);
+            dweight[c] = static_cast<A>(dw);
             if (k1 != nullptr) {
                 const double sc = weight != nullptr ? is * static_cast<double>(weight[c]) : is;
-                k1[c] = static_cast<T>(sc);
+                k1[c] = static_cast<A>(sc);
                 if (training) {
                     const double inv_m = 1.0 / static_cast<double>(m);
-                    k2[c] = static_cast<T>(-sc * is * dw * inv_m);
-                    k3[c] = static_cast<T>(-sc * db * inv_m);
+                    k2[c] = static_cast<A>(-sc * is * dw * inv_m);
+                    k3[c] = static_cast<A>(-sc * db * inv_m);
                 } else {
-                    k2[c] = T(0);
-                    k3[c] = T(0);
+                    k2[c] = A(0);
+                    k3[c] = A(0);
                 }
             }
         }
@@ -343,11 +350,13 @@ __global__ void bn_backward_finalize(const double* __restrict__ partial, long lo
 }
 
 // Stage 3: dx = k1[c]·g + k2[c]·(x - mean[c]) + k3[c], flat like
-// channel_affine. With use_x == 0 (fixed statistics) x is not read at all.
+// channel_affine (in acc_t<T>). With use_x == 0 (fixed statistics) x is not read at all.
 template <typename T>
-__global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ mean,
-                               const T* __restrict__ k1, const T* __restrict__ k2, const T* __restrict__ k3,
-                               T* __restrict__ dx, int use_x, long long total, long long C, long long S) {
+__global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x, const acc_t<T>* __restrict__ mean,
+                               const acc_t<T>* __restrict__ k1, const acc_t<T>* __restrict__ k2,
+                               const acc_t<T>* __restrict__ k3, T* __restrict__ dx, int use_x, long long total,
+                               long long C, long long S) {
+    using A = acc_t<T>;
     constexpr int V = Pack<T>::N;
     const long long units = (total + V - 1) / V;
     const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -359,7 +368,7 @@ __global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x,
         const int cnt = mg::load_batch(g + i0, total - i0, gv);
         if (use_x) mg::load_batch(x + i0, total - i0, xv);
         long long ls = cur.inner, lc = cur.outer, pc = -1;
-        T a = T(0), b = T(0), d = T(0), mu = T(0);
+        A a = A(0), b = A(0), d = A(0), mu = A(0);
 #pragma unroll
         for (int l = 0; l < V; ++l) {
             if (l < cnt) {
@@ -372,9 +381,9 @@ __global__ void bn_backward_dx(const T* __restrict__ g, const T* __restrict__ x,
                         mu = mean[lc];
                     }
                 }
-                T r = a * gv[l] + d;
-                if (use_x) r += b * (xv[l] - mu);
-                gv[l] = r;
+                A r = a * widen(gv[l]) + d;
+                if (use_x) r += b * (widen(xv[l]) - mu);
+                gv[l] = narrow<T>(r);
             }
             cur.step(ls, lc);
         }

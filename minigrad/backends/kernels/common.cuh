@@ -1,12 +1,20 @@
 // Device helpers shared by minigrad's CUDA kernels.
 //
-// Everything here is header-only device code without any #include, so the
-// same text compiles under NVRTC (CuPy's RawModule, which gets this header
+// Everything here is header-only device code whose only #includes are
+// CUDA's half-precision types (cuda_fp16.h, cuda_bf16.h: CuPy puts them on
+// NVRTC's include path, as its own float16 kernels need them), so the same
+// text compiles under NVRTC (CuPy's RawModule, which gets this header
 // inlined into each kernel source), under nvcc (the PTX test) and under g++
-// with tests/cuda/emu/cuda_emu.h (the CPU emulation test).
+// with tests/cuda/emu/cuda_emu.h (the CPU emulation test, which has its own
+// stand-ins for the two headers).
 //
 // Conventions of every kernel in kernels/*.cu:
-// * one template per kernel, instantiated for T = float and T = double;
+// * one template per kernel, instantiated for T = float and T = double; the
+//   normalization kernels also for T = __half and __nv_bfloat16, which are
+//   storage types only: values are widened to acc_t<T> = float on load,
+//   computed in float (sums in double, as for float) and rounded once on
+//   store; their per-channel vectors and statistics are acc_t<T> (float32),
+//   so a float16 input has float32 statistics and parameters;
 // * sizes are `long long`, flags `int`, epsilons `double`, optimizer
 //   hyper-parameters `T`; optional pointers may be null;
 // * grid-stride loops, so any grid size is correct (the host picks one that
@@ -19,9 +27,33 @@
 #ifndef MINIGRAD_KERNELS_COMMON_CUH
 #define MINIGRAD_KERNELS_COMMON_CUH
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 namespace mg {
 
 constexpr unsigned FULL_MASK = 0xffffffffu;
+
+// ------------------------------------------------------- storage vs compute
+// acc_t<T>: the type values of T are computed in and the type of the
+// per-channel vectors and statistics that go with T data.
+template <typename T> struct Acc { using type = T; };
+template <> struct Acc<__half> { using type = float; };
+template <> struct Acc<__nv_bfloat16> { using type = float; };
+template <typename T> using acc_t = typename Acc<T>::type;
+
+// widen(v): a value of T as acc_t<T> (exact); narrow<T>(a): rounded to T
+// (to nearest even), once, when it is stored.
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ double widen(double v) { return v; }
+__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T narrow(acc_t<T> a) { return a; }
+template <> __device__ __forceinline__ __half narrow<__half>(float a) { return __float2half_rn(a); }
+template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float a) {
+    return __float2bfloat16_rn(a);
+}
 
 // --------------------------------------------------------------- small math
 __device__ __forceinline__ long long lmin(long long a, long long b) { return a < b ? a : b; }
@@ -56,7 +88,7 @@ __device__ __forceinline__ void atomic_add(double* p, double v) {
 }
 
 // ------------------------------------------------------- vectorised access
-// A 16-byte pack: 4 floats or 2 doubles, loaded/stored with one instruction
+// A 16-byte pack: 8 halves, 4 floats or 2 doubles, loaded/stored with one instruction
 // (LDG.128 / STG.128) when the address is 16-byte aligned.
 template <typename T>
 struct alignas(16) Pack {
@@ -83,7 +115,7 @@ __device__ __forceinline__ int load_batch(const T* p, long long avail, T (&v)[Pa
     }
     const int cnt = avail < V ? static_cast<int>(avail) : V;
 #pragma unroll
-    for (int i = 0; i < V; ++i) v[i] = i < cnt ? p[i] : T(0);
+    for (int i = 0; i < V; ++i) v[i] = i < cnt ? p[i] : T();
     return cnt;
 }
 
@@ -173,13 +205,13 @@ __device__ __forceinline__ Welford welford_batch(const T (&v)[Pack<T>::N], int k
     double s = 0.0;
 #pragma unroll
     for (int i = 0; i < V; ++i)
-        if (i < k) s += static_cast<double>(v[i]);
-    const double mean = k == V ? s * (1.0 / V) : s / k;  // 1/V is exact (V = 2 or 4)
+        if (i < k) s += static_cast<double>(widen(v[i]));
+    const double mean = k == V ? s * (1.0 / V) : s / k;  // 1/V is exact (V = 2, 4 or 8)
     double m2 = 0.0;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
         if (i < k) {
-            const double d = static_cast<double>(v[i]) - mean;
+            const double d = static_cast<double>(widen(v[i])) - mean;
             m2 += d * d;
         }
     }
@@ -267,12 +299,12 @@ __device__ __forceinline__ S block_reduce(S s, S* smem, S empty) {
 // `xr`, in units of Pack<T>::N; Welford per thread, Chan merges across the
 // row's warps, in double) and, after the call, stat[ty] = {mean, invstd}
 // with invstd = 1/sqrt(biased var + eps); thread tx == 0 also writes them to
-// mean_out[row]/invstd_out[row] when `active`. `wsm` (>= 32 states) and
+// mean_out[row]/invstd_out[row] (acc_t<T>) when `active`. `wsm` (>= 32 states) and
 // `stat` (>= TY pairs) are __shared__; every thread of the block must call
 // it (it contains barriers). Used by the per-row kernels of groupnorm.cu.
 template <typename T>
 __device__ void block_row_stats(const T* xr, long long K, long long row, bool active, double eps,
-                                T* mean_out, T* invstd_out, Welford* wsm, double (*stat)[2]) {
+                                acc_t<T>* mean_out, acc_t<T>* invstd_out, Welford* wsm, double (*stat)[2]) {
     constexpr int V = Pack<T>::N;
     const int tx = threadIdx.x, ty = threadIdx.y, TX = blockDim.x;
     const int wpr = TX >> 5;  // warps per row
@@ -296,8 +328,8 @@ __device__ void block_row_stats(const T* xr, long long K, long long row, bool ac
         stat[ty][0] = mean;
         stat[ty][1] = invstd;
         if (active) {
-            mean_out[row] = static_cast<T>(mean);
-            invstd_out[row] = static_cast<T>(invstd);
+            mean_out[row] = static_cast<acc_t<T>>(mean);
+            invstd_out[row] = static_cast<acc_t<T>>(invstd);
         }
     }
     __syncthreads();

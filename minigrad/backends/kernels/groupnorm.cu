@@ -13,9 +13,13 @@
 // block, grid-stride over groups of TY rows; each row is read in units of V elements (16-byte loads when aligned).
 // The channel of element k of a row, c0 + k/S, is tracked by a cursor (no
 // division per element), and weight/bias are reloaded only when it changes.
+// Per-channel vectors and statistics are acc_t<T> (float32 for half data).
 #include "common.cuh"
 
+using mg::acc_t;
+using mg::narrow;
 using mg::Pack;
+using mg::widen;
 using mg::Sum2;
 using mg::Welford;
 
@@ -24,10 +28,11 @@ using mg::Welford;
 // warps, in double); mean_out/invstd_out have N·G entries (row order).
 // weight/bias may be null.
 template <typename T>
-__global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict__ weight,
-                                   const T* __restrict__ bias, T* __restrict__ y, T* __restrict__ mean_out,
-                                   T* __restrict__ invstd_out, long long N, long long C, long long S, long long G,
-                                   double eps) {
+__global__ void group_norm_forward(const T* __restrict__ x, const acc_t<T>* __restrict__ weight,
+                                   const acc_t<T>* __restrict__ bias, T* __restrict__ y,
+                                   acc_t<T>* __restrict__ mean_out, acc_t<T>* __restrict__ invstd_out, long long N,
+                                   long long C, long long S, long long G, double eps) {
+    using A = acc_t<T>;
     constexpr int V = Pack<T>::N;
     __shared__ Welford wsm[32];
     __shared__ double stat[32][2];
@@ -44,9 +49,9 @@ __global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict_
         mg::block_row_stats(active ? x + r * K : x, K, r, active, eps, mean_out, invstd_out, wsm, stat);
         if (active) {
             const double mean = stat[ty][0];
-            const T hi = static_cast<T>(mean);
-            const T lo = static_cast<T>(mean - static_cast<double>(hi));
-            const T is = static_cast<T>(stat[ty][1]);
+            const A hi = static_cast<A>(mean);
+            const A lo = static_cast<A>(mean - static_cast<double>(hi));
+            const A is = static_cast<A>(stat[ty][1]);
             const long long c0 = (r % G) * Cg;  // first channel of the row
             const T* xr = x + r * K;
             T* yr = y + r * K;
@@ -55,7 +60,7 @@ __global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict_
                 T v[V];
                 const int cnt = mg::load_batch(xr + u * V, K - u * V, v);
                 long long ls = sc.inner, lc = sc.outer, pc = -1;
-                T a = is, b = T(0);
+                A a = is, b = A(0);
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
                     if (i < cnt) {
@@ -64,7 +69,7 @@ __global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict_
                             if (weight != nullptr) a = is * weight[c0 + lc];
                             if (bias != nullptr) b = bias[c0 + lc];
                         }
-                        v[i] = ((v[i] - hi) - lo) * a + b;
+                        v[i] = narrow<T>(((widen(v[i]) - hi) - lo) * a + b);
                     }
                     sc.step(ls, lc);
                 }
@@ -81,9 +86,11 @@ __global__ void group_norm_forward(const T* __restrict__ x, const T* __restrict_
 // A = Σ weight[c]·g, B = Σ weight[c]·g·(x - mean) over the row (in double).
 // mean/invstd: N·G entries; weight may be null.
 template <typename T>
-__global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ mean,
-                                    const T* __restrict__ invstd, const T* __restrict__ weight, T* __restrict__ dx,
-                                    long long N, long long C, long long S, long long G) {
+__global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict__ x,
+                                    const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ invstd,
+                                    const acc_t<T>* __restrict__ weight, T* __restrict__ dx, long long N, long long C,
+                                    long long S, long long G) {
+    using A = acc_t<T>;
     constexpr int V = Pack<T>::N;
     __shared__ Sum2 ssm[32];
     __shared__ double stat[32][2];
@@ -118,9 +125,9 @@ __global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict
                             pc = lc;
                             wc = static_cast<double>(weight[c0 + lc]);
                         }
-                        const double wg = wc * static_cast<double>(gv[i]);
+                        const double wg = wc * static_cast<double>(widen(gv[i]));
                         acc.a += wg;
-                        acc.b += wg * (static_cast<double>(xv[i]) - m);
+                        acc.b += wg * (static_cast<double>(widen(xv[i])) - m);
                     }
                     sc.step(ls, lc);
                 }
@@ -139,11 +146,11 @@ __global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict
         if (active) {
             const double is = static_cast<double>(invstd[r]);
             const double m = static_cast<double>(mean[r]);
-            const T hi = static_cast<T>(m);
-            const T lo = static_cast<T>(m - static_cast<double>(hi));
-            const T kb = static_cast<T>(-is * stat[ty][0] / static_cast<double>(K));
-            const T kc = static_cast<T>(is * is * is * stat[ty][1] / static_cast<double>(K));
-            const T ist = static_cast<T>(is);
+            const A hi = static_cast<A>(m);
+            const A lo = static_cast<A>(m - static_cast<double>(hi));
+            const A kb = static_cast<A>(-is * stat[ty][0] / static_cast<double>(K));
+            const A kc = static_cast<A>(is * is * is * stat[ty][1] / static_cast<double>(K));
+            const A ist = static_cast<A>(is);
             const T* gr = g + r * K;
             const T* xr = x + r * K;
             T* dr = dx + r * K;
@@ -153,7 +160,7 @@ __global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict
                 const int cnt = mg::load_batch(gr + u * V, K - u * V, gv);
                 mg::load_batch(xr + u * V, K - u * V, xv);
                 long long ls = sc.inner, lc = sc.outer, pc = -1;
-                T ka = ist;
+                A ka = ist;
 #pragma unroll
                 for (int i = 0; i < V; ++i) {
                     if (i < cnt) {
@@ -161,7 +168,7 @@ __global__ void group_norm_backward(const T* __restrict__ g, const T* __restrict
                             pc = lc;
                             ka = ist * weight[c0 + lc];
                         }
-                        gv[i] = ka * gv[i] + kb - kc * ((xv[i] - hi) - lo);
+                        gv[i] = narrow<T>(ka * widen(gv[i]) + kb - kc * ((widen(xv[i]) - hi) - lo));
                     }
                     sc.step(ls, lc);
                 }

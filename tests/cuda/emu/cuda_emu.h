@@ -17,10 +17,15 @@
 //   by the block's fibers, reused by the next block;
 // * atomics are plain read-modify-writes (fibers never interleave inside one).
 //
+// * __half and __nv_bfloat16 come from the stand-ins cuda_fp16.h and
+//   cuda_bf16.h of this directory (storage types with exact widening and
+//   round-to-nearest-even narrowing, the conversions the kernels use).
+//
 // Not emulated: concurrency between blocks (so races between blocks cannot
 // show), the memory model/caches, the numerics of GPU math functions and
-// FMA contraction (g++ rounds separately), dynamic shared memory, and
-// shuffles with partial masks (reported as errors).
+// FMA contraction (g++ rounds separately), dynamic shared memory, half
+// arithmetic (the kernels compute in float), and shuffles with partial
+// masks (reported as errors).
 #ifndef MINIGRAD_CUDA_EMU_H
 #define MINIGRAD_CUDA_EMU_H
 
@@ -35,6 +40,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
 
 #define __global__
 #define __device__

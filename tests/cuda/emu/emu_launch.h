@@ -18,10 +18,14 @@
 
 namespace emu {
 
-// Parameter codes: f float, d double, i int, q long long, Q unsigned long
-// long; "P" + code = pointer to mutable, "K" + code = pointer to const.
+// Parameter codes: e __half, E __nv_bfloat16, f float, d double, i int, q
+// long long, Q unsigned long long (NumPy's type characters, "E" being
+// ml_dtypes' bfloat16); "P" + code = pointer to mutable, "K" + code =
+// pointer to const.
 template <typename T, typename = void>
 struct Code;
+template <> struct Code<__half> { static std::string s() { return "e"; } };
+template <> struct Code<__nv_bfloat16> { static std::string s() { return "E"; } };
 template <> struct Code<float> { static std::string s() { return "f"; } };
 template <> struct Code<double> { static std::string s() { return "d"; } };
 template <> struct Code<int> { static std::string s() { return "i"; } };

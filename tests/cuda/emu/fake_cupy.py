@@ -25,8 +25,9 @@ Each launch is checked more strictly than a GPU would:
   ``np.int64`` for long long, ...; Python ints/floats are refused), arrays
   must be C-contiguous with the pointee's dtype;
 * arrays are copied into buffers with 64-byte guard zones filled with NaN
-  bytes (reads out of bounds poison results, writes out of bounds are
-  reported), keeping each array's alignment modulo 256;
+  bytes (NaN as float16, bfloat16, float32 and float64: reads out of bounds
+  poison results, writes out of bounds are reported), keeping each array's
+  alignment modulo 256;
 * arrays passed as pointers-to-const must come back unchanged;
 * a grid or block dimension of 0, or a block over 1024 threads, is an error.
 """
@@ -63,7 +64,15 @@ _CTYPES = {
     "q": ctypes.c_longlong,
     "Q": ctypes.c_ulonglong,
 }
+# The element codes of pointer parameters: the scalar ones and the half types (never passed by value).
 _DTYPE_CODE = {np.dtype(v): k for k, v in _SCALAR_CODES.items()}
+_DTYPE_CODE[np.dtype(np.float16)] = "e"
+try:
+    import ml_dtypes
+except ImportError:  # no bfloat16 arrays without it
+    pass
+else:
+    _DTYPE_CODE[np.dtype(ml_dtypes.bfloat16)] = "E"
 
 _BUILD_LOCK = threading.Lock()
 
@@ -193,7 +202,7 @@ def build(code: str, names: list[str]) -> ctypes.CDLL:
     """Compile ``code`` (a kernel source as handed to NVRTC) with the emulation; cached by content."""
     regs = "\n".join(f'static emu::Registrar mg_emu_reg_{i}("{n}", &{n});' for i, n in enumerate(names))
     unit = f'{code}\n#include "emu_launch.h"\n{regs}\n'
-    headers = "".join((EMU_DIR / h).read_text() for h in ("cuda_emu.h", "emu_launch.h"))
+    headers = "".join((EMU_DIR / h).read_text() for h in ("cuda_emu.h", "emu_launch.h", "cuda_fp16.h", "cuda_bf16.h"))
     key = hashlib.sha256((unit + headers + " ".join(CXXFLAGS)).encode()).hexdigest()[:24]
     so = _cache_dir() / f"mg-emu-{key}.so"
     with _BUILD_LOCK:

@@ -80,6 +80,9 @@ class NormalizerTestCase:
       forward hundreds of times).
     * ``standardizes``: whether training output groups have mean 0 and
       variance 1 for γ = 1, β = 0; None: the class's ``standardizes``.
+    * ``mixed_precision``: whether a float16 input may meet the float32
+      module (the output in float16, the parameter gradients in float32);
+      None: the class's ``mixed_precision``.
 
     Which samples share statistics is read from the class's own
     ``statistics_view`` (a ghost-batch normalizer declares its ghost
@@ -99,6 +102,7 @@ class NormalizerTestCase:
     skip_double_backward_test = False
     stateful_forward = False
     standardizes = None
+    mixed_precision = None
 
     # ------------------------------------------------------------ set-up
     @property
@@ -344,6 +348,26 @@ class NormalizerTestCase:
         var = v.var(axis=axes)
         np.testing.assert_allclose(yv.mean(axis=axes), 0.0, atol=1e-10)
         np.testing.assert_allclose(yv.var(axis=axes), var / (var + m.eps), rtol=1e-9)
+
+    def test_half_input(self, case, mode, device):
+        """With ``mixed_precision``, a float16 input into the float32 module: the reference of its values
+        rounded to float16, dx in float16, γ and β gradients in float32."""
+        if not (self.cls.mixed_precision if self.mixed_precision is None else self.mixed_precision):
+            pytest.skip(f"{self.cls.__name__} takes its own dtype only (mixed_precision is False)")
+        i, shape = case
+        rng = np.random.default_rng(12)
+        m = self.randomize(self.build(i, device), rng)
+        m.train(mode == "train")
+        x = tensor(rng.standard_normal(shape) * 2.0 + 0.5, dtype="float16", device=device, requires_grad=True)
+        expected = m.reference(x.detach().numpy().astype(np.float64))
+        y = self.forward(m)(x)
+        assert y.dtype == np.float16 and y.shape == x.shape
+        np.testing.assert_allclose(_host(y), expected, rtol=4e-3, atol=4e-3)
+        y.sum().backward()
+        assert x.grad.dtype == np.float16
+        for p in (m.weight, m.bias):
+            if p is not None:
+                assert p.grad.dtype == np.float32 and np.all(np.isfinite(p.grad.numpy()))
 
     def test_noncontiguous_input(self, case, device):
         """A transposed view gives exactly the output of its contiguous copy, in training and eval."""

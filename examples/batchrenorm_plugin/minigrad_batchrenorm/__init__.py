@@ -81,6 +81,9 @@ class _BatchRenorm:
 
     #: Training outputs are corrected by r and d, so they are not standardized.
     standardizes = False
+    #: Inputs in the module's dtype only (BatchNorm takes float16 into float32 modules; this example does
+    #: not mix r and d, which come in the statistics' float32, with float16 data).
+    mixed_precision = False
 
     def __init__(self, num_features, eps=1e-5, momentum=0.01, affine=True, track_running_stats=True,
                  r_max=PAPER_R_MAX, d_max=PAPER_D_MAX, *, device=None, dtype=None):

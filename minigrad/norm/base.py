@@ -195,6 +195,13 @@ class Normalizer(Module):
         or ValueError (rank, channel count) naming what was expected. A
         normalizer whose channel axis depends on the input (InstanceNorm's
         unbatched inputs) overrides it with the same three checks.
+
+        Example (InstanceNorm's: channels on axis 0 of an unbatched input)::
+
+            def check_input(self, x):
+                self.check_rank(x)
+                self.check_channels(x, 1 if x.ndim == self.batched_rank else 0)
+                self.check_dtype(x)
         """
         self.check_rank(x)
         self.check_channels(x, self.channel_axis)
@@ -277,6 +284,11 @@ class Normalizer(Module):
 
         Float64 backend arrays of shape ``(num_features,)``; what
         ``inference_affine`` returns for a normalizer that is this map in eval.
+
+        Example::
+
+            bn = minigrad.nn.BatchNorm1d(3).eval()
+            scale, shift = bn.running_affine()   # y = x·scale + shift per channel
         """
         weight = self.weight.array.reshape(-1) if self.weight is not None else None
         bias = self.bias.array.reshape(-1) if self.bias is not None else None
@@ -285,7 +297,15 @@ class Normalizer(Module):
 
     def running_stats_factor(self) -> float:
         """The weight of the next batch in the running averages: ``momentum``, or
-        ``1/(num_batches_tracked + 1)`` (a cumulative average) when ``momentum`` is None."""
+        ``1/(num_batches_tracked + 1)`` (a cumulative average) when ``momentum`` is None.
+
+        A getter: counting the batch is ``update_running_stats``'s job (or an
+        override's, with ``num_batches_tracked.add_(1)``).
+
+        Example::
+
+            minigrad.nn.BatchNorm1d(3, momentum=None).running_stats_factor()   # 1.0: the first batch is all
+        """
         if self.momentum is None:
             return 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
         return self.momentum
@@ -321,7 +341,12 @@ class Normalizer(Module):
         return []
 
     def affine_shape(self, ndim):
-        """Shape γ and β are reshaped to so they broadcast against an input of rank ``ndim``."""
+        """Shape γ and β are reshaped to so they broadcast against an input of rank ``ndim``.
+
+        Example::
+
+            minigrad.nn.BatchNorm2d(3).affine_shape(4)   # (1, -1, 1, 1)
+        """
         shape = [1] * ndim
         shape[self.channel_axis if self.channel_axis is not None else 1] = -1
         return tuple(shape)

@@ -3,8 +3,9 @@
 ``LazyLinear(out_features)`` and ``LazyConv2d(out_channels, kernel_size, ...)``
 take the arguments of their eager class without the input size (so do
 ``LazyBatchNorm1d()`` and ``LazyBatchNorm2d()``, which live with BatchNorm
-in ``minigrad.norm.batchnorm``, built on ``LazyModuleMixin``, and are also
-``minigrad.nn.LazyBatchNorm1d``/``2d``). Until the first call their parameters
+in ``minigrad.norm.batchnorm``, the layer above, built on
+``LazyModuleMixin``; ``minigrad.norm`` adds them to this module and to
+``minigrad.nn``). Until the first call their parameters
 and buffers are ``UninitializedParameter``/``UninitializedBuffer`` objects;
 the first call builds the eager layer for the input's size (initialised as
 that layer is), moves its values into those same objects (so an optimizer

@@ -13,6 +13,7 @@ the layer is one per-channel multiply-add (``inference_affine``), which
 
 from __future__ import annotations
 
+from ..nn import lazy as _lazy
 from ..nn.lazy import LazyModuleMixin
 from .base import Example, Normalizer
 from .fold import FoldError
@@ -142,3 +143,10 @@ class LazyBatchNorm2d(_LazyBatchNorm, BatchNorm2d):
     """
 
     cls_to_become = BatchNorm2d
+
+
+# They are also names of minigrad.nn.lazy, beside PyTorch's other lazy layers; that module is a layer below
+# this one, so they are added there from here.
+for _cls in (LazyBatchNorm1d, LazyBatchNorm2d):
+    setattr(_lazy, _cls.__name__, _cls)
+    _lazy.__all__.append(_cls.__name__)

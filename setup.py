@@ -25,9 +25,10 @@ from setuptools.command.build_ext import build_ext
 
 EXT_DIR = os.path.join("minigrad", "_ext")
 
-# Every .pyx under minigrad/_ext is one extension module (the engine, and one
-# module per group of kernels, each generic over float32/float64 through
-# Cython fused types): adding a kernel module means adding a file.
+# Every .pyx under minigrad/_ext is one extension module: the engine, the
+# thread/tuning module, and the three builds of the CPU kernels (_kernels,
+# _kernels_avx2, _kernels_avx512: one source, a kernel family per .pxi,
+# generic over float32/float64 through Cython fused types).
 MODULES = sorted(
     os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(EXT_DIR, "*.pyx"))
 )
@@ -105,6 +106,8 @@ def extensions():
             f"minigrad._ext.{name}",
             [os.path.join(EXT_DIR, f"{name}.pyx")],
             include_dirs=[numpy.get_include(), EXT_DIR],
+            # the kernel families and C primitives every kernel build includes: a change rebuilds them
+            depends=sorted(glob.glob(os.path.join(EXT_DIR, "*.h")) + glob.glob(os.path.join(EXT_DIR, "*.pxi"))),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         for name in MODULES

@@ -34,14 +34,16 @@ def _mathjax_root() -> str:
 
 
 def on_startup(command, dirty):
-    """Keep the SIMD kernel modules this processor cannot run from being imported by the inspector."""
-    from minigrad._ext import _norm
+    """Give the inspector a placeholder for the SIMD kernel builds this processor cannot run (importing
+    one raises ImportError)."""
+    import importlib
 
-    for name, supported in (("_norm_avx512", _norm.cpu_has_avx512), ("_norm_avx2", _norm.cpu_has_avx2_fma)):
+    for name in ("_kernels_avx512", "_kernels_avx2"):
         full = f"minigrad._ext.{name}"
-        if not supported() and full not in sys.modules:
-            placeholder = types.ModuleType(full, f"{name}: not built for this processor (placeholder for the docs)")
-            sys.modules[full] = placeholder
+        try:
+            importlib.import_module(full)
+        except ImportError:
+            sys.modules[full] = types.ModuleType(full, f"{name}: not for this processor (placeholder for the docs)")
 
 
 def on_post_build(config):

@@ -1,161 +1,26 @@
-/* Vector loops of the normalization kernels (included by _norm.pyx).
+/* Primitives of the normalization kernels (_batchnorm.pxi, _groupnorm.pxi); included by
+   _simd.h inside the build's target.
 
-   Each primitive works on one contiguous run of n elements and exists for
-   float (suffix _f32) and double (_f64), generated from one macro body
-   (MG_NORM_PRIMITIVES below). The orchestration (channels, rows, threads,
-   pipelining) is Cython in _norm.pyx; these are its inner loops.
+   Each primitive works on one contiguous run of n elements (or, the mg_col_* ones, on a block of
+   columns of an (N, C) matrix), generated for both types from one macro body.
 
-   Width: GCC/clang vector extensions of MG_VBYTES bytes: 64 where the
-   translation unit targets AVX-512F (_norm_avx512), 32 with AVX
-   (_norm_avx2), 16 otherwise (baseline SSE2, NEON). The width follows the
-   target the including module is compiled for (``#pragma GCC target``
-   before this header), so one source serves every build. Other compilers
-   get the scalar loops only (MG_VEC 0).
+   Numerics: every reduction accumulates in double, float32 values converted on load (four
+   independent vector accumulators, so a sum is bound by throughput, not by the latency of one
+   add). Statistics are two passes over blocks small enough for L1 (mean, then squared deviations
+   from it) merged with Chan's formula: never E[x^2] - E[x]^2. Outputs are computed in the working
+   precision from centred values ((x - h) - l) with the double mean split into h + l.
 
-   Numerics: every reduction accumulates in double, float32 values
-   converted on load (four independent vector accumulators, so a sum is
-   bound by throughput, not by the latency of one add). Statistics are two
-   passes over blocks small enough for L1 (mean, then squared deviations
-   from it) merged with Chan's formula: never E[x^2] - E[x]^2. Outputs are
-   computed in the working precision from centred values ((x - h) - l)
-   with the double mean split into h + l.
-
-   Streaming (non-temporal) stores: the output loops take a flag ``nt``;
-   where set (and on x86), the output is written with streaming stores
-   after a scalar peel to the vector alignment, which skips the
-   write-allocate read of lines that are not read back soon. The caller
-   issues mg_store_fence() before the data is published. */
+   Streaming (non-temporal) stores: the output loops take a flag ``nt``; where set (and on x86),
+   the output is written with streaming stores after a scalar peel to the vector alignment, which
+   skips the write-allocate read of lines that are not read back soon. The caller issues
+   mg_store_fence() before the data is published. */
 #ifndef MINIGRAD_NORM_SIMD_H
 #define MINIGRAD_NORM_SIMD_H
-
-#include <stddef.h>
-#include <stdint.h>
-#include <string.h>
-
-#if defined(__GNUC__) || defined(__clang__)
-#  define MG_VEC 1
-#  if defined(__AVX512F__)
-#    define MG_VBYTES 64
-#  elif defined(__AVX__)
-#    define MG_VBYTES 32
-#  else
-#    define MG_VBYTES 16
-#  endif
-#else
-#  define MG_VEC 0
-#  define MG_VBYTES 0
-#endif
-
-#if MG_VEC
-#  define MG_ALIGNED(n) __attribute__((aligned(n)))
-#else
-#  define MG_ALIGNED(n)
-#endif
-
-#if MG_VEC && (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
-#  include <immintrin.h>
-#  define MG_X86 1
-#  define MG_NT_BYTES MG_VBYTES /* streaming stores of one vector */
-#else
-#  define MG_X86 0
-#  define MG_NT_BYTES 0
-#endif
 
 /* Elements per statistics block (4 KiB of float, 8 KiB of double: L1). */
 #define MG_STAT_BLOCK 1024
 
-static inline void mg_store_fence(void) {
-#if MG_X86
-    _mm_sfence(); /* streaming stores are weakly ordered: publish them */
-#endif
-}
-
-/* Prefetch [p, p + bytes) into the caches, one request per 64-byte line.
-   GCC counts a prefetch as no side effect: a function it outlines around one
-   (partial inlining) is then "const", and every call to it is deleted as
-   dead code. The empty volatile asm (no instruction) is a side effect that
-   keeps the calls, and so the prefetches. */
-static inline void mg_prefetch(const void* p, Py_ssize_t bytes) {
 #if MG_VEC
-    const char* c = (const char*)p;
-    for (Py_ssize_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 3);
-    __asm__ __volatile__("");
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
-/* Running statistics of a set of values: count, mean, M2 = sum of squared deviations. */
-typedef struct {
-    double n, mean, m2;
-} mg_stats;
-
-/* Chan et al.'s merge of a block (n, mean, m2) into s: exact for any split. */
-static inline void mg_stats_merge(mg_stats* s, double n, double mean, double m2) {
-    if (n == 0) return;
-    if (s->n == 0) {
-        s->n = n;
-        s->mean = mean;
-        s->m2 = m2;
-        return;
-    }
-    double tot = s->n + n, d = mean - s->mean, wb = n / tot;
-    s->mean += d * wb;
-    s->m2 += m2 + d * d * s->n * wb;
-    s->n = tot;
-}
-
-#if MG_VEC
-typedef float mg_vf __attribute__((vector_size(MG_VBYTES)));
-typedef double mg_vd __attribute__((vector_size(MG_VBYTES)));
-#  define MG_WF (MG_VBYTES / 4) /* floats per vector */
-#  define MG_WD (MG_VBYTES / 8) /* doubles per vector */
-
-static inline mg_vf mg_ld_f32(const float* p) { mg_vf v; memcpy(&v, p, sizeof v); return v; }
-static inline mg_vd mg_ld_f64(const double* p) { mg_vd v; memcpy(&v, p, sizeof v); return v; }
-static inline void mg_st_f32(float* p, mg_vf v) { memcpy(p, &v, sizeof v); }
-static inline void mg_st_f64(double* p, mg_vd v) { memcpy(p, &v, sizeof v); }
-
-/* MG_WD consecutive elements as a vector of doubles (float32 converted). */
-static inline mg_vd mg_ldd_f64(const double* p) { return mg_ld_f64(p); }
-#  if MG_X86 && MG_VBYTES == 64
-static inline mg_vd mg_ldd_f32(const float* p) { return (mg_vd)_mm512_cvtps_pd(_mm256_loadu_ps(p)); }
-#  elif MG_X86 && MG_VBYTES == 32
-static inline mg_vd mg_ldd_f32(const float* p) { return (mg_vd)_mm256_cvtps_pd(_mm_loadu_ps(p)); }
-#  elif MG_X86
-static inline mg_vd mg_ldd_f32(const float* p) {
-    return (mg_vd)_mm_cvtps_pd(_mm_castpd_ps(_mm_load_sd((const double*)p)));
-}
-#  else
-typedef float mg_vfh __attribute__((vector_size(MG_VBYTES / 2)));
-static inline mg_vd mg_ldd_f32(const float* p) {
-    mg_vfh h;
-    memcpy(&h, p, sizeof h);
-    return __builtin_convertvector(h, mg_vd);
-}
-#  endif
-
-#  if MG_X86 && MG_VBYTES == 64
-#    define mg_nt_f32(p, v) _mm512_stream_ps((p), (__m512)(v))
-#    define mg_nt_f64(p, v) _mm512_stream_pd((p), (__m512d)(v))
-#  elif MG_X86 && MG_VBYTES == 32
-#    define mg_nt_f32(p, v) _mm256_stream_ps((p), (__m256)(v))
-#    define mg_nt_f64(p, v) _mm256_stream_pd((p), (__m256d)(v))
-#  elif MG_X86
-#    define mg_nt_f32(p, v) _mm_stream_ps((p), (__m128)(v))
-#    define mg_nt_f64(p, v) _mm_stream_pd((p), (__m128d)(v))
-#  else
-#    define mg_nt_f32(p, v) mg_st_f32((p), (v))
-#    define mg_nt_f64(p, v) mg_st_f64((p), (v))
-#  endif
-
-static inline double mg_hsum(mg_vd v) {
-    double s = 0;
-    for (int i = 0; i < MG_WD; i++) s += v[i];
-    return s;
-}
-
 /* Vector bodies; each leaves i at the first element it did not process. */
 #  define MG_BODY_SUM(SUF)                                                                    \
     {                                                                                         \
@@ -391,5 +256,102 @@ static inline void mg_stream_copy_f64(const double* s, double* d, Py_ssize_t n) 
 MG_NORM_PRIMITIVES(float, f32, void, 1)
 MG_NORM_PRIMITIVES(double, f64, void, 1)
 #endif
+
+/* Column passes over a block of nb channels of an (N, C) matrix (rows ld elements apart):
+   BatchNorm1d's S = 1 layout, walked row by row so the loops over j are contiguous and
+   vectorize. The sums take four rows per update of the accumulators, which are then loaded
+   and stored once per four rows (the loop is bound by that traffic, not by the adds). */
+#define MG_COLUMN_PRIMITIVES(T, SUF)                                                            \
+/* mean[j] = mean over the N rows of column j, in double */                                     \
+static inline void mg_col_mean_##SUF(const T* x, Py_ssize_t N, Py_ssize_t nb, Py_ssize_t ld,    \
+                                     double* mean) {                                            \
+    Py_ssize_t n = 0, j;                                                                        \
+    for (j = 0; j < nb; j++) mean[j] = 0;                                                       \
+    for (; n + 4 <= N; n += 4) {                                                                \
+        const T *r0 = x + n * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;                  \
+        for (j = 0; j < nb; j++)                                                                \
+            mean[j] += ((double)r0[j] + (double)r1[j]) + ((double)r2[j] + (double)r3[j]);       \
+    }                                                                                           \
+    for (; n < N; n++)                                                                          \
+        for (j = 0; j < nb; j++) mean[j] += x[n * ld + j];                                      \
+    for (j = 0; j < nb; j++) mean[j] *= 1.0 / (double)N;                                        \
+}                                                                                               \
+/* ssd[j] = sum over the rows of (x - mean[j])^2, in double */                                  \
+static inline void mg_col_ssd_##SUF(const T* x, Py_ssize_t N, Py_ssize_t nb, Py_ssize_t ld,     \
+                                    const double* mean, double* ssd) {                          \
+    Py_ssize_t n = 0, j;                                                                        \
+    for (j = 0; j < nb; j++) ssd[j] = 0;                                                        \
+    for (; n + 4 <= N; n += 4) {                                                                \
+        const T *r0 = x + n * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;                  \
+        for (j = 0; j < nb; j++) {                                                              \
+            double d0 = r0[j] - mean[j], d1 = r1[j] - mean[j], d2 = r2[j] - mean[j],            \
+                   d3 = r3[j] - mean[j];                                                        \
+            ssd[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);                                \
+        }                                                                                       \
+    }                                                                                           \
+    for (; n < N; n++)                                                                          \
+        for (j = 0; j < nb; j++) {                                                              \
+            double d0 = x[n * ld + j] - mean[j];                                                \
+            ssd[j] += d0 * d0;                                                                  \
+        }                                                                                       \
+}                                                                                               \
+/* y[n, j] = ((x[n, j] - h[j]) - l[j])*a[j] + b[j] */                                           \
+static inline void mg_col_affine_##SUF(const T* x, T* y, Py_ssize_t N, Py_ssize_t nb,           \
+                                       Py_ssize_t ldx, Py_ssize_t ldy, const T* h, const T* l,  \
+                                       const T* a, const T* b) {                                \
+    for (Py_ssize_t n = 0; n < N; n++) {                                                        \
+        const T* xr = x + n * ldx;                                                              \
+        T* yr = y + n * ldy;                                                                    \
+        for (Py_ssize_t j = 0; j < nb; j++) yr[j] = ((xr[j] - h[j]) - l[j]) * a[j] + b[j];      \
+    }                                                                                           \
+}                                                                                               \
+/* y[n, j] = x[n, j]*a[j] + b[j] */                                                             \
+static inline void mg_col_madd_##SUF(const T* x, T* y, Py_ssize_t N, Py_ssize_t nb,             \
+                                     Py_ssize_t ldx, Py_ssize_t ldy, const T* a, const T* b) {  \
+    for (Py_ssize_t n = 0; n < N; n++) {                                                        \
+        const T* xr = x + n * ldx;                                                              \
+        T* yr = y + n * ldy;                                                                    \
+        for (Py_ssize_t j = 0; j < nb; j++) yr[j] = xr[j] * a[j] + b[j];                        \
+    }                                                                                           \
+}                                                                                               \
+/* sg[j] = sum of g, sgx[j] = sum of g*(x - mu[j]) over the rows, in double */                  \
+static inline void mg_col_sum2_##SUF(const T* g, const T* x, Py_ssize_t N, Py_ssize_t nb,       \
+                                     Py_ssize_t ldg, Py_ssize_t ldx, const double* mu,          \
+                                     double* sg, double* sgx) {                                 \
+    Py_ssize_t n = 0, j;                                                                        \
+    for (j = 0; j < nb; j++) sg[j] = sgx[j] = 0;                                                \
+    for (; n + 4 <= N; n += 4) {                                                                \
+        const T *g0 = g + n * ldg, *g1 = g0 + ldg, *g2 = g1 + ldg, *g3 = g2 + ldg;              \
+        const T *x0 = x + n * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;              \
+        for (j = 0; j < nb; j++) {                                                              \
+            double v0 = g0[j], v1 = g1[j], v2 = g2[j], v3 = g3[j], m = mu[j];                   \
+            sg[j] += (v0 + v1) + (v2 + v3);                                                     \
+            sgx[j] += (v0 * (x0[j] - m) + v1 * (x1[j] - m)) + (v2 * (x2[j] - m) + v3 * (x3[j] - m)); \
+        }                                                                                       \
+    }                                                                                           \
+    for (; n < N; n++)                                                                          \
+        for (j = 0; j < nb; j++) {                                                              \
+            double v0 = g[n * ldg + j];                                                         \
+            sg[j] += v0;                                                                        \
+            sgx[j] += v0 * (x[n * ldx + j] - mu[j]);                                            \
+        }                                                                                       \
+}                                                                                               \
+/* d[n, j] = ka[j]*g + kb[j] - kc[j]*((x - h[j]) - l[j]); with fixed statistics d = ka[j]*g */  \
+static inline void mg_col_dx_##SUF(const T* g, const T* x, T* d, Py_ssize_t N, Py_ssize_t nb,   \
+                                   Py_ssize_t ldg, Py_ssize_t ldx, Py_ssize_t ldd, const T* ka, \
+                                   const T* kb, const T* kc, const T* h, const T* l,            \
+                                   int training) {                                              \
+    for (Py_ssize_t n = 0; n < N; n++) {                                                        \
+        const T *gr = g + n * ldg, *xr = x + n * ldx;                                           \
+        T* dr = d + n * ldd;                                                                    \
+        if (training)                                                                           \
+            for (Py_ssize_t j = 0; j < nb; j++)                                                 \
+                dr[j] = ka[j] * gr[j] + kb[j] - kc[j] * ((xr[j] - h[j]) - l[j]);                \
+        else                                                                                    \
+            for (Py_ssize_t j = 0; j < nb; j++) dr[j] = ka[j] * gr[j];                          \
+    }                                                                                           \
+}
+MG_COLUMN_PRIMITIVES(float, f32)
+MG_COLUMN_PRIMITIVES(double, f64)
 
 #endif /* MINIGRAD_NORM_SIMD_H */

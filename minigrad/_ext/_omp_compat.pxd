@@ -7,3 +7,8 @@ cdef extern from "_omp_compat.h" nogil:
     int omp_get_thread_num()
     int omp_get_num_threads()
     void minigrad_omp_barrier()
+    int minigrad_team_size(int n)
+    double minigrad_now()
+    int minigrad_probe_team(int n, double late)
+    int minigrad_acquire(int* flag)
+    void minigrad_release(int* flag)

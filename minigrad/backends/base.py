@@ -278,57 +278,128 @@ class Backend:
         acc = accumulation_dtype(x.dtype)
         return dx.reshape(n, c, s).astype(x.dtype, copy=False), dweight.astype(acc), dbias.astype(acc)
 
+    # ---------------------------------------------------- matrix products
+    def matmul(self, a, b):
+        """Matrix product with NumPy's rules (1-D operands, batch broadcasting): ``a @ b``."""
+        return a @ b
+
     # ---------------------------------------------------- convolution
     @staticmethod
-    def conv_output_size(size, k, stride, pad):
-        """Output length of a sliding window (no dilation)."""
-        return (size + 2 * pad - k) // stride + 1
+    def conv_output_size(size, k, stride, pad, dilation=1, ceil_mode=False):
+        """Output length of a sliding window (PyTorch's rule; 0 when the window does not fit).
 
-    def im2col(self, x, kh, kw, sh, sw, ph, pw):
+        ``(size + 2·pad - dilation·(k - 1) - 1) / stride + 1``, rounded down, or
+        up with ``ceil_mode`` (then a last window that would start in the
+        right padding is dropped).
+        """
+        span = size + 2 * pad - dilation * (k - 1) - 1
+        if span < 0:
+            return 0
+        out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+        if ceil_mode and (out - 1) * stride >= size + pad:
+            out -= 1
+        return out
+
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """Unfold ``x`` (N, C, H, W) into columns (N, C·kh·kw, OH·OW).
 
-        Row ``c·kh·kw + i·kw + j`` holds input pixel ``(c, oh·sh+i-ph, ow·sw+j-pw)``
+        Row ``c·kh·kw + i·kw + j`` holds input pixel ``(c, oh·sh + i·dh - ph, ow·sw + j·dw - pw)``
         for output position ``oh·OW + ow`` (zero outside the image).
         """
         xp = self.xp
         n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
+        oh = self.conv_output_size(h, kh, sh, ph, dh)
+        ow = self.conv_output_size(w, kw, sw, pw, dw)
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if (ph or pw) else x
         cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
-                cols[:, :, i, j] = xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+                cols[:, :, i, j] = xpad[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw]
         return cols.reshape(n, c * kh * kw, oh * ow)
 
-    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         """Adjoint of ``im2col``: sum columns back into an (N, C, H, W) array."""
         xp = self.xp
         n, c, h, w = x_shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
+        oh = self.conv_output_size(h, kh, sh, ph, dh)
+        ow = self.conv_output_size(w, kw, sw, pw, dw)
         cols = cols.reshape(n, c, kh, kw, oh, ow)
         out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
         for i in range(kh):
             for j in range(kw):
-                out[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += cols[:, :, i, j]
+                out[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[:, :, i, j]
         return out[:, :, ph : ph + h, pw : pw + w]
 
-    # -------------------------------------------------------- pooling
-    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
-        """Max pooling of (N, C, H, W); padding counts as -inf.
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups):
+        """2-D cross-correlation of ``x`` (N, C, H, W) with ``weight`` (O, C/groups, kh, kw) plus ``bias``.
 
-        Returns ``(y, argmax)`` where ``argmax`` (int64, shape of y) is the flat
-        index ``h·W + w`` of the chosen input pixel in its channel plane (the
-        first maximum in window order).
+        ``stride``, ``padding`` (symmetric, zeros) and ``dilation`` are pairs;
+        the channels form ``groups`` independent blocks. Returns ``(y, saved)``:
+        y (N, O, OH, OW) and what ``conv2d_backward`` needs besides the input's
+        shape and the weight (here the columns of ``im2col``).
         """
         xp = self.xp
         n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
+        o, cg, kh, kw = weight.shape
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        oh = self.conv_output_size(h, kh, sh, ph, dh)
+        ow = self.conv_output_size(w, kw, sw, pw, dw)
+        cols = self.im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)                    # (N, C·kh·kw, L)
+        w3 = weight.reshape(groups, o // groups, cg * kh * kw)                   # (G, Og, Kg)
+        y = xp.matmul(w3, cols.reshape(n, groups, cg * kh * kw, oh * ow))        # (N, G, Og, L)
+        y = y.reshape(n, o, oh, ow)
+        if bias is not None:
+            y += bias[None, :, None, None]
+        return y, cols
+
+    def conv2d_backward(self, grad, x_shape, weight, saved, stride, padding, dilation, groups, needs):
+        """Gradients of ``conv2d_forward`` from ``grad`` (N, O, OH, OW): ``(gx, gw, gb)``, each computed only
+        where ``needs`` (three booleans) asks (else None)."""
+        xp = self.xp
+        n, c, h, w = x_shape
+        o, cg, kh, kw = weight.shape
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        kg, og, L = cg * kh * kw, o // groups, grad.shape[2] * grad.shape[3]
+        g = grad.reshape(n, groups, og, L)                                      # (N, G, Og, L)
+        gx = gw = gb = None
+        if needs[0]:
+            wt = xp.swapaxes(weight.reshape(groups, og, kg), -1, -2)            # (G, Kg, Og)
+            dcols = xp.matmul(wt, g).reshape(n, c * kh * kw, L)
+            gx = self.col2im(dcols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
+        if needs[1]:
+            cols = saved.reshape(n, groups, kg, L)
+            gw = xp.einsum("ngol,ngkl->gok", g, cols).reshape(weight.shape)
+        if needs[2]:
+            gb = grad.sum(axis=(0, 2, 3))
+        return gx, gw, gb
+
+    # -------------------------------------------------------- pooling
+    def _pool_geometry(self, x_shape, kh, kw, sh, sw, ph, pw, ceil_mode, out_shape=None):
+        """Output size, and the extra right/bottom padding that ceil_mode's last window reaches into."""
+        h, w = x_shape[2:]
+        if out_shape is None:
+            oh = self.conv_output_size(h, kh, sh, ph, 1, ceil_mode)
+            ow = self.conv_output_size(w, kw, sw, pw, 1, ceil_mode)
+        else:
+            oh, ow = out_shape
+        eh = max(0, (oh - 1) * sh + kh - h - 2 * ph)
+        ew = max(0, (ow - 1) * sw + kw - w - 2 * pw)
+        return oh, ow, eh, ew
+
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, ceil_mode=False):
+        """Max pooling of (N, C, H, W); padding never wins (nor does the part of a ``ceil_mode`` window
+        past the input).
+
+        Returns ``(y, argmax)`` where ``argmax`` (int64, shape of y) is the flat
+        index ``h·W + w`` of the chosen input pixel in its channel plane (the
+        first maximum in window order; a NaN wins).
+        """
+        xp = self.xp
+        n, c, h, w = x.shape
+        oh, ow, eh, ew = self._pool_geometry(x.shape, kh, kw, sh, sw, ph, pw, ceil_mode)
         is_float = x.dtype.kind == "f"
         lowest = -xp.inf if is_float else xp.iinfo(x.dtype).min
-        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=lowest) if (ph or pw) else x
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=lowest)
         y = xp.full((n, c, oh, ow), lowest, dtype=x.dtype)
         arg = xp.full((n, c, oh, ow), -1, dtype=xp.int64)
         rows = xp.arange(oh)[:, None] * sh
@@ -353,35 +424,78 @@ class Backend:
         xp.add.at(dx, (rows, argmax.reshape(-1)), grad.reshape(-1))
         return dx.reshape(x_shape)
 
-    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+    def _avg_divisor(self, x_shape, oh, ow, kh, kw, sh, sw, ph, pw, count_include_pad):
+        """PyTorch's divisor of each window, (OH, OW) float64: the window clipped to the padded input
+        when ``count_include_pad``, else its pixels inside the input."""
+        xp = self.xp
+        sizes = []
+        for size, out, k, s, p in ((x_shape[2], oh, kh, sh, ph), (x_shape[3], ow, kw, sw, pw)):
+            start = xp.arange(out) * s - p
+            end = xp.minimum(start + k, size + p)
+            sizes.append(end - start if count_include_pad else xp.minimum(end, size) - xp.maximum(start, 0))
+        return (sizes[0][:, None] * sizes[1][None, :]).astype(xp.float64)
+
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True, ceil_mode=False):
         """Average pooling of (N, C, H, W) with zero padding.
 
-        The divisor is kh·kw when ``count_include_pad``, else the number of
-        in-image pixels of the window.
+        The divisor is PyTorch's: the window clipped to the padded input when
+        ``count_include_pad``, else the number of its pixels inside the input.
         """
-        n, c, h, w = x.shape
-        cols = self.im2col(x.reshape(n * c, 1, h, w), kh, kw, sh, sw, ph, pw)
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        y = cols.sum(axis=1) / self._pool_divisor(x.shape, kh, kw, sh, sw, ph, pw, count_include_pad)
-        return y.reshape(n, c, oh, ow).astype(x.dtype, copy=False)
+        xp = self.xp
+        oh, ow, eh, ew = self._pool_geometry(x.shape, kh, kw, sh, sw, ph, pw, ceil_mode)
+        xpad = xp.pad(x.astype(xp.float64), ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)))
+        acc = xp.zeros(x.shape[:2] + (oh, ow), dtype=xp.float64)
+        for i in range(kh):
+            for j in range(kw):
+                acc += xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+        y = acc / self._avg_divisor(x.shape, oh, ow, kh, kw, sh, sw, ph, pw, count_include_pad)
+        return y.astype(x.dtype, copy=False)
 
     def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
-        """Gradient of ``avg_pool2d_forward``."""
-        n, c, h, w = x_shape
-        g = grad.reshape(n * c, 1, -1) / self._pool_divisor(x_shape, kh, kw, sh, sw, ph, pw, count_include_pad)
-        cols = self.xp.broadcast_to(g, (n * c, kh * kw, g.shape[2]))
-        dx = self.col2im(cols, (n * c, 1, h, w), kh, kw, sh, sw, ph, pw)
-        return dx.reshape(x_shape).astype(grad.dtype, copy=False)
-
-    def _pool_divisor(self, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad):
-        if count_include_pad:
-            return float(kh * kw)
+        """Gradient of ``avg_pool2d_forward`` (whose output size, ceil_mode or not, is grad's)."""
         xp = self.xp
-        ones = xp.ones((1, 1) + tuple(x_shape[2:]), dtype=xp.float64)
-        return self.im2col(ones, kh, kw, sh, sw, ph, pw).sum(axis=1)  # (1, OH·OW)
+        n, c, h, w = x_shape
+        oh, ow, eh, ew = self._pool_geometry(x_shape, kh, kw, sh, sw, ph, pw, False, grad.shape[2:])
+        g = grad / self._avg_divisor(x_shape, oh, ow, kh, kw, sh, sw, ph, pw, count_include_pad)
+        dx = xp.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=xp.float64)
+        for i in range(kh):
+            for j in range(kw):
+                dx[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += g
+        return dx[:, :, ph : ph + h, pw : pw + w].astype(grad.dtype)
+
+    @staticmethod
+    def _adaptive_windows(size, out):
+        """PyTorch's adaptive windows: output i averages [floor(i·size/out), ceil((i+1)·size/out))."""
+        return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+    def adaptive_avg_pool2d_forward(self, x, oh, ow):
+        """Adaptive average pooling of (N, C, H, W) to (N, C, oh, ow)."""
+        xp = self.xp
+        y = xp.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+        for i, (h0, h1) in enumerate(self._adaptive_windows(x.shape[2], oh)):
+            for j, (w0, w1) in enumerate(self._adaptive_windows(x.shape[3], ow)):
+                y[:, :, i, j] = x[:, :, h0:h1, w0:w1].astype(xp.float64).mean(axis=(2, 3))
+        return y
+
+    def adaptive_avg_pool2d_backward(self, grad, x_shape):
+        """Gradient of ``adaptive_avg_pool2d_forward``: each output's gradient spread over its window."""
+        xp = self.xp
+        dx = xp.zeros(x_shape, dtype=xp.float64)
+        oh, ow = grad.shape[2:]
+        for i, (h0, h1) in enumerate(self._adaptive_windows(x_shape[2], oh)):
+            for j, (w0, w1) in enumerate(self._adaptive_windows(x_shape[3], ow)):
+                dx[:, :, h0:h1, w0:w1] += (grad[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+        return dx.astype(grad.dtype)
 
     # --------------------------------------------- fused elementwise ops
+    def relu(self, x):
+        """``max(x, 0)`` elementwise (a NaN stays NaN)."""
+        return self.xp.maximum(x, 0)
+
+    def relu_backward(self, grad, y):
+        """Gradient of ``relu`` from its output ``y``: ``grad`` where ``y > 0``, else 0."""
+        return grad * (y > 0)
+
     def sigmoid(self, x):
         """Logistic function, stable for large |x|: ``0.5·(1 + tanh(x/2))``."""
         xp = self.xp

@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 
-from .._ext import _conv, _elementwise
 from .base import Backend
 
 __all__ = ["CPUBackend"]
@@ -46,6 +45,39 @@ def _keep_freed_memory() -> bool:
 MALLOC_TUNED = _keep_freed_memory()
 
 
+def _cache_large_arrays() -> bool:
+    """Keep a few freed NumPy buffers of 32 MiB and more for the next array of the same size.
+
+    Above glibc's largest mmap threshold every array is a fresh mapping,
+    faulted in page by page inside the kernels that first write it (a
+    float64 BatchNorm2d of (32, 64, 56, 56) is 51 MB: its training step
+    measured 13-15 ms, with single steps of 80-115 ms). The cache
+    (``minigrad/_ext/_memory.h``) holds at most 256 MiB of freed blocks
+    (``MINIGRAD_ARRAY_CACHE_MB``; 0 turns it off) and serves only requests of
+    exactly a cached size, in the thread that imports minigrad (NumPy keeps
+    its allocator per context). Returns whether it was installed.
+    """
+    mb = os.environ.get("MINIGRAD_ARRAY_CACHE_MB", "256").strip()
+    try:
+        cap = int(mb) << 20
+    except ValueError:
+        raise ValueError(f"MINIGRAD_ARRAY_CACHE_MB must be a number of MiB, got {mb!r}") from None
+    if cap <= 0:
+        return False
+    from .._ext import _memory
+
+    _memory.install(cap)
+    return True
+
+
+ARRAY_CACHE = _cache_large_arrays()
+
+# Matrix products (matmul, Linear, convolution) run in minigrad's own thread team (_gemm.pxi).
+# MINIGRAD_CPU_MATMUL=blas sends them to NumPy's BLAS instead (its own thread pool, limited to the same
+# budget through threadpoolctl): the alternative that benchmarks/bench.py compares against.
+MATMUL_IN_TEAM = os.environ.get("MINIGRAD_CPU_MATMUL", "team").strip().lower() != "blas"
+
+
 class CPUBackend(Backend):
     """NumPy arrays; Cython kernels for the fused operations."""
 
@@ -71,42 +103,103 @@ class CPUBackend(Backend):
         self._seed = int(seed)
         self._rng = np.random.Generator(np.random.PCG64(self._seed))
 
-    # ------------------------------------------------ convolution & pooling
-    # The Cython kernels take C-contiguous float32/float64 arrays; anything
-    # else (integer tensors, say) takes the NumPy reference in base.py.
-
-    def im2col(self, x, kh, kw, sh, sw, ph, pw):
-        if not _kernel_dtype(x):
-            return super().im2col(x, kh, kw, sh, sw, ph, pw)
-        x = np.ascontiguousarray(x)
-        n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        cols = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
-        _conv.im2col(x, cols, kh, kw, sh, sw, ph, pw)
-        return cols
-
-    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
-        if not _kernel_dtype(cols):
-            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
-        n, c, h, w = x_shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, oh * ow)
-        out = np.zeros((n, c, h, w), dtype=cols.dtype)
-        _conv.col2im(cols, out, kh, kw, sh, sw, ph, pw)
+    # ------------------------------------------------ matrix products
+    def matmul(self, a, b):
+        if not (MATMUL_IN_TEAM and a.dtype == b.dtype and a.dtype in _KERNEL_DTYPES and a.ndim and b.ndim):
+            return super().matmul(a, b)
+        if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:  # the common case, without broadcasting
+            out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+            if out.size:
+                _kernels().matmul(a[None], b[None], out[None])
+            return out
+        # NumPy's rules: a vector is a matrix of one row (a) or one column (b), dropped from the result
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        m, k = a2.shape[-2:]
+        if b2.shape[-2] != k:
+            return super().matmul(a, b)  # NumPy's error message
+        n = b2.shape[-1]
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        out = np.empty(batch + (m, n), dtype=a.dtype)
+        if out.size:
+            nb = out.size // (m * n)
+            _kernels().matmul(_batched(a2, batch, nb), _batched(b2, batch, nb), out.reshape(nb, m, n))
+        if b.ndim == 1:
+            out = out[..., 0]
+        if a.ndim == 1:
+            out = out[..., 0, :] if b.ndim > 1 else out[..., 0]
         return out
 
-    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
+    # ------------------------------------------------ convolution & pooling
+    # The kernels take C-contiguous float32/float64 arrays (the wrappers copy
+    # anything else once); other dtypes (integer tensors, say) take the NumPy
+    # reference in base.py.
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         if not _kernel_dtype(x):
-            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+            return super().im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)
         n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
-        planes = np.ascontiguousarray(x).reshape(n * c, h, w)
+        cols = np.empty((n, c * kh * kw, self.conv_output_size(h, kh, sh, ph, dh)
+                         * self.conv_output_size(w, kw, sw, pw, dw)), dtype=x.dtype)
+        _kernels().im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw)
+        return cols
+
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+        if not _kernel_dtype(cols):
+            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
+        n, c, h, w = x_shape
+        cols = np.ascontiguousarray(cols).reshape(n, c * kh * kw, self.conv_output_size(h, kh, sh, ph, dh)
+                                                  * self.conv_output_size(w, kw, sw, pw, dw))
+        out = np.empty((n, c, h, w), dtype=cols.dtype)
+        _kernels().col2im(cols, out, kh, kw, sh, sw, ph, pw, dh, dw)
+        return out
+
+    def conv2d_forward(self, x, weight, bias, stride, padding, dilation, groups):
+        if not (MATMUL_IN_TEAM and _kernel_dtype(x) and weight.dtype == x.dtype
+                and (bias is None or bias.dtype == x.dtype)):
+            return super().conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        n, c, h, w = x.shape
+        o, cg, kh, kw = weight.shape
+        oh = self.conv_output_size(h, kh, sh, ph, dh)
+        ow = self.conv_output_size(w, kw, sw, pw, dw)
+        x = np.ascontiguousarray(x)
+        y = np.empty((n, o, oh, ow), dtype=x.dtype)
+        pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
+        # The backward pass needs every image's columns; a 1x1 convolution's are the input itself.
+        cols = None if pointwise else np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+        _kernels().conv2d_forward(x, np.ascontiguousarray(weight), None if bias is None else np.ascontiguousarray(bias),
+                                  y, cols, sh, sw, ph, pw, dh, dw, groups)
+        return y, (x.reshape(n, c, h * w) if pointwise else cols)
+
+    def conv2d_backward(self, grad, x_shape, weight, saved, stride, padding, dilation, groups, needs):
+        if not (MATMUL_IN_TEAM and _kernel_dtype(grad) and weight.dtype == grad.dtype
+                and (saved is None or saved.dtype == grad.dtype)):  # no saved columns when only dx is wanted
+            return super().conv2d_backward(grad, x_shape, weight, saved, stride, padding, dilation, groups, needs)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        n, o, oh, ow = grad.shape
+        g = np.ascontiguousarray(grad).reshape(n, o, oh * ow)
+        weight = np.ascontiguousarray(weight)
+        gx = gw = gb = None
+        k = _kernels()
+        if needs[0]:
+            gx = np.empty(x_shape, dtype=grad.dtype)
+            k.conv2d_backward_input(g, weight, gx, sh, sw, ph, pw, dh, dw, groups)
+        if needs[1] or needs[2]:
+            gw2 = np.empty((o, int(np.prod(weight.shape[1:]))), dtype=grad.dtype)
+            gb = np.empty(o, dtype=grad.dtype) if needs[2] else None
+            k.conv2d_backward_weight(g, saved, gw2, gb, groups)
+            gw = gw2.reshape(weight.shape) if needs[1] else None
+        return gx, gw, gb
+
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, ceil_mode=False):
+        if not _kernel_dtype(x):
+            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, ceil_mode)
+        n, c, h, w = x.shape
+        oh = self.conv_output_size(h, kh, sh, ph, 1, ceil_mode)
+        ow = self.conv_output_size(w, kw, sw, pw, 1, ceil_mode)
         y = np.empty((n * c, oh, ow), dtype=x.dtype)
         arg = np.empty((n * c, oh, ow), dtype=np.int64)
-        _conv.max_pool2d_forward(planes, y, arg, h, w, kh, kw, sh, sw, ph, pw)
+        _kernels().max_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y, arg, kh, kw, sh, sw, ph, pw)
         return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
 
     def max_pool2d_backward(self, grad, argmax, x_shape):
@@ -115,19 +208,19 @@ class CPUBackend(Backend):
         n, c, h, w = x_shape
         g = np.ascontiguousarray(grad).reshape(n * c, grad.shape[2], grad.shape[3])
         arg = np.ascontiguousarray(argmax, dtype=np.int64).reshape(g.shape)
-        dx = np.zeros((n * c, h * w), dtype=grad.dtype)
-        _conv.max_pool2d_backward(g, arg, dx)
+        dx = np.empty((n * c, h * w), dtype=grad.dtype)
+        _kernels().max_pool2d_backward(g, arg, dx)
         return dx.reshape(x_shape)
 
-    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True, ceil_mode=False):
         if not _kernel_dtype(x):
-            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad)
+            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, ceil_mode)
         n, c, h, w = x.shape
-        oh = self.conv_output_size(h, kh, sh, ph)
-        ow = self.conv_output_size(w, kw, sw, pw)
+        oh = self.conv_output_size(h, kh, sh, ph, 1, ceil_mode)
+        ow = self.conv_output_size(w, kw, sw, pw, 1, ceil_mode)
         y = np.empty((n * c, oh, ow), dtype=x.dtype)
-        _conv.avg_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y, h, w, kh, kw, sh, sw, ph, pw,
-                                 count_include_pad)
+        _kernels().avg_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y, kh, kw, sh, sw, ph, pw,
+                                      count_include_pad)
         return y.reshape(n, c, oh, ow)
 
     def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
@@ -135,16 +228,50 @@ class CPUBackend(Backend):
             return super().avg_pool2d_backward(grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad)
         n, c, h, w = x_shape
         g = np.ascontiguousarray(grad).reshape(n * c, grad.shape[2], grad.shape[3])
-        dx = np.zeros((n * c, h, w), dtype=grad.dtype)
-        _conv.avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
+        dx = np.empty((n * c, h, w), dtype=grad.dtype)
+        _kernels().avg_pool2d_backward(g, dx, kh, kw, sh, sw, ph, pw, count_include_pad)
         return dx.reshape(x_shape)
+
+    def adaptive_avg_pool2d_forward(self, x, oh, ow):
+        if not _kernel_dtype(x):
+            return super().adaptive_avg_pool2d_forward(x, oh, ow)
+        n, c, h, w = x.shape
+        y = np.empty((n * c, oh, ow), dtype=x.dtype)
+        _kernels().adaptive_avg_pool2d_forward(np.ascontiguousarray(x).reshape(n * c, h, w), y)
+        return y.reshape(n, c, oh, ow)
+
+    def adaptive_avg_pool2d_backward(self, grad, x_shape):
+        if not _kernel_dtype(grad):
+            return super().adaptive_avg_pool2d_backward(grad, x_shape)
+        n, c, h, w = x_shape
+        g = np.ascontiguousarray(grad).reshape(n * c, grad.shape[2], grad.shape[3])
+        dx = np.empty((n * c, h, w), dtype=grad.dtype)
+        _kernels().adaptive_avg_pool2d_backward(g, dx)
+        return dx.reshape(x_shape)
+
+    # ------------------------------------------------- elementwise
+    def relu(self, x):
+        if not _kernel_dtype(x):
+            return super().relu(x)
+        x = _c_order(x)
+        y = np.empty(x.shape, dtype=x.dtype)
+        _kernels().relu_forward(x.reshape(-1), y.reshape(-1))
+        return y
+
+    def relu_backward(self, grad, y):
+        if not (_kernel_dtype(grad) and y.dtype == grad.dtype and grad.shape == y.shape):
+            return super().relu_backward(grad, y)
+        grad, y = _c_order(grad), _c_order(y)
+        dx = np.empty(grad.shape, dtype=grad.dtype)
+        _kernels().relu_backward(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        return dx
 
     def erf(self, x):
         if not _kernel_dtype(x):
             return super().erf(x)
         flat = np.ascontiguousarray(x).reshape(-1)
         out = np.empty_like(flat)
-        _elementwise.erf(flat, out)
+        _kernels().erf(flat, out)
         return out.reshape(x.shape)
 
     # ------------------------------------------------- optimizer updates
@@ -156,21 +283,19 @@ class CPUBackend(Backend):
             buf = np.empty_like(param)
         g = np.ascontiguousarray(grad).reshape(-1)
         flat_buf = buf.reshape(-1) if buf is not None else param.reshape(-1)
-        _elementwise.sgd_update(param.reshape(-1), g, flat_buf, lr, momentum, dampening, weight_decay,
-                                nesterov, first)
+        _kernels().sgd_update(param.reshape(-1), g, flat_buf, lr, momentum, dampening, weight_decay, nesterov, first)
         return buf
 
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
         if not (_kernel_dtype(param) and param.flags.c_contiguous and grad.dtype == param.dtype):
             return super().adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                                        weight_decay)
-        _elementwise.adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
-                                 exp_avg.reshape(-1), exp_avg_sq.reshape(-1), lr, beta1, beta2, eps,
-                                 weight_decay, 1.0 - beta1**step, 1.0 - beta2**step)
-
+        _kernels().adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), exp_avg.reshape(-1),
+                               exp_avg_sq.reshape(-1), lr, beta1, beta2, eps, weight_decay, 1.0 - beta1**step,
+                               1.0 - beta2**step)
 
     # ==================================================================
-    # normalization kernels (minigrad/_ext/_norm.pyx, used by minigrad.norm)
+    # normalization kernels (minigrad/_ext/_batchnorm.pxi, _groupnorm.pxi, used by minigrad.norm)
     #
     # float32/float64 go to the fused Cython kernels; other dtypes (float16)
     # fall back to the NumPy reference. Inputs whose last axis is strided
@@ -186,7 +311,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty(c, dtype=x.dtype)
         var = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
+        _kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
         return y, mean, var
 
     def channel_affine(self, x, scale, shift):
@@ -194,7 +319,7 @@ class CPUBackend(Backend):
             return super().channel_affine(x, scale, shift)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
+        _kernels().channel_affine(x, _vector(scale, x), _vector(shift, x), y)
         return y
 
     def batch_norm_forward_eval(self, x, mean, var, weight, bias, eps):
@@ -202,7 +327,7 @@ class CPUBackend(Backend):
             return super().batch_norm_forward_eval(x, mean, var, weight, bias, eps)
         x = _per_channel_layout(x)
         y = np.empty(x.shape, dtype=x.dtype)
-        _norm_kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
+        _kernels().batch_norm_forward_eval(x, _vector(mean, x), _vector(var, x), _vector(weight, x),
                                                 _vector(bias, x), float(eps), y)
         return y
 
@@ -215,7 +340,7 @@ class CPUBackend(Backend):
         c = x.shape[1]
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+        _kernels().batch_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             bool(training), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -227,7 +352,7 @@ class CPUBackend(Backend):
         y = np.empty((n, c, s), dtype=x.dtype)
         mean = np.empty((n, groups), dtype=x.dtype)
         invstd = np.empty((n, groups), dtype=x.dtype)
-        _norm_kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
+        _kernels().group_norm_forward(x, _vector(weight, x), _vector(bias, x), int(groups), float(eps), y,
                                            mean, invstd)
         return y, mean, invstd
 
@@ -240,7 +365,7 @@ class CPUBackend(Backend):
         dx = np.empty(x.shape, dtype=x.dtype)
         dweight = np.empty(c, dtype=x.dtype)
         dbias = np.empty(c, dtype=x.dtype)
-        _norm_kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
+        _kernels().group_norm_backward(grad, x, _vector(mean, x), _vector(invstd, x), _vector(weight, x),
                                             int(groups), dx, dweight, dbias)
         return dx, dweight, dbias
 
@@ -254,40 +379,44 @@ def _kernel_dtype(a) -> bool:
     return a.dtype in _KERNEL_DTYPES
 
 
-# ---------------------------------------------- normalization kernel helpers
-_NORM_MODULE = None
+# ---------------------------------------------------------- kernel helpers
+_KERNELS = None
 
 
-def _norm_kernels():
+def _kernels():
     """The compiled kernel module: the widest build the CPU can run.
 
-    AVX-512 (``_norm_avx512``) where the processor and OS support it, else
-    AVX2+FMA (``_norm_avx2``), else the portable baseline (``_norm``).
-    ``MINIGRAD_NORM_SIMD=baseline`` (or ``avx2``) caps the choice, for
-    tests and comparisons.
+    AVX-512 (``_kernels_avx512``) where the processor and OS support it, else
+    AVX2+FMA (``_kernels_avx2``), else the portable baseline (``_kernels``).
+    A build the processor cannot run refuses to import (ImportError), so
+    trying them widest first is safe. ``MINIGRAD_SIMD=baseline`` (or
+    ``avx2``) caps the choice, for tests and comparisons.
     """
-    global _NORM_MODULE
-    if _NORM_MODULE is None:
+    global _KERNELS
+    if _KERNELS is None:
         import importlib
 
-        from .._ext import _norm
+        cap = os.environ.get("MINIGRAD_SIMD", "").strip().lower()
+        order = ["_kernels_avx512", "_kernels_avx2", "_kernels"]
+        for name in order[{"avx2": 1, "baseline": 2}.get(cap, 0):]:
+            try:
+                _KERNELS = importlib.import_module(f".._ext.{name}", __package__)
+            except ImportError:  # this processor cannot run it, or a build without this variant
+                continue
+            break
+    return _KERNELS
 
-        cap = os.environ.get("MINIGRAD_NORM_SIMD", "").strip().lower()
-        order = [("_norm_avx512", _norm.cpu_has_avx512), ("_norm_avx2", _norm.cpu_has_avx2_fma)]
-        if cap == "baseline":
-            order = []
-        elif cap == "avx2":
-            order = order[1:]
-        module = _norm
-        for name, supported in order:
-            if supported():
-                try:
-                    module = importlib.import_module(f".._ext.{name}", __package__)
-                except ImportError:  # a build without this variant
-                    continue
-                break
-        _NORM_MODULE = module
-    return _NORM_MODULE
+
+def _c_order(a):
+    """``a`` itself when C-contiguous, else a C-contiguous copy of the same shape (NumPy's
+    ``ascontiguousarray`` turns a 0-d array into a 1-d one)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _batched(a, batch, nb):
+    """``a`` (..., M, K) broadcast to ``batch`` + (M, K), as a 3-D (nb, M, K) view (a copy only when the
+    batch axes cannot be merged into one strided axis)."""
+    return np.broadcast_to(a, batch + a.shape[-2:]).reshape((nb,) + a.shape[-2:])
 
 
 def _inner_contiguous(a):

@@ -267,19 +267,19 @@ class CUDABackend(Backend):
                                                         *(() if flag is None else (I32(bool(flag)),))))
         return out
 
-    def im2col(self, x, kh, kw, sh, sw, ph, pw):
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         dtype = self.launcher.common_dtype(x)
-        if dtype is None:
-            return super().im2col(x, kh, kw, sh, sw, ph, pw)
+        if dtype is None or (dh, dw) != (1, 1):  # no dilated kernel yet: the reference
+            return super().im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)
         oh, ow = check_window("im2col", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         return self._window_kernel("im2col", x, self.xp.empty((n, c * kh * kw, oh * ow), dtype=dtype),
                                    n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
 
-    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw):
+    def col2im(self, cols, x_shape, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
         dtype = self.launcher.common_dtype(cols)
-        if dtype is None:
-            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw)
+        if dtype is None or (dh, dw) != (1, 1):  # no dilated kernel yet: the reference
+            return super().col2im(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         oh, ow = check_window("col2im", x_shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = (int(s) for s in x_shape)
         check_shape("col2im", "cols", cols, (n, c * kh * kw, oh * ow))
@@ -287,10 +287,10 @@ class CUDABackend(Backend):
                                    n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow)
 
     # -------------------------------------------------------- pooling
-    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw):
+    def max_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, ceil_mode=False):
         dtype = self.launcher.common_dtype(x)
-        if dtype is None:
-            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+        if dtype is None or ceil_mode:  # no ceil_mode kernel yet: the reference
+            return super().max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, ceil_mode)
         oh, ow = check_window("max_pool2d_forward", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         y = self.xp.empty((n, c, oh, ow), dtype=dtype)
@@ -316,10 +316,10 @@ class CUDABackend(Backend):
                            (self.launcher.c(grad), self.launcher.c(argmax), dx, *geometry(n * c, h * w, grad.shape[2] * grad.shape[3])))
         return dx
 
-    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True):
+    def avg_pool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_include_pad=True, ceil_mode=False):
         dtype = self.launcher.common_dtype(x)
-        if dtype is None:
-            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad)
+        if dtype is None or ceil_mode:  # no ceil_mode kernel yet: the reference
+            return super().avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, ceil_mode)
         oh, ow = check_window("avg_pool2d_forward", x.shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = x.shape
         return self._window_kernel("avg_pool2d_forward", x, self.xp.empty((n, c, oh, ow), dtype=dtype),
@@ -327,7 +327,8 @@ class CUDABackend(Backend):
 
     def avg_pool2d_backward(self, grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad=True):
         dtype = self.launcher.common_dtype(grad)
-        if dtype is None:
+        if dtype is None or _ceil_mode_output(self, grad, x_shape, kh, kw, sh, sw, ph, pw):
+            # no ceil_mode kernel yet: the reference
             return super().avg_pool2d_backward(grad, x_shape, kh, kw, sh, sw, ph, pw, count_include_pad)
         oh, ow = check_window("avg_pool2d_backward", x_shape, kh, kw, sh, sw, ph, pw)
         n, c, h, w = (int(s) for s in x_shape)
@@ -380,3 +381,13 @@ class CUDABackend(Backend):
                            (param, self.launcher.c(grad), exp_avg, exp_avg_sq, I64(param.size), t(beta1),
                             t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(lr / (1.0 - beta1**step)),
                             t(1.0 - beta2**step), t(eps), t(weight_decay)))
+
+
+def _ceil_mode_output(backend, grad, x_shape, kh, kw, sh, sw, ph, pw):
+    """Whether ``grad`` has the size of a ceil_mode pooling output that differs from the floor one."""
+    if grad.ndim != 4 or len(x_shape) != 4:
+        return False
+    sizes = [(x_shape[2], kh, sh, ph), (x_shape[3], kw, sw, pw)]
+    floor = tuple(backend.conv_output_size(n, k, s, p) for n, k, s, p in sizes)
+    ceil = tuple(backend.conv_output_size(n, k, s, p, 1, True) for n, k, s, p in sizes)
+    return tuple(grad.shape[2:]) == ceil != floor

@@ -10,18 +10,19 @@ lazy BatchNorms) are names of this package too, but they live in
 """
 
 from . import functional, init, utils
-from .layers import (AvgPool2d, BCELoss, BCEWithLogitsLoss, Conv2d, CrossEntropyLoss, Dropout, Dropout2d,
-                     Embedding, Flatten, GELU, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d, ModuleDict,
-                     ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh)
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BCELoss, BCEWithLogitsLoss, Conv2d, CrossEntropyLoss, Dropout,
+                     Dropout2d, Embedding, Flatten, GELU, Identity, LeakyReLU, Linear, LogSoftmax, MaxPool2d,
+                     ModuleDict, ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh)
 from .lazy import LazyConv2d, LazyLinear, UninitializedBuffer, UninitializedParameter
 from .module import Module, Parameter
 from . import parallel
 from .parallel import DistributedDataParallel
 
 __all__ = [
-    "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "Conv2d", "CrossEntropyLoss", "Dropout", "Dropout2d", "Embedding",
-    "Flatten", "GELU", "Identity", "LazyConv2d", "LazyLinear", "LeakyReLU", "Linear", "LogSoftmax", "MaxPool2d",
-    "Module", "ModuleDict", "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid",
-    "Softmax", "Softplus", "Tanh", "UninitializedBuffer", "UninitializedParameter", "functional", "init", "utils",
+    "AdaptiveAvgPool2d", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "Conv2d", "CrossEntropyLoss", "Dropout",
+    "Dropout2d", "Embedding", "Flatten", "GELU", "Identity", "LazyConv2d", "LazyLinear", "LeakyReLU", "Linear",
+    "LogSoftmax", "MaxPool2d", "Module", "ModuleDict", "ModuleList", "MSELoss", "NLLLoss", "Parameter", "ReLU",
+    "Sequential", "Sigmoid", "Softmax", "Softplus", "Tanh", "UninitializedBuffer", "UninitializedParameter",
+    "functional", "init", "utils",
 ]
 __all__ += ["DistributedDataParallel", "parallel"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 
 from .. import ops
-from ..ops import (avg_pool2d, conv2d, cross_entropy, linear, log_softmax, max_pool2d, nll_loss, relu,
-                   sigmoid, softmax, softplus, tanh)
+from ..ops import (adaptive_avg_pool2d, avg_pool2d, conv2d, cross_entropy, linear, log_softmax, max_pool2d, nll_loss,
+                   relu, sigmoid, softmax, softplus, tanh)
 from ..ops.loss import binary_cross_entropy, binary_cross_entropy_with_logits
 
 __all__ = [
-    "linear", "conv2d", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh", "softmax", "log_softmax",
-    "cross_entropy", "nll_loss", "mse_loss", "dropout", "flatten", "batch_norm", "layer_norm", "group_norm",
+    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "relu", "sigmoid", "tanh", "softmax",
+    "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout", "flatten", "batch_norm", "layer_norm", "group_norm",
     "instance_norm", "leaky_relu", "gelu", "softplus", "dropout2d", "embedding", "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
 ]

@@ -6,14 +6,14 @@ import math
 from collections import OrderedDict
 
 from .. import ops
-from ..ops.conv import pair
+from ..ops.conv import conv_padding, pair
 from ..tensor import empty
 from . import functional as F
 from . import init
 from .module import Module, Parameter
 
 __all__ = [
-    "Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "ReLU", "Sigmoid", "Tanh",
+    "Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "ReLU", "Sigmoid", "Tanh",
     "Softmax", "LogSoftmax", "Dropout", "Sequential", "ModuleList", "CrossEntropyLoss", "MSELoss",
     "NLLLoss", "LeakyReLU", "GELU", "Softplus", "Dropout2d", "Embedding", "ModuleDict", "BCELoss",
     "BCEWithLogitsLoss",
@@ -63,23 +63,42 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation) with stride and zero padding.
+    """2-D convolution (cross-correlation) with stride, zero padding, dilation and groups.
 
     Input (N, in_channels, H, W), output (N, out_channels, OH, OW) with
-    ``OH = (H + 2·padding - kernel)//stride + 1``. Initialised like PyTorch.
+    ``OH = (H + 2·padding - dilation·(kernel - 1) - 1)//stride + 1``;
+    ``padding`` may also be ``"valid"`` or ``"same"`` (stride 1). ``weight``
+    has shape (out_channels, in_channels/groups, kh, kw); both channel counts
+    must be divisible by ``groups``. Initialised like PyTorch.
+
+    Example::
+
+        conv = nn.Conv2d(4, 8, 3, padding="same", groups=2)
+        conv(mg.randn(2, 4, 16, 16)).shape   # (2, 8, 16, 16)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 device=None, dtype=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode="zeros", device=None, dtype=None):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
+        self.groups = _positive_int(groups, "groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+                             f"divisible by groups ({groups})")
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        self.padding_mode = padding_mode
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
-        self.padding = pair(padding, "padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError("Conv2d: kernel_size and stride must be >= 1 and padding >= 0")
-        self.weight = Parameter(empty(out_channels, in_channels, *self.kernel_size, device=device, dtype=dtype))
+        self.dilation = pair(dilation, "dilation")
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ValueError("Conv2d: kernel_size, stride and dilation must be >= 1")
+        # checks a string padding ('same' needs stride 1) or a negative one now, not at the first forward
+        conv_padding(self.padding, self.kernel_size, self.stride, self.dilation, "Conv2d")
+        self.weight = Parameter(empty(out_channels, in_channels // groups, *self.kernel_size, device=device,
+                                      dtype=dtype))
         self.bias = Parameter(empty(out_channels, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
 
@@ -92,44 +111,90 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s
 
 
-class MaxPool2d(Module):
-    """Max pooling over ``kernel_size`` windows (stride defaults to the kernel size)."""
+class _Pool2d(Module):
+    """What max and average pooling share (PyTorch's ``_MaxPoolNd``/``_AvgPoolNd``): the window, its
+    stride (the kernel size by default), padding and ``ceil_mode``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
-
-    def forward(self, x):
-        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        self.ceil_mode = ceil_mode
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(Module):
-    """Average pooling over ``kernel_size`` windows."""
+class MaxPool2d(_Pool2d):
+    """Max pooling over ``kernel_size`` windows (stride defaults to the kernel size); ``ceil_mode`` rounds
+    the output size up (see ``nn.functional.max_pool2d``).
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+    Example::
+
+        nn.MaxPool2d(2, ceil_mode=True)(mg.randn(1, 3, 5, 5)).shape   # (1, 3, 3, 3)
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation, self.return_indices = dilation, return_indices
+
+    def forward(self, x):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                              self.return_indices)
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling over ``kernel_size`` windows (PyTorch's divisor and ``ceil_mode``; see
+    ``nn.functional.avg_pool2d``).
+
+    Example::
+
+        nn.AvgPool2d(2)(mg.randn(1, 3, 4, 4)).shape   # (1, 3, 2, 2)
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, x):
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                              self.divisor_override)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed ``output_size`` (an int or a pair; None keeps that input size), whatever
+    the input's size: the head of most classification networks (``AdaptiveAvgPool2d(1)``).
+
+    Example::
+
+        nn.AdaptiveAvgPool2d((2, 3))(mg.randn(1, 4, 7, 9)).shape   # (1, 4, 2, 3)
+    """
+
+    def __init__(self, output_size):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
-        self.count_include_pad = count_include_pad
+        self.output_size = output_size
 
     def forward(self, x):
-        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+        return ops.adaptive_avg_pool2d(x, self.output_size)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return f"output_size={self.output_size}"
 
 
 class Flatten(Module):

@@ -1,5 +1,6 @@
 """Matrix products: ``matmul`` (NumPy semantics, batched and broadcast) and the
-fused ``linear`` (``x @ W.T + b``, one graph node instead of three)."""
+fused ``linear`` (``x @ W.T + b``, one graph node instead of three), through
+the backend's ``matmul`` (on the CPU, minigrad's own kernel in its thread team)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class MatMul(Function):
                 f"({a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]})"
             )
         self.save_for_backward(a, b)
-        return a @ b
+        return self.backend.matmul(a, b)
 
     def backward(self, grad):
         a, b = self.saved_tensors
@@ -35,12 +36,12 @@ class MatMul(Function):
             g = xp.expand_dims(g, -2)
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = g @ xp.swapaxes(b2, -1, -2)
+            ga = self.backend.matmul(g, xp.swapaxes(b2, -1, -2))
             if a.ndim == 1:
                 ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
             ga = unbroadcast(ga, a.shape)
         if self.needs_input_grad[1]:
-            gb = xp.swapaxes(a2, -1, -2) @ g
+            gb = self.backend.matmul(xp.swapaxes(a2, -1, -2), g)
             if b.ndim == 1:
                 gb = gb.reshape(gb.shape[:-1])
             gb = unbroadcast(gb, b.shape)
@@ -80,7 +81,7 @@ class Linear(Function):
                 f"weight expects {weight.shape[1]} (weight shape {tuple(weight.shape)})"
             )
         self.save_for_backward(x, weight)
-        out = x @ weight.T
+        out = self.backend.matmul(x, weight.T)
         if bias is not None:
             out += bias
         return out
@@ -89,8 +90,9 @@ class Linear(Function):
         x, weight = self.saved_tensors
         need = self.needs_input_grad
         g2 = grad.reshape(-1, grad.shape[-1])
-        gx = grad @ weight if need[0] else None
-        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+        mm = self.backend.matmul
+        gx = mm(grad, weight) if need[0] else None
+        gw = mm(g2.T, x.reshape(-1, x.shape[-1])) if need[1] else None
         gb = g2.sum(axis=0) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 

@@ -1,6 +1,6 @@
 """The CPU backend's Cython kernels against the NumPy reference in base.py.
 
-Random shapes, strides, paddings, both float dtypes, and non-contiguous
+Random shapes, strides, paddings, dilations, groups, ceil_mode, both float dtypes, and non-contiguous
 inputs (the wrappers must give the same result as for a contiguous copy).
 """
 
@@ -30,8 +30,9 @@ def conv_case(draw, pool=False):
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     ph = draw(st.integers(0, kh // 2 if pool else kh))
     pw = draw(st.integers(0, kw // 2 if pool else kw))
-    h = draw(st.integers(max(1, kh - 2 * ph), 7))
-    w = draw(st.integers(max(1, kw - 2 * pw), 7))
+    dh, dw = (1, 1) if pool else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 7))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 7))
     dtype = draw(st.sampled_from(DTYPES))
     noncontig = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
@@ -41,36 +42,109 @@ def conv_case(draw, pool=False):
         x = rng.standard_normal((n, c, w, h)).astype(dtype).transpose(0, 1, 3, 2)
     else:
         x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    return x, (kh, kw, sh, sw, ph, pw), rng
+    if pool:
+        return x, (kh, kw, sh, sw, ph, pw), rng
+    return x, (kh, kw, sh, sw, ph, pw, dh, dw), rng
 
 
 @given(conv_case())
 def test_im2col_col2im_match_reference(case):
-    x, (kh, kw, sh, sw, ph, pw), rng = case
-    cols = CPU.im2col(x, kh, kw, sh, sw, ph, pw)
-    np.testing.assert_array_equal(cols, REF.im2col(x, kh, kw, sh, sw, ph, pw))
+    x, geom, rng = case
+    cols = CPU.im2col(x, *geom)
+    np.testing.assert_array_equal(cols, REF.im2col(x, *geom))
     g = rng.standard_normal(cols.shape).astype(x.dtype)
-    np.testing.assert_allclose(CPU.col2im(g, x.shape, kh, kw, sh, sw, ph, pw),
-                               REF.col2im(g, x.shape, kh, kw, sh, sw, ph, pw), **_tol(x.dtype))
+    np.testing.assert_allclose(CPU.col2im(g, x.shape, *geom), REF.col2im(g, x.shape, *geom), **_tol(x.dtype))
 
 
 @given(conv_case())
 def test_col2im_is_the_adjoint_of_im2col(case):
     # <im2col(x), g> == <x, col2im(g)> for every x and g
-    x, (kh, kw, sh, sw, ph, pw), rng = case
+    x, geom, rng = case
     x = x.astype(np.float64)
-    cols = CPU.im2col(x, kh, kw, sh, sw, ph, pw)
+    cols = CPU.im2col(x, *geom)
     g = rng.standard_normal(cols.shape)
     lhs = float((cols * g).sum())
-    rhs = float((x * CPU.col2im(g, x.shape, kh, kw, sh, sw, ph, pw)).sum())
+    rhs = float((x * CPU.col2im(g, x.shape, *geom)).sum())
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
 
 
-@given(conv_case(pool=True))
-def test_max_pool_matches_reference(case):
+@given(conv_case(), st.integers(1, 3), st.integers(1, 2), st.booleans())
+def test_conv2d_matches_reference(case, groups, og, with_bias):
+    # the fused CPU convolution (unfold and product per image, in the thread team) against im2col + matmul
+    x, (kh, kw, sh, sw, ph, pw, dh, dw), rng = case
+    x = np.concatenate([x] * groups, axis=1)  # C divisible by groups
+    n, c = x.shape[:2]
+    w = rng.standard_normal((og * groups, c // groups, kh, kw)).astype(x.dtype)
+    b = rng.standard_normal(og * groups).astype(x.dtype) if with_bias else None
+    geom = ((sh, sw), (ph, pw), (dh, dw), groups)
+    y, saved = CPU.conv2d_forward(x, w, b, *geom)
+    y_ref, saved_ref = REF.conv2d_forward(x, w, b, *geom)
+    np.testing.assert_allclose(y, y_ref, **_tol(x.dtype))
+    g = rng.standard_normal(y.shape).astype(x.dtype)
+    for got, want in zip(CPU.conv2d_backward(g, x.shape, w, saved, *geom, (True, True, with_bias)),
+                         REF.conv2d_backward(g, x.shape, w, saved_ref, *geom, (True, True, with_bias))):
+        if want is None:
+            assert got is None
+        else:
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(got, want, rtol=_tol(x.dtype)["rtol"], atol=_tol(x.dtype)["atol"] * scale)
+
+
+@given(st.integers(0, 3), st.integers(0, 40), st.integers(0, 40), st.integers(0, 300), st.booleans(), st.booleans(),
+       st.sampled_from(DTYPES))
+def test_matmul_matches_numpy(batch, m, n, k, ta, tb, dtype):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a = rng.standard_normal((batch, k, m) if ta else (batch, m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)  # broadcast over the batch
+    a = a.swapaxes(-1, -2) if ta else a
+    b = b.T if tb else b
+    got = CPU.matmul(a, b)
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert got.shape == want.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=(1e-4 if dtype == np.float32 else 1e-12) * max(1, k))
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((5,), (5,)), ((5,), (5, 3)), ((2, 5), (5,)), ((4, 2, 5), (5,)),
+                                             ((3, 1, 2, 5), (4, 5, 6))])
+def test_matmul_follows_numpy_rules(shape_a, shape_b):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
+    np.testing.assert_allclose(CPU.matmul(a, b), np.matmul(a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_products_are_identical_for_every_thread_count():
+    # honest claims: each element of a product is summed in one order, however the work is split
+    from minigrad._ext import _parallel
+
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((64, 700)).astype(np.float32), rng.standard_normal((700, 90)).astype(np.float32)
+    x, w = rng.standard_normal((8, 4, 12, 12)).astype(np.float32), rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    old = (_parallel.get_num_threads(), _parallel.parallel_min_size(), _parallel.adaptive())
+    results = []
+    try:
+        _parallel.set_parallel_min_size(0)
+        _parallel.set_adaptive(False)
+        for threads in (1, 2, 3):
+            _parallel.set_num_threads(threads)
+            y, cols = CPU.conv2d_forward(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+            grads = CPU.conv2d_backward(np.ones_like(y), x.shape, w, cols, (1, 1), (1, 1), (1, 1), 1,
+                                        (True, True, True))
+            results.append([CPU.matmul(a, b), y, *grads])
+    finally:
+        _parallel.set_num_threads(old[0])
+        _parallel.set_parallel_min_size(old[1])
+        _parallel.set_adaptive(old[2])
+    for other in results[1:]:
+        for first, again in zip(results[0], other):
+            np.testing.assert_array_equal(first, again)
+
+
+@given(conv_case(pool=True), st.booleans())
+def test_max_pool_matches_reference(case, ceil_mode):
     x, (kh, kw, sh, sw, ph, pw), rng = case
-    y, arg = CPU.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
-    y_ref, arg_ref = REF.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+    y, arg = CPU.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, ceil_mode)
+    y_ref, arg_ref = REF.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, ceil_mode)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
     g = rng.standard_normal(y.shape).astype(x.dtype)
@@ -78,11 +152,13 @@ def test_max_pool_matches_reference(case):
                                REF.max_pool2d_backward(g, arg_ref, x.shape), **_tol(x.dtype))
 
 
-@given(conv_case(pool=True), st.booleans())
-def test_avg_pool_matches_reference(case, include_pad):
+@given(conv_case(pool=True), st.booleans(), st.booleans())
+def test_avg_pool_matches_reference(case, include_pad, ceil_mode):
+    # (the backward takes its output size, ceil_mode's or not, from the gradient)
     x, (kh, kw, sh, sw, ph, pw), rng = case
-    y = CPU.avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, include_pad)
-    np.testing.assert_allclose(y, REF.avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, include_pad), **_tol(x.dtype))
+    y = CPU.avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, include_pad, ceil_mode)
+    np.testing.assert_allclose(y, REF.avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, include_pad, ceil_mode),
+                               **_tol(x.dtype))
     g = rng.standard_normal(y.shape).astype(x.dtype)
     np.testing.assert_allclose(CPU.avg_pool2d_backward(g, x.shape, kh, kw, sh, sw, ph, pw, include_pad),
                                REF.avg_pool2d_backward(g, x.shape, kh, kw, sh, sw, ph, pw, include_pad),
@@ -143,3 +219,28 @@ def test_non_float_inputs_fall_back_to_the_reference():
     x = np.arange(16, dtype=np.int64).reshape(1, 1, 4, 4)
     y, _ = CPU.max_pool2d_forward(x, 2, 2, 2, 2, 0, 0)
     np.testing.assert_array_equal(y, [[[[5, 7], [13, 15]]]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_wide_rows_keep_nan_and_first_maximum(dtype):
+    # the vector path (kernel 2 wide, stride 2: lanes of outputs side by side) against the reference,
+    # with NaNs, ties (ReLU zeros) and a width that leaves a partial last group of lanes
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.standard_normal((3, 2, 9, 37)), 0).astype(dtype)
+    x[0, 0, 2, 5] = x[1, 1, 7, 30] = x[2, 0, 0, 0] = np.nan
+    for kh, sh, ph, ceil_mode in ((2, 2, 0, False), (3, 2, 1, True), (1, 1, 0, False), (2, 1, 1, True)):
+        y, arg = CPU.max_pool2d_forward(x, kh, 2, sh, 2, ph, 0, ceil_mode)
+        y_ref, arg_ref = REF.max_pool2d_forward(x, kh, 2, sh, 2, ph, 0, ceil_mode)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(arg, arg_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_matches_reference(dtype):
+    x = np.random.default_rng(4).standard_normal((5, 300)).astype(dtype)
+    x[0, :3] = [np.nan, -0.0, 0.0]
+    y = CPU.relu(x)
+    np.testing.assert_array_equal(y, REF.relu(x))
+    g = np.random.default_rng(5).standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(CPU.relu_backward(g, y), REF.relu_backward(g, y))
+    np.testing.assert_array_equal(CPU.relu(x.T), REF.relu(x.T))  # any layout

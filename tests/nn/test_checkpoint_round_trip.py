@@ -37,6 +37,7 @@ STATEFUL = {
 }
 STATELESS = {
     "AvgPool2d": lambda: nn.AvgPool2d(2), "MaxPool2d": lambda: nn.MaxPool2d(2), "Dropout": lambda: nn.Dropout(),
+    "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(1),
     "Flatten": lambda: nn.Flatten(), "Identity": lambda: nn.Identity(), "ReLU": lambda: nn.ReLU(),
     "Sigmoid": lambda: nn.Sigmoid(), "Tanh": lambda: nn.Tanh(), "Softmax": lambda: nn.Softmax(-1),
     "LogSoftmax": lambda: nn.LogSoftmax(-1), "CrossEntropyLoss": lambda: nn.CrossEntropyLoss(),

@@ -7,26 +7,24 @@ contiguous and non-contiguous views, serial and multithreaded paths.
 from __future__ import annotations
 
 import importlib
+import pathlib
 
 import numpy as np
 import pytest
 
 from minigrad.backends import Backend, get_backend
+from minigrad._ext import _parallel
 from minigrad.backends import cpu as cpu_backend
 
 REFERENCE = Backend("cpu")  # the NumPy reference implementation itself
 
 
 def _norm_builds():
-    from minigrad._ext import _norm
-
-    builds = [pytest.param(_norm, id="baseline")]
-    for name, supported in (("avx2", _norm.cpu_has_avx2_fma), ("avx512", _norm.cpu_has_avx512)):
-        # Ask the processor first: importing a build it cannot run is an illegal instruction, not an ImportError.
-        if not supported():
-            continue
+    """Every build of the kernels this processor runs (a build it cannot run refuses to import)."""
+    builds = []
+    for name in ("baseline", "avx2", "avx512"):
         try:
-            module = importlib.import_module(f"minigrad._ext._norm_{name}")
+            module = importlib.import_module("minigrad._ext._kernels" + ("" if name == "baseline" else f"_{name}"))
         except ImportError:
             continue
         builds.append(pytest.param(module, id=name))
@@ -37,24 +35,27 @@ def _norm_builds():
 def threading_mode(request):
     """The serial path; the OpenMP path forced on even for small inputs, with a range of channels per
     thread ("parallel") or every channel split over the whole team ("team"); streaming stores forced on
-    (automatic split)."""
-    kernels = [p.values[0] for p in _norm_builds()]
-    old = [(k.parallel_min_size(), k.stream_min_bytes(), k.team_mode()) for k in kernels]
-    for k in kernels:
-        k.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
-        k.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
-        k.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
+    (automatic split). The knobs live in one module, shared by every build."""
+    old = (_parallel.parallel_min_size(), _parallel.get_stream_min_bytes(), _parallel.get_team_mode(),
+           _parallel.get_num_threads(), _parallel.adaptive())
+    _parallel.set_adaptive(False)  # the team these paths need, even on a busy machine
+    _parallel.set_parallel_min_size(1 << 62 if request.param == "serial" else 0)
+    _parallel.set_stream_min_bytes(0 if request.param == "streaming" else 1 << 62)
+    _parallel.set_team_mode({"parallel": 0, "team": 1}.get(request.param, -1))
+    if request.param != "serial":
+        _parallel.set_num_threads(max(2, old[3]))  # a team even on a one-core machine
     yield request.param
-    for k, (n, b, t) in zip(kernels, old):
-        k.set_parallel_min_size(n)
-        k.set_stream_min_bytes(b)
-        k.set_team_mode(t)
+    _parallel.set_parallel_min_size(old[0])
+    _parallel.set_stream_min_bytes(old[1])
+    _parallel.set_team_mode(old[2])
+    _parallel.set_num_threads(old[3])
+    _parallel.set_adaptive(old[4])
 
 
 @pytest.fixture(params=_norm_builds())
 def cpu_build(request, monkeypatch):
     """Route the CPU backend to one compiled build of the kernels."""
-    monkeypatch.setattr(cpu_backend, "_NORM_MODULE", request.param)
+    monkeypatch.setattr(cpu_backend, "_KERNELS", request.param)
     return request.param
 
 
@@ -261,11 +262,96 @@ def test_signatures_match_the_reference():
 
 
 def test_simd_builds_report_themselves():
-    from minigrad._ext import _norm
+    from minigrad._ext import _kernels
 
-    assert _norm.simd() == "baseline"
+    assert _kernels.simd() == "baseline"
     widths = {"baseline": (0, 16), "avx2": (32,), "avx512": (64,)}
     for p in _norm_builds():
         module = p.values[0]
         assert module.simd() == p.id
         assert module.vector_bytes() in widths[p.id], (p.id, module.vector_bytes())
+
+
+@pytest.mark.parametrize("name", ["_kernels", "_kernels_avx2", "_kernels_avx512"])
+def test_importing_any_build_never_kills_the_process(name):
+    # On a processor without the build's instruction set the import raises ImportError (it used to die
+    # with SIGILL in the module's initialisation): the only outcomes are a module or that error.
+    import subprocess
+    import sys
+
+    code = (f"import importlib\ntry:\n    m = importlib.import_module('minigrad._ext.{name}')\n"
+            f"except ImportError as e:\n    print('refused:', e)\nelse:\n    print('loaded', m.simd())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    runs = {p.id for p in _norm_builds()}
+    simd = name.removeprefix("_kernels").lstrip("_") or "baseline"
+    assert proc.stdout.startswith("loaded" if simd in runs else "refused"), proc.stdout
+
+
+def test_simd_instructions_only_in_the_primitives():
+    # The guarantee behind the import check: in the AVX2/AVX-512 builds only the C primitives of
+    # _simd.h (functions named mg_*) contain VEX/EVEX-encoded instructions; the module's
+    # initialisation and the Cython orchestration are baseline x86-64.
+    import platform
+    import re
+    import shutil
+    import subprocess
+
+    if platform.machine() not in ("x86_64", "AMD64") or shutil.which("objdump") is None:
+        pytest.skip("needs x86-64 and objdump")
+    import minigrad._ext as ext
+
+    folder = pathlib.Path(ext.__file__).parent
+    vector = re.compile(r"\s(v[a-z0-9]+|k[a-z]+[bwdq])\s|[xyz]mm(1[6-9]|2[0-9]|3[01])|[yz]mm")
+    for name in ("_kernels_avx2", "_kernels_avx512"):
+        (lib,) = folder.glob(f"{name}.*.so") or [None]
+        if lib is None:
+            continue
+        text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True,
+                              check=True).stdout
+        offenders, fn = set(), None
+        for line in text.splitlines():
+            head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+            if head:
+                fn = head.group(1)
+            elif fn and vector.search(line) and not fn.startswith("mg_"):
+                offenders.add(fn)
+        assert not offenders, f"{name}: vector instructions outside the primitives: {sorted(offenders)[:10]}"
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 700), (64, 4, 37), (3, 2, 5000), (7, 300, 1), (17, 6, 3)])
+def test_statistics_are_identical_for_every_thread_count(shape, cpu_build):
+    # honest claims: the sums are taken per chunk of the data (a unit that does not depend on the
+    # threads) and merged in order, so 1, 2 or 3 threads, and either way of sharing channels, give the
+    # same bits (the adaptive team may pick any of them on a busy machine)
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(shape[1]).astype(np.float32)
+    old = (_parallel.get_num_threads(), _parallel.parallel_min_size(), _parallel.get_team_mode(),
+           _parallel.adaptive())
+    backend = get_backend("cpu")
+    results = []
+    try:
+        _parallel.set_parallel_min_size(0)
+        _parallel.set_adaptive(False)
+        for threads in (1, 2, 3):
+            for mode in (0, 1):
+                _parallel.set_num_threads(threads)
+                _parallel.set_team_mode(mode)
+                y, mean, var = backend.batch_norm_forward_train(x, w, None, 1e-5)
+                invstd = (1 / np.sqrt(var.astype(np.float64) + 1e-5)).astype(np.float32)
+                grads = backend.batch_norm_backward(g, x, mean, invstd, w, True)
+                groups = shape[1] if shape[2] > 1 else 1
+                gy, gmean, ginv = backend.group_norm_forward(x, w, w, groups, 1e-5)
+                ggrads = backend.group_norm_backward(g, x, gmean, ginv, w, groups)
+                results.append((f"{threads} threads, team mode {mode}", [y, mean, var, *grads, gy, *ggrads]))
+    finally:
+        _parallel.set_num_threads(old[0])
+        _parallel.set_parallel_min_size(old[1])
+        _parallel.set_team_mode(old[2])
+        _parallel.set_adaptive(old[3])
+    first_label, first = results[0]
+    for label, arrays in results[1:]:
+        for i, (a, b) in enumerate(zip(first, arrays)):
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i}: {first_label} vs {label}")

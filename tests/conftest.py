@@ -1,37 +1,20 @@
-"""Shared test configuration: Hypothesis profiles and the device fixture.
+"""Shared test configuration: the device and backend fixtures.
 
-Profiles (select with HYPOTHESIS_PROFILE, default "dev"; CI uses "ci"):
-
-* ``ci``: bounded and derandomized, no deadline (a shared 2-core machine);
-* ``dev``: the default for local runs, a little broader;
-* ``thorough``: many examples, for a long local run before a release.
+(The Hypothesis profiles are registered by the repository's root conftest.py,
+which also serves the example plugins' test suites.)
 """
 
 import importlib.util
-import os
 import pathlib
 import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
 
 import minigrad
 from minigrad import backends
 from minigrad.device import _DEVICE_TYPES, Device
 from minigrad.testing.strategies import available_devices
-
-settings.register_profile(
-    "ci", max_examples=12, deadline=None, derandomize=True, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "dev", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "thorough", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 ALL_DEVICES = ["cpu", "cuda"]
 

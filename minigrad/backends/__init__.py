@@ -86,6 +86,9 @@ def get_backend(device: "str | Device | None" = None) -> Backend:
     return backend
 
 
+Backend._lookup = staticmethod(get_backend)  # what a pickled backend is rebuilt with: the same singleton
+
+
 def loaded_backends() -> list[Backend]:
     """The backends instantiated so far (for re-seeding and the like)."""
     return list(_INSTANCES.values())

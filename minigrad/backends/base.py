@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import random as _random
 from .._dtypes import accumulation_dtype
 
 __all__ = ["Backend"]
@@ -47,17 +48,20 @@ class Backend:
         self.device = device
         self._rng = None
         self._seed = None
+        _random.follow(self)  # minigrad.manual_seed re-seeds this backend's generator
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.device}>"
+
+    #: ``device -> backend object``: ``minigrad.backends.get_backend``, set by that package (the
+    #: registry, one layer up) when it loads, so pickles refer to it without this module importing it.
+    _lookup = None
 
     # A backend is a per-device singleton: copying or unpickling a tensor
     # must give back the same object, or the copy would look like it lives
     # on "another" device.
     def __reduce__(self):
-        from . import get_backend
-
-        return get_backend, (str(self.device),)
+        return type(self)._lookup, (str(self.device),)
 
     def __copy__(self):
         return self
@@ -113,8 +117,6 @@ class Backend:
     def rng(self):
         """The backend's random generator (seeded lazily from ``manual_seed``)."""
         if self._rng is None:
-            from .. import random as _random
-
             self.manual_seed(_random.initial_seed())
         return self._rng
 
@@ -275,35 +277,6 @@ class Backend:
         dx = (dxhat - dxhat.mean(axis=2, keepdims=True) - xhat * (dxhat * xhat).mean(axis=2, keepdims=True)) * inv
         acc = accumulation_dtype(x.dtype)
         return dx.reshape(n, c, s).astype(x.dtype, copy=False), dweight.astype(acc), dbias.astype(acc)
-
-    # ----------------------------------------------- per-row normalization
-    def row_norm_forward(self, x, eps):
-        """Normalize each row of an ``(R, K)`` view: ``x̂ = (x - mean)/sqrt(var + eps)``.
-
-        ``var`` is biased. Returns ``(xhat, mean, invstd)``; the statistics
-        have shape ``(R,)`` and the accumulation dtype. The building block for normalizers that apply
-        their own affine part (plugins); the built-in LayerNorm, GroupNorm
-        and InstanceNorm use ``group_norm_forward``, affine included.
-        """
-        xp = self.xp
-        xd = x.astype(xp.float64, copy=False)
-        mean = xd.mean(axis=1)
-        centered = xd - mean[:, None]
-        var = (centered * centered).mean(axis=1)
-        invstd = 1.0 / xp.sqrt(var + eps)
-        xhat = centered * invstd[:, None]
-        acc = accumulation_dtype(x.dtype)
-        return xhat.astype(x.dtype, copy=False), mean.astype(acc), invstd.astype(acc)
-
-    def row_norm_backward(self, grad, xhat, invstd):
-        """Gradient of ``row_norm_forward``'s x̂ with respect to x, per row:
-        ``dx = invstd·(g - mean(g) - x̂·mean(g·x̂))``."""
-        xp = self.xp
-        gd = grad.astype(xp.float64, copy=False)
-        xh = xhat.astype(xp.float64, copy=False)
-        dx = (gd - gd.mean(axis=1, keepdims=True) - xh * (gd * xh).mean(axis=1, keepdims=True))
-        dx *= invstd.astype(xp.float64)[:, None]
-        return dx.astype(grad.dtype, copy=False)
 
     # ---------------------------------------------------- matrix products
     def matmul(self, a, b):

@@ -1,7 +1,7 @@
 """The CUDA backend: CuPy arrays, with minigrad's CUDA kernels where they pay off.
 
 Generic math goes through CuPy's NumPy-compatible namespace (``xp = cupy``);
-the fused kernels of ``Backend`` (batch/group/row normalization, im2col/col2im,
+the fused kernels of ``Backend`` (batch and group normalization, im2col/col2im,
 pooling, sigmoid, SGD/Adam steps) are overridden by the CUDA C++ templates
 in ``kernels/*.cu``. This module is the dispatch: one short method per
 kernel (choose the kernel or the reference, check shapes, allocate, launch).
@@ -259,38 +259,6 @@ class CUDABackend(Backend):
         k.per_channel("bn_backward_finalize", dtype, C, parts,
                       (partial, I64(C), I64(parts), None, None, I64(N * S), I32(0), dweight, dbias, None, None, None))
         return dx, dweight, dbias
-
-    # --------------------------------------------------- per-row reductions
-    def row_norm_forward(self, x, eps):
-        dtype = self.launcher.norm_dtype(x)
-        if dtype is None:
-            return super().row_norm_forward(x, eps)
-        if x.ndim != 2:
-            raise ValueError(f"row_norm_forward: x must be (R, K) (2-D), got shape {tuple(x.shape)}")
-        R, K = x.shape
-        if K == 0 and R > 0:
-            raise ValueError(f"row_norm_forward: rows must not be empty, got shape {tuple(x.shape)}")
-        xp, acc = self.xp, accumulation_dtype(dtype)
-        xhat, mean, invstd = xp.empty(x.shape, dtype=dtype), xp.empty((R,), dtype=acc), xp.empty((R,), dtype=acc)
-        if R:
-            self.launcher.rows("row_norm_forward", dtype, R, K,
-                               (self.launcher.c(x), xhat, mean, invstd, I64(R), I64(K), F64(eps)))
-        return xhat, mean, invstd
-
-    def row_norm_backward(self, grad, xhat, invstd):
-        dtype = self.launcher.norm_dtype(xhat, invstd, grad=grad)
-        if dtype is None:
-            return super().row_norm_backward(grad, xhat, invstd)
-        if xhat.ndim != 2:
-            raise ValueError(f"row_norm_backward: xhat must be (R, K) (2-D), got shape {tuple(xhat.shape)}")
-        R, K = xhat.shape
-        check_shape("row_norm_backward", "grad", grad, xhat.shape)
-        check_shape("row_norm_backward", "invstd", invstd, (R,))
-        dx = self.xp.empty(xhat.shape, dtype=dtype)
-        if R and K:
-            k = self.launcher
-            k.rows("row_norm_backward", dtype, R, K, (k.c(grad), k.c(xhat), k.vector(invstd, dtype), dx, I64(R), I64(K)))
-        return dx
 
     # ---------------------------------------------------- convolution
     def _window_kernel(self, name, src, out, *sizes, flag=None):

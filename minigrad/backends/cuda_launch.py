@@ -53,7 +53,6 @@ KERNEL_FILES: dict[str, tuple[str, ...]] = {
         "bn_backward_reduce_spatial", "bn_backward_reduce_columns", "bn_backward_finalize", "bn_backward_dx",
     ),
     "groupnorm.cu": ("group_norm_forward", "group_norm_backward"),
-    "rownorm.cu": ("row_norm_forward", "row_norm_backward"),
     "conv.cu": ("im2col", "col2im"),
     "pool.cu": ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"),
     "elementwise.cu": ("sigmoid", "sgd_update", "adam_update"),
@@ -64,7 +63,7 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 # Half-precision storage types (cuda_fp16.h, cuda_bf16.h) of the normalization kernels, which widen
 # them to float on load (kernels/common.cuh); bfloat16 where NumPy can hold it (ml_dtypes).
 HALF_C_TYPES = {dt: {"float16": "__half", "bfloat16": "__nv_bfloat16"}[dt.name] for dt in HALF_DTYPES}
-_NORM_FILES = ("batchnorm.cu", "groupnorm.cu", "rownorm.cu")
+_NORM_FILES = ("batchnorm.cu", "groupnorm.cu")
 # NVRTC options; the same ones are used by the compile tests and the probe.
 COMPILE_OPTIONS = ("-std=c++17",)
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)

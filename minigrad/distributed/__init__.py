@@ -30,6 +30,8 @@ uncaught exception on any rank aborts the whole job (see
 ``init_process_group``). docs/distributed.md has the details.
 """
 
+from ..utils import data as _data
+from . import mpi, nccl  # noqa: F401 - their process-group classes register themselves (process_group.py)
 from .collectives import all_gather, all_reduce, barrier, broadcast
 from .sampler import DistributedSampler
 from .process_group import (DistributedError, ProcessGroup, ReduceOp, Work, destroy_process_group, get_backend,
@@ -41,3 +43,8 @@ __all__ = [
     "destroy_process_group", "get_backend", "get_rank", "get_world_size", "init_process_group", "is_available",
     "is_initialized", "is_mpi_available", "is_nccl_available",
 ]
+
+# PyTorch also offers DistributedSampler as torch.utils.data.DistributedSampler. minigrad.utils.data is the layer
+# below this package (the sampler builds on its Sampler), so the name is added there from here.
+_data.DistributedSampler = DistributedSampler
+_data.__all__.append("DistributedSampler")

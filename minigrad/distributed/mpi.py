@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .process_group import ProcessGroup, ReduceOp, Work
+from .process_group import _IMPLEMENTATIONS, ProcessGroup, ReduceOp, Work
 
 __all__ = ["MPIProcessGroup"]
 
@@ -109,3 +109,6 @@ def _host_buffer(array, backend):
         array[...] = backend.from_numpy(buf)
 
     return buf, write_back
+
+
+_IMPLEMENTATIONS["mpi"] = MPIProcessGroup

@@ -12,7 +12,7 @@ count>`` unless told otherwise.
 
 from __future__ import annotations
 
-from .process_group import DistributedError, ProcessGroup, ReduceOp, Work, local_rank_and_size
+from .process_group import _IMPLEMENTATIONS, DistributedError, ProcessGroup, ReduceOp, Work, local_rank_and_size
 
 __all__ = ["NCCLProcessGroup"]
 
@@ -150,3 +150,6 @@ def _parse_cuda_index(device) -> int:
     if dev.type != "cuda":
         raise DistributedError(f"init_process_group: the 'nccl' backend needs a CUDA device, got {device!r}")
     return dev.index or 0
+
+
+_IMPLEMENTATIONS["nccl"] = NCCLProcessGroup

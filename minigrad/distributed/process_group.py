@@ -165,6 +165,11 @@ _DEFAULT: ProcessGroup | None = None
 _PREVIOUS_EXCEPTHOOK = None
 
 
+#: The process-group classes by backend name. Their modules (mpi.py, nccl.py) build on this one and add
+#: themselves here when the package loads them, so this module never imports them.
+_IMPLEMENTATIONS: dict[str, type] = {}
+
+
 def is_available() -> bool:
     """True: ``minigrad.distributed`` is part of every install (the engines are optional)."""
     return True
@@ -298,19 +303,15 @@ def init_process_group(backend: str | None = None, *, world_size: int = -1, rank
         raise ValueError(f"init_process_group: unknown backend {backend!r}; expected one of {BACKENDS} (or None "
                          f"for 'mpi')")
     name = name.lower()
-    from .mpi import MPIProcessGroup
-
-    group = MPIProcessGroup(_mpi().COMM_WORLD)
+    group = _IMPLEMENTATIONS["mpi"](_mpi().COMM_WORLD)
     for what, given, actual in (("world_size", world_size, group.size), ("rank", rank, group.rank)):
         if given not in (-1, None) and given != actual:
             group.destroy()
             raise ValueError(f"init_process_group: {what}={given} but the MPI launcher started this process "
                              f"with {what} {actual}")
     if name == "nccl":
-        from .nccl import NCCLProcessGroup
-
         try:
-            group = NCCLProcessGroup(group, device=device)
+            group = _IMPLEMENTATIONS["nccl"](group, device=device)
         except BaseException:
             group.destroy()
             raise

@@ -1,8 +1,11 @@
 """Stateless versions of the layers: ``minigrad.nn.functional`` (``F``).
 
-Each function is a thin wrapper over ``minigrad.ops`` (or over the
-normalizer functions in ``minigrad.norm``), with the argument names users
-know from ``torch.nn.functional``.
+Each function is a thin wrapper over ``minigrad.ops``, with the argument
+names users know from ``torch.nn.functional``. The normalization functions
+of ``__all__`` (``batch_norm``, ``layer_norm``, ``group_norm``,
+``instance_norm``) are ``minigrad.norm.functional``'s own: ``minigrad.norm``
+sits a layer above this package (its normalizers are ``nn.Module``s), so it
+puts them here when it loads, which ``import minigrad`` does.
 """
 
 from __future__ import annotations
@@ -104,32 +107,3 @@ def _dropout(input, p, training, mask_shape):
 def flatten(input, start_dim=1, end_dim=-1):
     """Flatten dimensions ``start_dim..end_dim`` (by default all but the batch one)."""
     return ops.flatten(input, start_dim, end_dim)
-
-
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
-    """Batch Normalization (see ``minigrad.norm.functional.batch_norm``)."""
-    from ..norm.functional import batch_norm as _bn
-
-    return _bn(input, running_mean, running_var, weight, bias, training, momentum, eps)
-
-
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Layer Normalization (see ``minigrad.norm.functional.layer_norm``)."""
-    from ..norm.functional import layer_norm as _ln
-
-    return _ln(input, normalized_shape, weight, bias, eps)
-
-
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
-    """Group Normalization (see ``minigrad.norm.functional.group_norm``)."""
-    from ..norm.functional import group_norm as _gn
-
-    return _gn(input, num_groups, weight, bias, eps)
-
-
-def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5):
-    """Instance Normalization (see ``minigrad.norm.functional.instance_norm``)."""
-    from ..norm.functional import instance_norm as _in
-
-    return _in(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)

@@ -1,8 +1,11 @@
 """Lazy modules: layers whose input size is inferred from their first input (PyTorch's ``Lazy*``).
 
-``LazyLinear(out_features)``, ``LazyConv2d(out_channels, kernel_size, ...)``,
-``LazyBatchNorm1d()`` and ``LazyBatchNorm2d()`` take the arguments of their
-eager class without the input size. Until the first call their parameters
+``LazyLinear(out_features)`` and ``LazyConv2d(out_channels, kernel_size, ...)``
+take the arguments of their eager class without the input size (so do
+``LazyBatchNorm1d()`` and ``LazyBatchNorm2d()``, which live with BatchNorm
+in ``minigrad.norm.batchnorm``, the layer above, built on
+``LazyModuleMixin``; ``minigrad.norm`` adds them to this module and to
+``minigrad.nn``). Until the first call their parameters
 and buffers are ``UninitializedParameter``/``UninitializedBuffer`` objects;
 the first call builds the eager layer for the input's size (initialised as
 that layer is), moves its values into those same objects (so an optimizer
@@ -18,13 +21,11 @@ Example::
 
 from __future__ import annotations
 
-from ..norm import BatchNorm1d, BatchNorm2d
 from ..tensor import Tensor, empty
 from .layers import Conv2d, Linear
 from .module import Module, Parameter
 
-__all__ = ["UninitializedParameter", "UninitializedBuffer", "LazyModuleMixin", "LazyLinear", "LazyConv2d",
-           "LazyBatchNorm1d", "LazyBatchNorm2d"]
+__all__ = ["UninitializedParameter", "UninitializedBuffer", "LazyModuleMixin", "LazyLinear", "LazyConv2d"]
 
 _STORES = ("_parameters", "_buffers", "_modules", "_non_persistent", "training")
 
@@ -152,28 +153,3 @@ class LazyConv2d(LazyModuleMixin, Conv2d):
 
     def _input_size(self, x):
         return x.shape[-3]
-
-
-class _LazyBatchNorm(LazyModuleMixin):
-    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
-        self._lazy_init(1, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats,
-                        device=device, dtype=dtype)
-        object.__setattr__(self, "num_features", 0)
-
-    def _input_size(self, x):
-        return x.shape[1] if x.ndim > 1 else x.shape[0]
-
-
-class LazyBatchNorm1d(_LazyBatchNorm, BatchNorm1d):
-    """``BatchNorm1d`` with ``num_features`` inferred from dimension 1 of the first input.
-
-    ``LazyBatchNorm1d(eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None)``.
-    """
-
-    cls_to_become = BatchNorm1d
-
-
-class LazyBatchNorm2d(_LazyBatchNorm, BatchNorm2d):
-    """``BatchNorm2d`` with ``num_features`` inferred from dimension 1 of the first input."""
-
-    cls_to_become = BatchNorm2d

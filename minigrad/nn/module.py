@@ -17,7 +17,8 @@ from .._dtypes import is_floating
 from .._ext._engine import TensorBase
 from ..autograd import zero_grads
 from ..backends import get_backend
-from ..tensor import Tensor, _bfloat16_dtype, _check_dtype, _device_and_dtype
+from ..creation import _bfloat16_dtype, _check_dtype, _device_and_dtype
+from ..tensor import Tensor
 
 __all__ = ["Module", "Parameter"]
 

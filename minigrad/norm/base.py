@@ -17,9 +17,17 @@ the repr. A subclass declares what makes it itself:
   running statistics);
 * how it folds into an affine map for inference, when it can
   (``inference_affine``);
-* example constructor arguments and input shapes for the shared test suite
+* example constructor arguments and input shapes for the contract tests
   (``examples``), and a plain NumPy reference of its forward
   (``reference``), which has a default built from the statistics view.
+
+A normalizer with running statistics builds on public pieces only:
+``minigrad.norm.functional.batch_norm_train`` / ``batch_norm_eval`` /
+``instance_norm_train`` for the numerics, ``update_running_stats`` (one
+call per training forward; override it for another averaging rule, with
+``running_stats_factor()`` for the weight of the batch), ``running_affine``
+for its eval map and ``affine_shape`` to broadcast γ and β. Its test suite
+subclasses ``minigrad.testing.NormalizerTestCase``.
 """
 
 from __future__ import annotations
@@ -46,10 +54,14 @@ class Example:
     ``shapes`` are valid batched input shapes (axis 0 is the batch);
     ``unbatched`` valid shapes without a batch axis (a single sample, where
     the normalizer accepts one); ``bad_shapes`` shapes whose rank or
-    channel count ``check_input`` must reject with a ValueError. The
-    parametrized tests in ``tests/norm/test_contract.py`` build
-    ``cls(*args, **kwargs)`` and run the API, gradient and reference checks
+    channel count ``check_input`` must reject with a ValueError (in
+    training mode). ``minigrad.testing.NormalizerTestCase`` builds
+    ``cls(*args, **kwargs)`` and runs the API, gradient and reference checks
     on every shape.
+
+    Example::
+
+        Example(args=(3,), kwargs=dict(affine=False), shapes=((4, 3), (2, 3, 5)), bad_shapes=((3,),))
     """
 
     args: tuple = ()
@@ -180,20 +192,30 @@ class Normalizer(Module):
         count, and the dtype of the module's parameters/buffers.
 
         Raises TypeError (not a Tensor, integer/bool dtype, dtype mismatch)
-        or ValueError (rank, channel count) naming what was expected.
-        """
-        self._check_rank(x)
-        self._check_channels(x, self.channel_axis)
-        self._check_dtype(x)
+        or ValueError (rank, channel count) naming what was expected. A
+        normalizer whose channel axis depends on the input (InstanceNorm's
+        unbatched inputs) overrides it with the same three checks.
 
-    def _check_rank(self, x) -> None:
+        Example (InstanceNorm's: channels on axis 0 of an unbatched input)::
+
+            def check_input(self, x):
+                self.check_rank(x)
+                self.check_channels(x, 1 if x.ndim == self.batched_rank else 0)
+                self.check_dtype(x)
+        """
+        self.check_rank(x)
+        self.check_channels(x, self.channel_axis)
+        self.check_dtype(x)
+
+    def check_rank(self, x) -> None:
+        """``x`` is a Tensor of a rank in ``input_ranks`` (TypeError, ValueError otherwise)."""
         _check_tensor(type(self).__name__, x)
         if x.ndim not in self.input_ranks:
             raise ValueError(f"{type(self).__name__}: expected {_ranks_text(self.input_ranks)} input "
                              f"(got {x.ndim}D input of shape {tuple(x.shape)})")
 
-    def _check_channels(self, x, axis) -> None:
-        """The input has ``num_features`` channels along ``axis`` (None: nothing to check)."""
+    def check_channels(self, x, axis) -> None:
+        """``x`` has ``num_features`` entries along ``axis`` (None: nothing to check; ValueError otherwise)."""
         if axis is None:
             return
         name = type(self).__name__
@@ -206,7 +228,8 @@ class Normalizer(Module):
             raise ValueError(f"{name}: expected {self.num_features} channels along axis {axis} "
                              f"(num_features={self.num_features}), got input of shape {tuple(x.shape)}")
 
-    def _check_dtype(self, x) -> None:
+    def check_dtype(self, x) -> None:
+        """``x`` is floating and of the dtype of the module's parameters and buffers (TypeError otherwise)."""
         dt = x.dtype
         _check_floating(type(self).__name__, x)
         ref = self._parameter_dtype()
@@ -235,7 +258,9 @@ class Normalizer(Module):
         ``x.reshape(view_shape)`` reduced over ``axes`` gives the groups.
         The default is per channel: ``(N, C, S)`` over ``(0, 2)`` (Batch
         Normalization). A per-sample normalizer returns e.g. ``(R, K)``
-        over ``(1,)``.
+        over ``(1,)``; Ghost Batch Normalization ``(N/k, k, C, S)`` over
+        ``(1, 3)``. The reference forward and the contract tests (which
+        samples may affect which outputs) read it.
         """
         n, c = shape[0], shape[1]
         return (n, c, math.prod(shape[2:])), (0, 2)
@@ -259,6 +284,11 @@ class Normalizer(Module):
 
         Float64 backend arrays of shape ``(num_features,)``; what
         ``inference_affine`` returns for a normalizer that is this map in eval.
+
+        Example::
+
+            bn = minigrad.nn.BatchNorm1d(3).eval()
+            scale, shift = bn.running_affine()   # y = x·scale + shift per channel
         """
         weight = self.weight.array.reshape(-1) if self.weight is not None else None
         bias = self.bias.array.reshape(-1) if self.bias is not None else None
@@ -267,7 +297,15 @@ class Normalizer(Module):
 
     def running_stats_factor(self) -> float:
         """The weight of the next batch in the running averages: ``momentum``, or
-        ``1/(num_batches_tracked + 1)`` (a cumulative average) when ``momentum`` is None."""
+        ``1/(num_batches_tracked + 1)`` (a cumulative average) when ``momentum`` is None.
+
+        A getter: counting the batch is ``update_running_stats``'s job (or an
+        override's, with ``num_batches_tracked.add_(1)``).
+
+        Example::
+
+            minigrad.nn.BatchNorm1d(3, momentum=None).running_stats_factor()   # 1.0: the first batch is all
+        """
         if self.momentum is None:
             return 1.0 / (float(self.num_batches_tracked.item()) + 1.0)
         return self.momentum
@@ -303,7 +341,12 @@ class Normalizer(Module):
         return []
 
     def affine_shape(self, ndim):
-        """Shape γ and β are reshaped to so they broadcast against an input of rank ``ndim``."""
+        """Shape γ and β are reshaped to so they broadcast against an input of rank ``ndim``.
+
+        Example::
+
+            minigrad.nn.BatchNorm2d(3).affine_shape(4)   # (1, -1, 1, 1)
+        """
         shape = [1] * ndim
         shape[self.channel_axis if self.channel_axis is not None else 1] = -1
         return tuple(shape)

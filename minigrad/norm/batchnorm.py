@@ -13,12 +13,14 @@ the layer is one per-channel multiply-add (``inference_affine``), which
 
 from __future__ import annotations
 
+from ..nn import lazy as _lazy
+from ..nn.lazy import LazyModuleMixin
 from .base import Example, Normalizer
 from .fold import FoldError
 from .functional import _batch_norm_eval, _batch_norm_train, _check_batch_norm
 from .registry import register
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LazyBatchNorm1d", "LazyBatchNorm2d"]
 
 
 class _BatchNorm(Normalizer):
@@ -105,3 +107,46 @@ class BatchNorm2d(_BatchNorm):
             Example(args=(2,), kwargs=dict(affine=False, eps=1e-3), shapes=((3, 2, 1, 2),)),
             Example(args=(2,), kwargs=dict(track_running_stats=False, momentum=None), shapes=((2, 2, 2, 1),)),
         ]
+
+
+class _LazyBatchNorm(LazyModuleMixin):
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
+        self._lazy_init(1, eps=eps, momentum=momentum, affine=affine, track_running_stats=track_running_stats,
+                        device=device, dtype=dtype)
+        object.__setattr__(self, "num_features", 0)
+
+    def _input_size(self, x):
+        return x.shape[1] if x.ndim > 1 else x.shape[0]
+
+
+class LazyBatchNorm1d(_LazyBatchNorm, BatchNorm1d):
+    """``BatchNorm1d`` with ``num_features`` inferred from dimension 1 of the first input (``minigrad.nn.lazy``).
+
+    ``LazyBatchNorm1d(eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None)``.
+
+    Example::
+
+        bn = minigrad.nn.LazyBatchNorm1d()
+        bn(minigrad.randn(8, 5))   # now a BatchNorm1d(5)
+    """
+
+    cls_to_become = BatchNorm1d
+
+
+class LazyBatchNorm2d(_LazyBatchNorm, BatchNorm2d):
+    """``BatchNorm2d`` with ``num_features`` inferred from dimension 1 of the first input (``minigrad.nn.lazy``).
+
+    Example::
+
+        bn = minigrad.nn.LazyBatchNorm2d()
+        bn(minigrad.randn(2, 3, 4, 4))   # now a BatchNorm2d(3)
+    """
+
+    cls_to_become = BatchNorm2d
+
+
+# They are also names of minigrad.nn.lazy, beside PyTorch's other lazy layers; that module is a layer below
+# this one, so they are added there from here.
+for _cls in (LazyBatchNorm1d, LazyBatchNorm2d):
+    setattr(_lazy, _cls.__name__, _cls)
+    _lazy.__all__.append(_cls.__name__)

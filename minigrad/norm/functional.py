@@ -41,8 +41,10 @@ import warnings
 
 import numpy as np
 
+from .. import ops
 from .._dtypes import accumulation_dtype, is_floating, is_half
-from .._ext._engine import Function, TensorBase
+from .._ext._engine import Function, TensorBase, make_tensor
+from ..tensor import ones, zeros, zeros_like
 
 __all__ = ["batch_norm", "batch_norm_train", "batch_norm_eval", "layer_norm", "group_norm", "instance_norm",
            "instance_norm_train", "update_running_stats", "BatchNormFunction", "BatchNormGrad", "GroupNormFunction",
@@ -244,8 +246,6 @@ class ChannelAffineFunction(Function):
         return dx, dscale, dshift
 
     def vjp(self, grad):
-        from .. import ops
-
         x, scale = self.saved_as_tensors()
         view = _channel_view(x.shape)
         g = grad.reshape(view)
@@ -296,10 +296,6 @@ def _double_backward(grad, x, weight, ggx, ggw, ggb, view, axes, param_view, eps
     Half-precision tensors are computed in float32 (``accumulation_dtype``)
     and the results returned in the dtypes of dy, x and γ.
     """
-    from .. import ops
-    from .._ext._engine import make_tensor
-    from ..tensor import zeros_like
-
     def mean(u):
         return ops.mean(u, axes, keepdims=True)
 
@@ -636,8 +632,6 @@ def _batch_norm_train(input, weight, bias, eps):
     """``batch_norm_train`` after ``_check_batch_norm`` (which the modules call with their own name)."""
     if input.numel() == 0:
         c = input.shape[1]
-        from ..tensor import ones, zeros
-
         acc = accumulation_dtype(input.dtype)
         return (_empty_output(input, weight, bias, _channel_param_shape(input)),
                 zeros(c, dtype=acc, device=input.device), ones(c, dtype=acc, device=input.device))
@@ -794,8 +788,6 @@ def instance_norm_train(input, weight=None, bias=None, eps=1e-5, with_statistics
 
         y, mean, var, count = instance_norm_train(minigrad.randn(2, 3, 8))
     """
-    from .._ext._engine import make_tensor
-
     if input.numel() == 0:
         return _empty_output(input, weight, bias, _channel_param_shape(input)), None, None, 0
     n, c = input.shape[0], input.shape[1]

@@ -24,9 +24,9 @@ class _InstanceNorm(Normalizer):
         self.input_ranks = (self.batched_rank - 1, self.batched_rank)
 
     def check_input(self, x) -> None:
-        self._check_rank(x)
-        self._check_channels(x, 1 if x.ndim == self.batched_rank else 0)  # unbatched inputs have channels first
-        self._check_dtype(x)
+        self.check_rank(x)
+        self.check_channels(x, 1 if x.ndim == self.batched_rank else 0)  # unbatched inputs have channels first
+        self.check_dtype(x)
 
     def forward(self, x):
         self.check_input(x)

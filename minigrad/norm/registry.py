@@ -30,8 +30,10 @@ import threading
 import warnings
 from importlib import metadata
 
+from .base import Normalizer
+
 __all__ = ["ENTRY_POINT_GROUP", "RegistryError", "PluginWarning", "register", "unregister", "get", "available",
-           "create", "is_builtin", "load_plugins"]
+           "create", "is_builtin", "builtin_normalizers", "load_plugins"]
 
 #: The entry-point group third-party packages declare their normalizers in.
 ENTRY_POINT_GROUP = "minigrad.normalizers"
@@ -76,8 +78,6 @@ def register(name: str | None = None, *, override: bool = False):
         return register()(name)
 
     def decorate(cls):
-        from .base import Normalizer
-
         if not (isinstance(cls, type) and issubclass(cls, Normalizer)):
             raise TypeError(f"register: {cls!r} is not a subclass of minigrad.norm.Normalizer")
         key = cls.__name__ if name is None else name
@@ -157,6 +157,16 @@ def is_builtin(name: str) -> bool:
     return name in _BUILTINS
 
 
+def builtin_normalizers() -> dict[str, type]:
+    """minigrad's own normalizers, ``{name: class}``, as they were registered (plugins are not loaded).
+
+    Example::
+
+        sorted(minigrad.norm.builtin_normalizers())   # ['BatchNorm1d', 'BatchNorm2d', 'GroupNorm', ...]
+    """
+    return dict(_BUILTINS)
+
+
 def create(name: str, *args, **kwargs):
     """Instantiate the normalizer registered as ``name``: ``get(name)(*args, **kwargs)``.
 
@@ -206,8 +216,6 @@ def _load_one(ep) -> bool:
     origin = f"{ep.name} = {ep.value}" + (f" (from distribution {dist!r})" if dist else "")
     try:
         obj = ep.load()
-        from .base import Normalizer
-
         if not (isinstance(obj, type) and issubclass(obj, Normalizer)):
             raise TypeError(f"it points to {obj!r}, not to a minigrad.norm.Normalizer subclass")
         if _REGISTRY.get(ep.name) is not obj:

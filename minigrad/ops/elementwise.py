@@ -15,7 +15,8 @@ import numbers
 import numpy as np
 
 from .._ext._engine import Function, TensorBase, is_grad_enabled, make_tensor, unbroadcast
-from .reduce import sum_to
+from ..creation import get_default_dtype, tensor
+from .shape import sum_to
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh",
@@ -56,8 +57,6 @@ def _promote(a, b):
 
 
 def _promote_slow(a, b):
-    from ..tensor import get_default_dtype
-
     if isinstance(b, np.generic):
         b = b.item()
     if isinstance(a, np.generic):
@@ -84,8 +83,6 @@ def _promote_slow(a, b):
 
 
 def _as_tensor_like(value, ref):
-    from ..tensor import tensor
-
     if isinstance(value, (list, tuple, np.ndarray)):
         return tensor(value, device=ref.device if isinstance(ref, TensorBase) else None)
     raise TypeError(f"unsupported operand of type {type(value).__name__}; expected a Tensor or a number")
@@ -495,8 +492,6 @@ def mul(a, b):
 
 def div(a, b):
     """``a / b`` (true division) with broadcasting; integer tensors divide in float."""
-    from ..tensor import get_default_dtype
-
     a, b = _promote(a, b)
     # True division of integers gives the default float dtype (as in PyTorch),
     # not NumPy's float64.

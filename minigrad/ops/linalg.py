@@ -5,6 +5,8 @@ the backend's ``matmul`` (on the CPU, minigrad's own kernel in its thread team).
 from __future__ import annotations
 
 from .._ext._engine import Function, TensorBase, unbroadcast
+from .reduce import sum as _sum
+from .shape import reshape, sum_to, transpose, unsqueeze
 
 __all__ = ["matmul", "linear"]
 
@@ -46,9 +48,6 @@ class MatMul(Function):
         return ga, gb
 
     def vjp(self, grad):
-        from .reduce import sum_to
-        from .shape import reshape, transpose, unsqueeze
-
         a, b = self.saved_as_tensors()
         # Treat vectors as matrices (row for a, column for b), as matmul does.
         a2 = unsqueeze(a, 0) if a.ndim == 1 else a
@@ -98,9 +97,6 @@ class Linear(Function):
         return gx, gw, gb
 
     def vjp(self, grad):
-        from .reduce import sum as _sum
-        from .shape import reshape, transpose
-
         x, weight = self.saved_as_tensors()
         need = self.needs_input_grad
         g2 = reshape(grad, -1, grad.shape[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._ext._engine import Function, TensorBase
+from .elementwise import cast, clamp, div, log, mul, softplus, sub
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
@@ -32,8 +33,6 @@ class BinaryCrossEntropy(Function):
         return gp, gt
 
     def vjp(self, grad):
-        from .elementwise import clamp, div, log, mul, sub
-
         p, t, _, _ = self.saved_as_tensors()
         need = self.needs_input_grad
         gp = div(mul(grad, sub(p, t)), clamp(mul(p, sub(1.0, p)), min=1e-12)) if need[0] else None
@@ -64,8 +63,6 @@ def _check(name, input, target):
         raise ValueError(f"{name}: using a target size {tuple(target.shape)} that is different to the input size "
                          f"{tuple(input.shape)} is not supported; please ensure they have the same size")
     if target.dtype != input.dtype:
-        from .elementwise import cast
-
         target = cast(target, input.dtype)
     return target
 
@@ -101,8 +98,6 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
         >>> round(mg.nn.functional.binary_cross_entropy_with_logits(x, t).item(), 4)
         1.41
     """
-    from .elementwise import softplus
-
     target = _check("binary_cross_entropy_with_logits", input, target)
     # softplus without its linear threshold: exact for every logit.
     sp = softplus(-input, threshold=float("inf"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 from .. import return_types
 from .._ext._engine import Function, TensorBase, make_tensor
 from .dims import dim_arg, keepdim_arg, normalize_dim, normalize_dims
+from .elementwise import dropout_mask_mul, exp, maximum, minimum, sqrt
+from .shape import broadcast_to, getitem, reshape, squeeze, sum_to
 
 __all__ = ["sum", "mean", "max", "min", "amax", "amin", "var", "std", "logsumexp", "argmax", "argmin", "sum_to"]
 
@@ -36,8 +38,6 @@ class _Reduction(Function):
 
     def _spread(self, grad):
         """The Tensor ``grad`` broadcast back over the reduced axes (differentiable)."""
-        from .shape import broadcast_to
-
         return broadcast_to(self._expand(grad), self.in_shape)
 
 
@@ -83,8 +83,6 @@ class _Extremum(_Reduction):
         return self._expand(grad) * self._mask(grad.dtype)
 
     def vjp(self, grad):  # the selection is piecewise constant
-        from .elementwise import dropout_mask_mul
-
         return dropout_mask_mul(self._spread(grad), self._mask(grad.dtype))
 
     def _mask(self, dtype):
@@ -144,35 +142,8 @@ class LogSumExp(_Reduction):
         return self._expand(grad) * self.xp.exp(x - out)
 
     def vjp(self, grad):
-        from .elementwise import exp
-
         (x,) = self.inputs
         return self._expand(grad) * exp(x - logsumexp(x, self.axes, keepdims=True))
-
-
-def sum_to(x, shape):
-    """Sum the Tensor ``x`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``x.shape``).
-
-    The differentiable twin of ``unbroadcast``, for ``vjp`` methods: sums
-    the leading axes ``x`` has beyond ``shape`` and the axes where ``shape``
-    has length 1. ``x`` itself when the shapes match.
-
-    Example::
-
-        g = minigrad.ones(4, 3)
-        sum_to(g, (1, 3))     # tensor([[4., 4., 4.]])
-    """
-    shape = tuple(shape)
-    if tuple(x.shape) == shape:
-        return x
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
-    out = sum(x, axes, keepdims=True) if axes else x
-    if lead:
-        from .shape import reshape
-
-        out = reshape(out, *shape)
-    return out
 
 
 def _reduce(cls, x, dim, axis, keepdim, keepdims, **kw):
@@ -226,16 +197,12 @@ def _extremum(name, input, dim, keepdim, axis, keepdims, reduce_all, elementwise
     indices = _arg(input, d, True, f"arg{name}")
     values = _gather(input, indices, d)
     if not keep and input.ndim:
-        from .shape import squeeze
-
         values, indices = squeeze(values, d), squeeze(indices, d)
     return getattr(return_types, name)(values, indices)
 
 
 def _gather(x, indices, d):
     """``x`` at ``indices`` (keepdim form) along dimension ``d``, differentiably (through indexing)."""
-    from .shape import getitem
-
     if x.ndim == 0:
         return x
     xp = x.backend.xp
@@ -261,16 +228,12 @@ def max(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
         >>> values, indices
         (tensor([5., 7.]), tensor([1, 0]))
     """
-    from .elementwise import maximum
-
     return _extremum("max", input, dim, keepdim, axis, keepdims, amax, maximum)
 
 
 def min(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
     """PyTorch's ``min``: the smallest value, ``(values, indices)`` along ``dim``, or the elementwise
     minimum of two tensors (see ``max``)."""
-    from .elementwise import minimum
-
     return _extremum("min", input, dim, keepdim, axis, keepdims, amin, minimum)
 
 
@@ -290,8 +253,6 @@ def var(input, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=Non
 
 def std(input, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=None, keepdims=None):
     """Standard deviation, ``sqrt(var(input, dim, keepdim, correction))``."""
-    from .elementwise import sqrt
-
     return sqrt(var(input, dim, keepdim, correction, unbiased=unbiased, axis=axis, keepdims=keepdims))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from .._ext._engine import Function, TensorBase, unbroadcast
 from .dims import dim_arg, normalize_dim, normalize_dims
 
-__all__ = ["reshape", "permute", "transpose", "broadcast_to", "getitem", "concatenate", "stack",
+__all__ = ["reshape", "permute", "transpose", "broadcast_to", "sum_to", "getitem", "concatenate", "stack",
            "squeeze", "unsqueeze", "flatten"]
 
 
@@ -47,9 +47,21 @@ class BroadcastTo(Function):
         return unbroadcast(grad, self.in_shape)
 
     def vjp(self, grad):
-        from .reduce import sum_to
-
         return sum_to(grad, self.in_shape)
+
+
+class SumTo(Function):
+    """Broadcasting's adjoint: the two are each other's gradient, so they live together."""
+
+    def forward(self, x, shape=()):
+        self.in_shape = x.shape
+        return unbroadcast(x, shape)
+
+    def backward(self, grad):
+        return self.xp.broadcast_to(grad, self.in_shape)
+
+    def vjp(self, grad):
+        return broadcast_to(grad, self.in_shape)
 
 
 class GetItem(Function):
@@ -221,6 +233,24 @@ def broadcast_to(x, *shape):
     if tuple(shape) == x.shape:
         return x
     return BroadcastTo.apply(x, shape=shape)
+
+
+def sum_to(x, shape):
+    """Sum the Tensor ``x`` down to ``shape`` (the adjoint of broadcasting ``shape`` up to ``x.shape``).
+
+    The differentiable twin of ``unbroadcast``, for ``vjp`` methods: sums
+    the leading axes ``x`` has beyond ``shape`` and the axes where ``shape``
+    has length 1. ``x`` itself when the shapes match.
+
+    Example::
+
+        g = minigrad.ones(4, 3)
+        sum_to(g, (1, 3))     # tensor([[4., 4., 4.]])
+    """
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        return x
+    return SumTo.apply(x, shape=shape)
 
 
 def _raw_index(index):

@@ -3,8 +3,11 @@ the maximum is subtracted before exponentiating)."""
 
 from __future__ import annotations
 
-from .._ext._engine import Function, TensorBase
+from .._ext._engine import Function, TensorBase, make_tensor
 from .dims import dim_arg, normalize_dim
+from .elementwise import mul
+from .reduce import sum as _sum
+from .shape import getitem
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "nll_loss"]
 
@@ -91,8 +94,6 @@ class CrossEntropy(Function):
         return dx.astype(logp.dtype, copy=False)
 
     def vjp(self, grad):
-        from .._ext._engine import make_tensor
-
         (x,) = [t for t in self.inputs if t is not None]
         if self.reduction == "none":
             g_rows = grad.reshape(x.shape[0], 1)
@@ -203,11 +204,6 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     count for nothing; "mean" divides by the sum of the weights of the rows
     counted. Validated exactly as ``cross_entropy``.
     """
-    from .._ext._engine import make_tensor
-    from .elementwise import mul
-    from .reduce import sum as _sum
-    from .shape import getitem
-
     t, w_arr = _check_classification("nll_loss", input, target, weight, ignore_index, reduction, "log-probabilities")
     xp = input.backend.xp
     valid = t != ignore_index

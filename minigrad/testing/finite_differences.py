@@ -6,6 +6,7 @@ import numpy as np
 
 from .._ext._engine import TensorBase
 from ..autograd import enable_grad, grad, no_grad
+from ..tensor import tensor, zeros_like
 
 __all__ = ["gradcheck", "gradgradcheck", "GradcheckError", "numerical_vjp"]
 
@@ -133,8 +134,6 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         grad_outputs = [o.backend.asarray(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs]
     elif isinstance(grad_outputs, TensorBase):
         grad_outputs = [grad_outputs]
-    from ..tensor import tensor
-
     vs = [g if isinstance(g, TensorBase) else tensor(g, device=o.device) for g, o in zip(grad_outputs, outs)]
     vs = [v.detach().to(o.dtype).requires_grad_(True) for v, o in zip(vs, outs)]
     n = len(inputs)
@@ -149,8 +148,6 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         if not live:
             raise GradcheckError("gradgradcheck: no output requires grad")
         gs = grad([o for o, _ in live], targets, [v for _, v in live], create_graph=True, allow_unused=True)
-        from ..tensor import zeros_like
-
         return tuple(zeros_like(t) if g is None else g for g, t in zip(gs, targets))
 
     return gradcheck(first_derivatives, inputs + vs, eps=eps, atol=atol, rtol=rtol, params=params, seed=seed + 1,

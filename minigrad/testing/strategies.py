@@ -10,20 +10,16 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ..cuda import is_available
+from ..tensor import tensor
+
 __all__ = ["shapes", "arrays", "tensors", "devices", "available_devices", "broadcastable_pair",
            "float_dtypes"]
 
 
 def available_devices() -> list[str]:
     """Devices usable on this machine: always "cpu", plus "cuda" when a GPU and CuPy are present."""
-    devs = ["cpu"]
-    try:
-        from ..cuda import is_available
-    except ImportError:
-        return devs
-    if is_available():
-        devs.append("cuda")
-    return devs
+    return ["cpu", "cuda"] if is_available() else ["cpu"]
 
 
 def devices() -> st.SearchStrategy[str]:
@@ -66,8 +62,6 @@ def arrays(shape, dtype="float64", low=-3.0, high=3.0, min_magnitude=0.0) -> st.
 def tensors(draw, shape=None, dtype="float64", device="cpu", requires_grad=True, low=-3.0, high=3.0,
             min_magnitude=0.0):
     """minigrad Tensors (``shape`` may be a tuple or a strategy of shapes)."""
-    from ..tensor import tensor
-
     if shape is None:
         shape = shapes()
     if isinstance(shape, st.SearchStrategy):

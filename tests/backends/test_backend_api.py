@@ -19,7 +19,7 @@ PUBLIC = sorted(
                                      or inspect.ismethod(member))
 )
 FUSED = ["batch_norm_forward_train", "channel_affine", "batch_norm_forward_eval", "batch_norm_backward", "group_norm_forward",
-         "group_norm_backward", "row_norm_forward", "row_norm_backward", "im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
+         "group_norm_backward", "im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
          "avg_pool2d_forward", "avg_pool2d_backward", "sigmoid", "sgd_update", "adam_update"]
 
 

@@ -247,7 +247,7 @@ def test_name_expressions_cover_every_dtype():
     half = {"__half"} | ({"__nv_bfloat16"} if bfloat16 is not None else set())
     for f in FILES:
         names = name_expressions(f)
-        types = {"float", "double"} | (half if f in ("batchnorm.cu", "groupnorm.cu", "rownorm.cu") else set())
+        types = {"float", "double"} | (half if f in ("batchnorm.cu", "groupnorm.cu") else set())
         assert len(names) == len(types) * len(KERNEL_FILES[f])
         assert {n.split("<")[1][:-1] for n in names} == types
         assert set(file_types(f).values()) == types

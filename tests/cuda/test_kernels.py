@@ -306,35 +306,6 @@ def test_group_norm_property(_emu_session, ref, n, cg, groups, s, dtype):
         close(host(be, a), r, dtype, atol=1e-4 if dtype == F32 else 1e-9)
 
 
-# ------------------------------------------------------------ row norm
-ROW_SHAPES = [(1, 1), (5, 3), (3, 7), (4, 64), (2, 100), (33, 5), (3, 1000), (1, 4099)]
-
-
-def _row_atol(dtype, f32, f64):
-    return {F32: dict(atol=f32), F64: dict(atol=f64)}.get(dtype, {})
-
-
-@pytest.mark.parametrize("shape", ROW_SHAPES)
-@pytest.mark.parametrize("dtype", NORM_DTYPES)
-def test_row_norm_forward(be, ref, shape, dtype):
-    rng = np.random.default_rng(5)
-    x = (rng.standard_normal(shape) * 3 - 20).astype(dtype)
-    out = be.row_norm_forward(dev(be, x), 1e-5)
-    for a, r in zip(out, ref.row_norm_forward(x, 1e-5)):
-        close(host(be, a), r, dtype, **_row_atol(dtype, 1e-4, 1e-11))
-
-
-@pytest.mark.parametrize("shape", ROW_SHAPES)
-@pytest.mark.parametrize("dtype", NORM_DTYPES)
-def test_row_norm_backward(be, ref, shape, dtype):
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal(shape).astype(dtype)
-    g = rng.standard_normal(shape).astype(dtype)
-    xhat, _, invstd = ref.row_norm_forward(x, 1e-5)
-    dx = be.row_norm_backward(dev(be, g), dev(be, xhat), dev(be, invstd))
-    close(host(be, dx), ref.row_norm_backward(g, xhat, invstd), dtype, **_row_atol(dtype, 1e-4, 1e-10))
-
-
 # ------------------------------------------------------- im2col / col2im
 GEOMETRIES = [
     # (x shape, kh, kw, sh, sw, ph, pw)
@@ -513,8 +484,9 @@ def test_misaligned_views_take_the_scalar_paths(be, ref, dtype):
     x = rng.standard_normal((3, 2, 40)).astype(dtype)
     y, mean, var = be.batch_norm_forward_train(_misaligned(be, x), None, None, 1e-5)
     close(host(be, y), ref.batch_norm_forward_train(x, None, None, 1e-5)[0], dtype)
-    r = rng.standard_normal((3, 12)).astype(dtype)
-    close(host(be, be.row_norm_forward(_misaligned(be, r), 1e-5)[0]), ref.row_norm_forward(r, 1e-5)[0], dtype)
+    r = rng.standard_normal((3, 12, 1)).astype(dtype)  # LayerNorm's (R, K, 1) view: the per-row kernels
+    close(host(be, be.group_norm_forward(_misaligned(be, r), None, None, 1, 1e-5)[0]),
+          ref.group_norm_forward(r, None, None, 1, 1e-5)[0], dtype)
     s = rng.standard_normal(9).astype(dtype)
     close(host(be, be.sigmoid(_misaligned(be, s))), ref.sigmoid(s.copy()), dtype, rtol=1e-6, atol=1e-7)
 
@@ -613,8 +585,9 @@ def test_kernels_under_other_thread_schedules(emu_factory, ref, order):
         invstd = 1.0 / np.sqrt(vr + 1e-5)
         dx = be.batch_norm_backward(dev(be, g), dev(be, x), mean, dev(be, invstd), None, True)[0]
         close(host(be, dx), ref.batch_norm_backward(g, x, mr, invstd, None, True)[0], F64)
-    r = rng.standard_normal((6, 300))
-    close(host(be, be.row_norm_forward(dev(be, r), 1e-5)[0]), ref.row_norm_forward(r, 1e-5)[0], F64)
+    r = rng.standard_normal((6, 300, 1))  # LayerNorm's (R, K, 1) view: one row per block slice
+    close(host(be, be.group_norm_forward(dev(be, r), None, None, 1, 1e-5)[0]),
+          ref.group_norm_forward(r, None, None, 1, 1e-5)[0], F64)
     for shape in [(3, 4, 70), (5, 40, 1)]:
         x, g = rng.standard_normal(shape), rng.standard_normal(shape)
         w = rng.standard_normal(shape[1])
@@ -686,9 +659,6 @@ def test_every_kernel_instantiation_is_exercised(emu_factory):
             w = dev(be, np.ones(x3.shape[1], dtype))
             _, mean, invstd = be.group_norm_forward(x3, w, w, 1, 1e-5)
             be.group_norm_backward(x3, x3, mean, invstd, w, 1)
-        x2 = dev(be, r.standard_normal((3, 5)).astype(dtype))
-        xhat, _, invstd = be.row_norm_forward(x2, 1e-5)
-        be.row_norm_backward(x2, xhat, invstd)
         if is_half(dtype):  # the other kernel files are float/double only
             continue
         x4 = dev(be, r.standard_normal((1, 2, 4, 4)).astype(dtype))

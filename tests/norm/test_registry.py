@@ -18,7 +18,7 @@ from minigrad import norm
 from minigrad.norm import Normalizer, PluginWarning, RegistryError, register
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-PLUGIN_PROJECT = REPO / "examples" / "rmsnorm_plugin"
+PLUGIN_PROJECTS = sorted(p.parent for p in REPO.glob("examples/*_plugin/pyproject.toml"))
 
 
 class _Scale(Normalizer):
@@ -227,7 +227,7 @@ def test_plugins_load_lazily_and_a_broken_one_never_breaks_import(tmp_path):
 
 
 def test_the_example_plugin_through_its_entry_point():
-    """tests/norm/conftest.py exposes examples/rmsnorm_plugin with its pyproject's entry points."""
+    """The root conftest.py exposes examples/rmsnorm_plugin with its pyproject's entry points."""
     layer = norm.create("RMSNorm", 4)
     assert type(layer).__module__ == "minigrad_rmsnorm" and norm.get("FusedRMSNorm").__module__ == "minigrad_rmsnorm.fused"
     x = minigrad.randn(3, 4, dtype="float64")
@@ -240,17 +240,19 @@ def test_the_example_plugin_through_its_entry_point():
 
 
 @pytest.mark.slow
-def test_pip_installs_the_example_plugin(tmp_path):
-    """``pip install`` the example package (no network, no build isolation) and use it from a fresh process."""
+def test_pip_installs_the_example_plugins(tmp_path):
+    """``pip install`` the example packages (no network, no build isolation) and use them from a fresh process."""
     pytest.importorskip("setuptools")
     if shutil.which("pip") is None and importlib.util.find_spec("pip") is None:
         pytest.skip("pip is not available")
-    src = tmp_path / "src"
-    shutil.copytree(PLUGIN_PROJECT, src)  # build in a copy: leaves no build/ or egg-info in the repository
+    sources = []
+    for project in PLUGIN_PROJECTS:  # build in copies: leaves no build/ or egg-info in the repository
+        sources.append(tmp_path / "src" / project.name)
+        shutil.copytree(project, sources[-1], ignore=shutil.ignore_patterns("tests", "__pycache__"))
     target = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--target", str(target), str(src)],
+         "--disable-pip-version-check", "--target", str(target), *map(str, sources)],
         capture_output=True, text=True, timeout=300,
     )
     if install.returncode != 0:
@@ -259,8 +261,10 @@ def test_pip_installs_the_example_plugin(tmp_path):
             f"pip could not build the example offline: {install.stderr[-500:]}")
     result = _run("""
         import minigrad
-        layer = minigrad.norm.create("RMSNorm", 8)
-        print(type(layer).__module__, layer(minigrad.randn(2, 8)).shape)
+        for name in ("RMSNorm", "BatchRenorm1d", "GhostBatchNorm1d"):
+            layer = minigrad.norm.create(name, 8)
+            print(type(layer).__module__, layer(minigrad.randn(2, 8)).shape)
     """, [target])
     assert result.returncode == 0, result.stderr
-    assert "minigrad_rmsnorm (2, 8)" in result.stdout
+    for module in ("minigrad_rmsnorm", "minigrad_batchrenorm", "minigrad_ghostbn"):
+        assert f"{module} (2, 8)" in result.stdout

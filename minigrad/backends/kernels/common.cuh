@@ -301,8 +301,7 @@ __device__ __forceinline__ S block_reduce(S s, S* smem, S empty) {
 // with invstd = 1/sqrt(biased var + eps); thread tx == 0 also writes them to
 // mean_out[row]/invstd_out[row] (acc_t<T>) when `active`. `wsm` (>= 32 states) and
 // `stat` (>= TY pairs) are __shared__; every thread of the block must call
-// it (it contains barriers). Used by the per-row kernels (rownorm.cu,
-// groupnorm.cu).
+// it (it contains barriers). Used by the per-row kernels of groupnorm.cu.
 template <typename T>
 __device__ void block_row_stats(const T* xr, long long K, long long row, bool active, double eps,
                                 acc_t<T>* mean_out, acc_t<T>* invstd_out, Welford* wsm, double (*stat)[2]) {

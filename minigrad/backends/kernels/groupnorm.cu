@@ -9,9 +9,8 @@
 // per channel are BatchNorm's per-channel reductions (batchnorm.cu) with the
 // statistics of row (n, g).
 //
-// Rows are handled as in rownorm.cu: block (TX, TY), TX threads (whole
-// warps) share one row, TY rows per block, grid-stride over groups of TY
-// rows; each row is read in units of V elements (16-byte loads when aligned).
+// Rows: block (TX, TY), TX threads (whole warps) share one row, TY rows per
+// block, grid-stride over groups of TY rows; each row is read in units of V elements (16-byte loads when aligned).
 // The channel of element k of a row, c0 + k/S, is tracked by a cursor (no
 // division per element), and weight/bias are reloaded only when it changes.
 // Per-channel vectors and statistics are acc_t<T> (float32 for half data).

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..._ext._engine import TensorBase, make_tensor
+from ...tensor import tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
@@ -35,8 +36,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads = _grads(parameters)
     norm_type = float(norm_type)
     if not grads:
-        from ...tensor import tensor
-
         return tensor(0.0)
     backend = grads[0].backend
     xp = backend.xp

@@ -4,7 +4,8 @@
   ``Subset``, ``ConcatDataset``, ``random_split``;
 * samplers: ``Sampler``, ``SequentialSampler``, ``RandomSampler``,
   ``SubsetRandomSampler``, ``WeightedRandomSampler``, ``BatchSampler``
-  (``DistributedSampler`` comes from ``minigrad.distributed``);
+  (``DistributedSampler`` comes from ``minigrad.distributed``, which adds
+  it here);
 * ``DataLoader`` with worker processes (``num_workers``), ``default_collate``,
   ``default_convert`` and ``get_worker_info``.
 
@@ -33,14 +34,3 @@ __all__ = [
     "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset", "WeightedRandomSampler", "WorkerInfo",
     "default_collate", "default_convert", "get_worker_info", "random_split",
 ]
-
-
-def __getattr__(name):
-    # PyTorch also offers DistributedSampler here; it lives with the rest of minigrad.distributed.
-    if name == "DistributedSampler":
-        try:
-            from ...distributed import DistributedSampler
-        except ImportError as exc:
-            raise AttributeError(f"DistributedSampler is not available: {exc}") from None
-        return DistributedSampler
-    raise AttributeError(f"module 'minigrad.utils.data' has no attribute {name!r}")

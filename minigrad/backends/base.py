@@ -504,6 +504,10 @@ class Backend:
         y *= 0.5
         return y
 
+    def sigmoid_backward(self, grad, y):
+        """Gradient of ``sigmoid`` from its output ``y``: ``grad·y·(1 - y)``."""
+        return grad * (y * (1 - y))
+
     def erf(self, x):
         """The error function ``erf(x) = 2/√π·∫₀ˣ exp(-t²) dt`` elementwise, in ``x.dtype``.
 

@@ -266,6 +266,22 @@ class CPUBackend(Backend):
         _kernels().relu_backward(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
         return dx
 
+    def sigmoid(self, x):
+        if not _kernel_dtype(x):
+            return super().sigmoid(x)
+        x = _c_order(x)
+        y = np.empty(x.shape, dtype=x.dtype)
+        _kernels().sigmoid_forward(x.reshape(-1), y.reshape(-1))
+        return y
+
+    def sigmoid_backward(self, grad, y):
+        if not (_kernel_dtype(grad) and y.dtype == grad.dtype and grad.shape == y.shape):
+            return super().sigmoid_backward(grad, y)
+        grad, y = _c_order(grad), _c_order(y)
+        dx = np.empty(grad.shape, dtype=grad.dtype)
+        _kernels().sigmoid_backward(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
+        return dx
+
     def erf(self, x):
         if not _kernel_dtype(x):
             return super().erf(x)

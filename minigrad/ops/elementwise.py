@@ -281,7 +281,7 @@ class Sigmoid(Function):
 
     def backward(self, grad):
         (out,) = self.saved_tensors
-        return grad * (out * (1 - out))
+        return self.backend.sigmoid_backward(grad, out)
 
     def vjp(self, grad):
         (out,) = self.saved_as_tensors()

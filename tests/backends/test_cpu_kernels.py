@@ -244,3 +244,46 @@ def test_relu_matches_reference(dtype):
     g = np.random.default_rng(5).standard_normal(x.shape).astype(dtype)
     np.testing.assert_array_equal(CPU.relu_backward(g, y), REF.relu_backward(g, y))
     np.testing.assert_array_equal(CPU.relu(x.T), REF.relu(x.T))  # any layout
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_is_accurate_everywhere(dtype):
+    # the vectorized float32 exp: within 3 ulp of the exact value over the whole range, the subnormal
+    # tail below -87.3 too; inf, -inf, ±0 and NaN handled; float64 through the C library
+    x = np.concatenate([np.linspace(-120, 120, 200_001), [np.nan, np.inf, -np.inf, -0.0, 0.0, -87.3, -87.31]])
+    x = x.astype(dtype)
+    y = CPU.sigmoid(x)
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        e = np.exp(-np.abs(x64))
+        exact = np.where(x64 >= 0, 1 / (1 + e), e / (1 + e))
+    finite = np.isfinite(exact)
+    tiny = np.finfo(dtype).smallest_normal
+    ulp = np.spacing(np.maximum(exact[finite], tiny).astype(dtype)).astype(np.float64)
+    assert np.max(np.abs(y[finite] - exact[finite]) / ulp) <= (3 if dtype == np.float32 else 1)
+    np.testing.assert_array_equal(y[-6:-2], np.array([1, 0, 0.5, 0.5], dtype=dtype))
+    assert np.isnan(y[-7])
+    np.testing.assert_allclose(CPU.sigmoid(x[:-7]), REF.sigmoid(x[:-7]), rtol=1e-6 if dtype == np.float32 else 1e-14,
+                               atol=1e-7 if dtype == np.float32 else 1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_does_not_depend_on_the_split(dtype):
+    # every element goes through the same vector code (the last partial vector padded), so any slice,
+    # any layout and any thread count give the same bits
+    from minigrad._ext import _parallel
+
+    x = np.random.default_rng(6).standard_normal(1_000_003).astype(dtype) * 30
+    whole = CPU.sigmoid(x)
+    for lo, hi in ((0, 1), (3, 10), (5, 22), (1, 1_000_003)):
+        np.testing.assert_array_equal(CPU.sigmoid(x[lo:hi].copy()), whole[lo:hi])
+    np.testing.assert_array_equal(CPU.sigmoid(x[::2]), whole[::2])
+    before = _parallel.get_num_threads()
+    try:
+        _parallel.set_num_threads(1)
+        np.testing.assert_array_equal(CPU.sigmoid(x), whole)
+    finally:
+        _parallel.set_num_threads(before)
+    g = np.random.default_rng(7).standard_normal(x.shape).astype(dtype)
+    np.testing.assert_allclose(CPU.sigmoid_backward(g, whole), REF.sigmoid_backward(g, whole),
+                               rtol=1e-6 if dtype == np.float32 else 1e-15)

@@ -13,10 +13,9 @@ the optimizer sees it) it measures, as Santurkar et al. do:
   largest change of the gradient per unit of distance (their 4c);
 * the top eigenvalue of the Hessian of the loss, by power iteration on
   Hessian-vector products (``top_hessian_eigenvalue``), every
-  ``--hessian-every`` probes. Exact products come from
-  ``minigrad.autograd.functional.hvp`` (higher-order gradients) where
-  minigrad has it; otherwise from central differences of gradients on a
-  float64 copy of the model, and the summary says which.
+  ``--hessian-every`` probes. The products are exact, from
+  ``minigrad.autograd.functional.hvp`` (higher-order gradients through
+  every layer, BatchNorm included) on a float64 copy of the model.
 
 Outputs in ``--out``: ``landscape.png``, ``history.csv``, ``summary.json``.
 
@@ -35,6 +34,7 @@ import time
 import numpy as np
 
 import minigrad
+from minigrad.autograd import functional as autograd_functional
 from minigrad import optim
 from minigrad.nn import functional as F
 
@@ -117,59 +117,17 @@ def power_iteration(hvp, shapes, iters, seed=0, tol=1e-4):
     return value, iters
 
 
-def _exact_hvp():
-    """``minigrad.autograd.functional.hvp`` (PyTorch's signature) where minigrad has higher-order gradients."""
-    try:
-        from minigrad.autograd.functional import hvp
-    except ImportError:
-        return None
-    return hvp
-
-
-def hvp_operator(model, xb, yb, eps=1e-4):
+def hvp_operator(model, xb, yb):
     """v ↦ H·v for the training-mode loss of ``model`` on (xb, yb), on a float64 copy; and how it is computed.
 
-    With ``minigrad.autograd.functional.hvp``: the exact product, the
-    parameters substituted into the copy for each call. Without it, or
-    when a layer of the model cannot be differentiated twice yet (a
-    Function without ``vjp``): ``(∇L(w + εv) − ∇L(w − εv)) / 2ε`` (central
-    differences, float64, error of order ε²).
+    Exact products through ``minigrad.autograd.functional.hvp`` (PyTorch's
+    signature): the loss as a function of the parameters, which are
+    substituted into the copy for each call. ``v`` and the result are lists
+    of NumPy arrays shaped like the parameters.
     """
     net = copy.deepcopy(model).double().train()
     params = list(net.parameters())
     x64 = xb.to(dtype="float64")
-    exact = _exact_operator(net, params, x64, yb)
-    if exact is not None:
-        try:
-            exact([np.zeros(tuple(p.shape)) for p in params])
-        except RuntimeError as exc:  # "... is not twice differentiable: ... no vjp()"
-            why = str(exc).split(":")[0]
-        else:
-            return exact, "exact (minigrad.autograd.functional.hvp)"
-    else:
-        why = "minigrad.autograd.functional.hvp is missing"
-    w0 = [p.array.copy() for p in params]
-    saved = snapshot(net, only_buffers=True)
-
-    def grad_at(v, sign):
-        for p, w, a in zip(params, w0, v):
-            p.array[...] = w + p.backend.asarray(sign * eps * a)
-        _, g = loss_and_grad(net, x64, yb)
-        restore(net, saved)
-        return [np.asarray(p.backend.to_numpy(a)) for p, a in zip(params, g)]
-
-    def central(v):
-        plus, minus = grad_at(v, 1.0), grad_at(v, -1.0)
-        return [(a - b) / (2 * eps) for a, b in zip(plus, minus)]
-
-    return central, f"central differences of float64 gradients (eps {eps:g}; exact products unavailable: {why})"
-
-
-def _exact_operator(net, params, x64, yb):
-    """v ↦ H·v through ``minigrad.autograd.functional.hvp``, or None where minigrad has no such function."""
-    hvp = _exact_hvp()
-    if hvp is None:
-        return None
     slots = [(m, name) for m in net.modules() for name, p in m._parameters.items() if p is not None]
 
     def loss_of(*ps):
@@ -184,10 +142,10 @@ def _exact_operator(net, params, x64, yb):
 
     def exact(v):
         vs = tuple(minigrad.tensor(a, dtype="float64", device=x64.device) for a in v)
-        _, hv = hvp(loss_of, tuple(p.detach() for p in params), vs)
+        _, hv = autograd_functional.hvp(loss_of, tuple(p.detach() for p in params), vs)
         return [h.detach().numpy() for h in hv]
 
-    return exact
+    return exact, "exact (minigrad.autograd.functional.hvp)"
 
 
 def top_hessian_eigenvalue(model, xb, yb, iters=20, seed=0):

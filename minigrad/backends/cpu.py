@@ -250,37 +250,23 @@ class CPUBackend(Backend):
         return dx.reshape(x_shape)
 
     # ------------------------------------------------- elementwise
+    # One kernel per direction over flat C-ordered copies (activation forward: x -> y; backward from the
+    # forward's output: grad, y -> dx); other dtypes, or mismatched arrays, go to the reference.
     def relu(self, x):
-        if not _kernel_dtype(x):
-            return super().relu(x)
-        x = _c_order(x)
-        y = np.empty(x.shape, dtype=x.dtype)
-        _kernels().relu_forward(x.reshape(-1), y.reshape(-1))
-        return y
+        return _flat_forward("relu_forward", x) if _kernel_dtype(x) else super().relu(x)
 
     def relu_backward(self, grad, y):
-        if not (_kernel_dtype(grad) and y.dtype == grad.dtype and grad.shape == y.shape):
+        if not _flat_backward_applies(grad, y):
             return super().relu_backward(grad, y)
-        grad, y = _c_order(grad), _c_order(y)
-        dx = np.empty(grad.shape, dtype=grad.dtype)
-        _kernels().relu_backward(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
-        return dx
+        return _flat_backward("relu_backward", grad, y)
 
     def sigmoid(self, x):
-        if not _kernel_dtype(x):
-            return super().sigmoid(x)
-        x = _c_order(x)
-        y = np.empty(x.shape, dtype=x.dtype)
-        _kernels().sigmoid_forward(x.reshape(-1), y.reshape(-1))
-        return y
+        return _flat_forward("sigmoid_forward", x) if _kernel_dtype(x) else super().sigmoid(x)
 
     def sigmoid_backward(self, grad, y):
-        if not (_kernel_dtype(grad) and y.dtype == grad.dtype and grad.shape == y.shape):
+        if not _flat_backward_applies(grad, y):
             return super().sigmoid_backward(grad, y)
-        grad, y = _c_order(grad), _c_order(y)
-        dx = np.empty(grad.shape, dtype=grad.dtype)
-        _kernels().sigmoid_backward(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
-        return dx
+        return _flat_backward("sigmoid_backward", grad, y)
 
     def erf(self, x):
         if not _kernel_dtype(x):
@@ -421,6 +407,27 @@ def _kernels():
                 continue
             break
     return _KERNELS
+
+
+def _flat_forward(kernel, x):
+    """``y = kernel(x)`` elementwise through the flat Cython kernel of that name."""
+    x = _c_order(x)
+    y = np.empty(x.shape, dtype=x.dtype)
+    getattr(_kernels(), kernel)(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+def _flat_backward_applies(grad, y) -> bool:
+    """Whether an activation's flat backward kernel takes (grad, y): a kernel dtype, one dtype, one shape."""
+    return _kernel_dtype(grad) and y.dtype == grad.dtype and grad.shape == y.shape
+
+
+def _flat_backward(kernel, grad, y):
+    """``dx = kernel(grad, y)`` elementwise through the flat Cython kernel of that name."""
+    grad, y = _c_order(grad), _c_order(y)
+    dx = np.empty(grad.shape, dtype=grad.dtype)
+    getattr(_kernels(), kernel)(grad.reshape(-1), y.reshape(-1), dx.reshape(-1))
+    return dx
 
 
 def _c_order(a):

@@ -218,7 +218,7 @@ def bn_cases(lib, shape, dtype, repeat, warmup, min_time):
     return rows
 
 
-def rownorm_case(lib, kind, shape, repeat, warmup, min_time):
+def layer_group_norm_case(lib, kind, shape, repeat, warmup, min_time):
     """Training forward+backward of LayerNorm or GroupNorm (one library)."""
     np = lib.np
     rng = np.random.default_rng(1)
@@ -297,15 +297,15 @@ def run_worker(args):
     if "kernels" in args.cases:
         if quick:
             bn_shapes = [((4, 3, 5, 5), "float32"), ((6, 8), "float32")]
-            rows_shapes = [("LayerNorm", (4, 8)), ("GroupNorm", (2, 8, 3, 3))]
+            norm_shapes = [("LayerNorm", (4, 8)), ("GroupNorm", (2, 8, 3, 3))]
         else:
             bn_shapes = [((32, 64, 56, 56), "float32"), ((128, 256, 14, 14), "float32"),
                          ((32, 64, 56, 56), "float64"), ((256, 1024), "float32"), ((60, 100), "float32")]
-            rows_shapes = [("LayerNorm", (256, 1024)), ("GroupNorm", (32, 64, 28, 28))]
+            norm_shapes = [("LayerNorm", (256, 1024)), ("GroupNorm", (32, 64, 28, 28))]
         for shape, dtype in bn_shapes:
             rows += bn_cases(lib, shape, dtype, repeat, warmup, min_time)
-        for kind, shape in rows_shapes:
-            rows += rownorm_case(lib, kind, shape, repeat, warmup, min_time)
+        for kind, shape in norm_shapes:
+            rows += layer_group_norm_case(lib, kind, shape, repeat, warmup, min_time)
         rows += overhead_case(lib, 10 if quick else 200, repeat, warmup, min_time)
     if "steps" in args.cases and lib.name != "numpy":
         for which in ("mlp", "cnn"):

@@ -369,6 +369,23 @@ class NormalizerTestCase:
             if p is not None:
                 assert p.grad.dtype == np.float32 and np.all(np.isfinite(p.grad.numpy()))
 
+    def test_half_module(self, case, mode, device):
+        """A module made float16 as a whole (``dtype="float16"``) takes a float16 input: the reference of
+        its values within float16's precision, every gradient float16 and finite."""
+        i, shape = case
+        rng = np.random.default_rng(13)
+        m = self.randomize(self.build(i, device), rng).to(dtype="float16")
+        m.train(mode == "train")
+        x = tensor(rng.standard_normal(shape) * 2.0 + 0.5, dtype="float16", device=device, requires_grad=True)
+        expected = m.reference(x.detach().numpy().astype(np.float64))
+        y = self.forward(m)(x)
+        assert y.dtype == np.float16 and y.shape == x.shape
+        np.testing.assert_allclose(_host(y), expected, rtol=1e-2, atol=1e-2)
+        y.sum().backward()
+        assert x.grad.dtype == np.float16 and np.all(np.isfinite(_host(x.grad)))
+        for p in m.parameters():
+            assert p.grad.dtype == np.float16 and np.all(np.isfinite(_host(p.grad)))
+
     def test_noncontiguous_input(self, case, device):
         """A transposed view gives exactly the output of its contiguous copy, in training and eval."""
         i, shape = case

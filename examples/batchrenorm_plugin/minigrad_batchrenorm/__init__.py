@@ -119,6 +119,9 @@ class _BatchRenorm:
         if not self.track_running_stats:  # nothing to correct towards: BatchNorm
             return batch_norm_train(x, self.weight, self.bias, self.eps)[0]
         xhat, mean, var = batch_norm_train(x, None, None, self.eps)  # gradients flow through μ_B and σ_B
+        # The statistics come in the accumulation dtype (float32 for a float16 x); r, d and the running
+        # statistics are in the module's.
+        mean, var = mean.to(dtype=self.running_mean.dtype), var.to(dtype=self.running_var.dtype)
         r, d = self.corrections(mean, var)  # constants: no gradient flows through them
         scale, shift = (r, d) if self.weight is None else (self.weight * r, self.weight * d)
         if self.bias is not None:

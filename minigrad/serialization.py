@@ -36,6 +36,7 @@ import zipfile
 
 import numpy as np
 
+from ._dtypes import is_floating
 from ._ext._engine import TensorBase, make_tensor
 from .backends import backend_of, get_backend, to_host
 
@@ -331,7 +332,7 @@ def _decode(node, arrays, backend):
         if "__tensor__" in node:
             arr = arrays[node["__tensor__"]]
             return make_tensor(backend.asarray(arr), backend,
-                               node.get("requires_grad", False) is True and arr.dtype.kind == "f")
+                               node.get("requires_grad", False) is True and is_floating(arr.dtype))
         if "__array__" in node:
             return arrays[node["__array__"]]
         if "__dict__" in node:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._dtypes import is_floating
 from . import _dtypes, creation, ops
 from ._ext import _engine
 from ._ext._engine import TensorBase, make_tensor
@@ -55,7 +56,7 @@ class Tensor(TensorBase):
     def __repr__(self) -> str:
         body = np.array2string(
             self.numpy_view(), separator=", ", prefix="tensor(", threshold=1000, edgeitems=3,
-            precision=4, floatmode="maxprec_equal" if self.dtype.kind == "f" else "maxprec",
+            precision=4, floatmode="maxprec_equal" if is_floating(self.dtype) else "maxprec",
         )
         extras = []
         if self.device != "cpu":
@@ -352,7 +353,7 @@ class Tensor(TensorBase):
         if isinstance(other, TensorBase):
             if other.device != self.device:
                 raise RuntimeError(f"in-place operation with a tensor on {other.device}; this one is on {self.device}")
-            if other.dtype != self.dtype and other.dtype.kind == "f" and self.dtype.kind == "f":
+            if other.dtype != self.dtype and is_floating(other.dtype) and is_floating(self.dtype):
                 raise TypeError(f"in-place operation would mix {self.dtype} and {other.dtype}")
 
     def _begin_inplace(self, name):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import random as _random
-from .._dtypes import accumulation_dtype
+from .._dtypes import accumulation_dtype, is_floating
 
 __all__ = ["Backend"]
 
@@ -280,8 +280,12 @@ class Backend:
 
     # ---------------------------------------------------- matrix products
     def matmul(self, a, b):
-        """Matrix product with NumPy's rules (1-D operands, batch broadcasting): ``a @ b``."""
-        return a @ b
+        """Matrix product with NumPy's rules (1-D operands, batch broadcasting): ``a @ b``.
+
+        Two operands of one dtype give that dtype: NumPy multiplies bfloat16 (ml_dtypes) in float32 and
+        returns float32; the result is rounded back, as PyTorch's bfloat16 products are."""
+        out = a @ b
+        return out.astype(a.dtype) if out.dtype != a.dtype and a.dtype == b.dtype else out
 
     # ---------------------------------------------------- convolution
     @staticmethod
@@ -346,7 +350,7 @@ class Backend:
         ow = self.conv_output_size(w, kw, sw, pw, dw)
         cols = self.im2col(x, kh, kw, sh, sw, ph, pw, dh, dw)                    # (N, C·kh·kw, L)
         w3 = weight.reshape(groups, o // groups, cg * kh * kw)                   # (G, Og, Kg)
-        y = xp.matmul(w3, cols.reshape(n, groups, cg * kh * kw, oh * ow))        # (N, G, Og, L)
+        y = self.matmul(w3, cols.reshape(n, groups, cg * kh * kw, oh * ow))      # (N, G, Og, L)
         y = y.reshape(n, o, oh, ow)
         if bias is not None:
             y += bias[None, :, None, None]
@@ -364,11 +368,12 @@ class Backend:
         gx = gw = gb = None
         if needs[0]:
             wt = xp.swapaxes(weight.reshape(groups, og, kg), -1, -2)            # (G, Kg, Og)
-            dcols = xp.matmul(wt, g).reshape(n, c * kh * kw, L)
+            dcols = self.matmul(wt, g).reshape(n, c * kh * kw, L)
             gx = self.col2im(dcols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw)
         if needs[1]:
             cols = saved.reshape(n, groups, kg, L)
-            gw = xp.einsum("ngol,ngkl->gok", g, cols).reshape(weight.shape)
+            # Σ over images of (Og, L)·(L, Kg) products (einsum has no bfloat16 loops)
+            gw = self.matmul(g, xp.swapaxes(cols, -1, -2)).sum(axis=0).reshape(weight.shape)
         if needs[2]:
             gb = grad.sum(axis=(0, 2, 3))
         return gx, gw, gb
@@ -397,7 +402,7 @@ class Backend:
         xp = self.xp
         n, c, h, w = x.shape
         oh, ow, eh, ew = self._pool_geometry(x.shape, kh, kw, sh, sw, ph, pw, ceil_mode)
-        is_float = x.dtype.kind == "f"
+        is_float = is_floating(x.dtype)
         lowest = -xp.inf if is_float else xp.iinfo(x.dtype).min
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=lowest)
         y = xp.full((n, c, oh, ow), lowest, dtype=x.dtype)
@@ -502,7 +507,7 @@ class Backend:
         y = xp.tanh(x * 0.5)
         y += 1.0
         y *= 0.5
-        return y
+        return y.astype(x.dtype, copy=False)  # bfloat16 times a Python float is float32 in NumPy
 
     def sigmoid_backward(self, grad, y):
         """Gradient of ``sigmoid`` from its output ``y``: ``grad·y·(1 - y)``."""

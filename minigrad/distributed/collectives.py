@@ -13,6 +13,7 @@ wrong numbers.
 
 from __future__ import annotations
 
+from .._dtypes import is_floating
 from .._ext._engine import TensorBase
 from .process_group import DistributedError, ReduceOp, _group
 
@@ -33,7 +34,7 @@ def _check_op(fname, op, tensor):
     if not isinstance(op, ReduceOp):
         raise TypeError(f"{fname}: op must be a minigrad.distributed.ReduceOp (SUM, AVG, PRODUCT, MAX, MIN), "
                         f"got {op!r}")
-    if op is ReduceOp.AVG and tensor.dtype.kind != "f":
+    if op is ReduceOp.AVG and not is_floating(tensor.dtype):
         raise TypeError(f"{fname}: ReduceOp.AVG needs a floating tensor, got dtype {tensor.dtype}")
 
 

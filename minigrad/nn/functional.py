@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from .._dtypes import is_floating
 from .. import ops
 from ..ops import (adaptive_avg_pool2d, avg_pool2d, conv2d, cross_entropy, linear, log_softmax, max_pool2d, nll_loss,
                    relu, sigmoid, softmax, softplus, tanh)
@@ -93,7 +94,7 @@ def _dropout(input, p, training, mask_shape):
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"dropout needs a floating tensor, got dtype {input.dtype}")
     backend = input.backend
     if p == 1.0:

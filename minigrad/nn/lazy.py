@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+from .._dtypes import is_floating
 from ..tensor import Tensor, empty
 from .layers import Conv2d, Linear
 from .module import Module, Parameter
@@ -98,7 +99,7 @@ class LazyModuleMixin:
                 arr = value.array
                 if value.backend is not target.backend:
                     arr = target.backend.transfer(arr, value.backend)
-                if arr.dtype.kind == "f" and arr.dtype != target.dtype:
+                if is_floating(arr.dtype) and arr.dtype != target.dtype:
                     arr = arr.astype(target.dtype)
                 target._set_fields(arr, target.backend, target.requires_grad)
                 if isinstance(target, (UninitializedParameter, UninitializedBuffer)):

@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from .._ext._engine import Function, TensorBase, is_grad_enabled, make_tensor, unbroadcast
+from .._dtypes import is_floating
 from ..creation import get_default_dtype, tensor
 from .shape import sum_to
 
@@ -31,7 +32,14 @@ def _shape(a):
 
 def _float_dtype_of(a):
     dt = a.dtype
-    return dt if dt.kind == "f" else None
+    return dt if is_floating(dt) else None
+
+
+def _weak_scalar(value, dtype):
+    """A Python scalar meeting a floating array or Tensor of ``dtype``, typed so that the result keeps
+    ``dtype``: NumPy promotes a Python float weakly for its own floats, but ml_dtypes' bfloat16 plus a
+    Python float gives float32 (PyTorch keeps bfloat16)."""
+    return dtype.type(value) if dtype.kind != "f" and is_floating(dtype) else value
 
 
 def _promote(a, b):
@@ -79,6 +87,10 @@ def _promote_slow(a, b):
         a = cast(a, get_default_dtype())
     elif b_t and b.dtype.kind in "biu" and isinstance(a, float):
         b = cast(b, get_default_dtype())
+    elif a_t and not b_t:
+        b = _weak_scalar(b, a.dtype)
+    elif b_t and not a_t:
+        a = _weak_scalar(a, b.dtype)
     return a, b
 
 
@@ -319,9 +331,13 @@ class Abs(Function):
 
 class Clamp(Function):
     def forward(self, a, min=None, max=None):
+        min = None if min is None else _weak_scalar(min, a.dtype)
+        max = None if max is None else _weak_scalar(max, a.dtype)
         self.save_for_backward(a)
         self.bounds = (min, max)
-        return self.xp.clip(a, min, max)
+        out = self.xp.clip(a, min, max)
+        # NumPy clips bfloat16 through float32; clipping is exact, so casting back loses nothing.
+        return out if out.dtype == a.dtype else out.astype(a.dtype)
 
     def backward(self, grad):
         return grad * self._keep()
@@ -498,7 +514,7 @@ def div(a, b):
     if isinstance(a, TensorBase) and a.dtype.kind in "biu":
         a = cast(a, get_default_dtype())
     if isinstance(b, TensorBase) and b.dtype.kind in "biu" and not (
-        isinstance(a, TensorBase) and a.dtype.kind == "f"
+        isinstance(a, TensorBase) and is_floating(a.dtype)
     ):
         b = cast(b, get_default_dtype())
     a, b = _promote(a, b)

@@ -4,6 +4,7 @@ the backend's ``matmul`` (on the CPU, minigrad's own kernel in its thread team).
 
 from __future__ import annotations
 
+from .._dtypes import is_floating
 from .._ext._engine import Function, TensorBase, unbroadcast
 from .reduce import sum as _sum
 from .shape import reshape, sum_to, transpose, unsqueeze
@@ -109,7 +110,7 @@ class Linear(Function):
 def check_same_kind(name, *tensors):
     """Refuse to mix integer/bool and floating operands (PyTorch's "must have the same dtype"), at forward
     time: NumPy would silently compute in float64 and the backward pass would fail later."""
-    kinds = {t.dtype.kind == "f" for t in tensors if isinstance(t, TensorBase)}
+    kinds = {is_floating(t.dtype) for t in tensors if isinstance(t, TensorBase)}
     if len(kinds) > 1:
         dtypes = ", ".join(str(t.dtype) for t in tensors if isinstance(t, TensorBase))
         raise TypeError(f"{name}: expected operands of the same kind, got dtypes {dtypes}; convert the integer "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dtypes import is_floating
 from .._ext._engine import Function, TensorBase
 from .elementwise import cast, clamp, div, log, mul, softplus, sub
 
@@ -57,7 +58,7 @@ def _check(name, input, target):
     for what, t in (("input", input), ("target", target)):
         if not isinstance(t, TensorBase):
             raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{name}: input must be floating, got dtype {input.dtype}")
     if target.shape != input.shape:
         raise ValueError(f"{name}: using a target size {tuple(target.shape)} that is different to the input size "

@@ -3,6 +3,7 @@ with PyTorch's arguments (``ceil_mode``, ``count_include_pad``) and output sizes
 
 from __future__ import annotations
 
+from .._dtypes import is_floating
 from .._ext._engine import Function
 from .conv import pair
 
@@ -155,7 +156,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     """
     if divisor_override is not None:
         raise NotImplementedError("avg_pool2d: divisor_override is not supported")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"avg_pool2d needs a floating tensor, got dtype {input.dtype}")
     kernel, stride, padding = _pool_args("avg_pool2d", input, kernel_size, stride, padding)
     return AvgPool2d.apply(input, kernel=kernel, stride=stride, padding=padding, ceil_mode=bool(ceil_mode),
@@ -178,7 +179,7 @@ def adaptive_avg_pool2d(input, output_size):
     if input.ndim not in (3, 4):
         raise ValueError(f"adaptive_avg_pool2d: input must be (N, C, H, W) or (C, H, W), got shape "
                          f"{tuple(input.shape)}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"adaptive_avg_pool2d needs a floating tensor, got dtype {input.dtype}")
     oh, ow = pair(output_size, "adaptive_avg_pool2d: output_size", allow_none=True)
     h, w = input.shape[-2:]

@@ -11,6 +11,7 @@ extremum of two tensors.
 
 from __future__ import annotations
 
+from .._dtypes import is_floating
 from .. import return_types
 from .._ext._engine import Function, TensorBase, make_tensor
 from .dims import dim_arg, keepdim_arg, normalize_dim, normalize_dims
@@ -165,7 +166,7 @@ def sum(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
 
 def mean(input, dim=None, keepdim=False, *, axis=None, keepdims=None):
     """Arithmetic mean over ``dim`` (all dimensions when None); needs a floating tensor."""
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"mean() needs a floating tensor, got dtype {input.dtype}; convert with .float()")
     return _reduce(Mean, input, dim, axis, keepdim, keepdims)
 
@@ -244,7 +245,7 @@ def var(input, dim=None, keepdim=False, correction=1, *, unbiased=None, axis=Non
     ``correction=0`` the biased (population) one; ``unbiased=False`` is
     PyTorch's older spelling of ``correction=0``.
     """
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"var() needs a floating tensor, got dtype {input.dtype}")
     if unbiased is not None:
         correction = int(bool(unbiased))

@@ -3,6 +3,7 @@ the maximum is subtracted before exponentiating)."""
 
 from __future__ import annotations
 
+from .._dtypes import is_floating
 from .._ext._engine import Function, TensorBase, make_tensor
 from .dims import dim_arg, normalize_dim
 from .elementwise import mul
@@ -150,7 +151,7 @@ def _check_classification(name, input, target, weight, ignore_index, reduction, 
         raise TypeError(f"{name}: {bad} must be a Tensor, got {type(input if bad == 'input' else target).__name__}")
     if input.ndim != 2:
         raise ValueError(f"{name}: input must be (N, C) {what}, got shape {tuple(input.shape)}")
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{name}: input must be floating, got dtype {input.dtype}")
     if target.dtype.kind not in "iu":
         raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")

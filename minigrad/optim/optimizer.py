@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .._dtypes import is_floating
 from .._ext._engine import TensorBase
 from ..autograd import enable_grad, zero_grads
 from ..backends import to_host
@@ -73,7 +74,7 @@ class Optimizer:
                 raise TypeError(f"optimizers take Tensors, got {type(p).__name__}")
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
-            if p.dtype.kind != "f":
+            if not is_floating(p.dtype):
                 raise TypeError(f"optimizers update floating tensors, got one of dtype {p.dtype}")
         unique = list({id(p): p for p in params}.values())
         if len(unique) != len(params):

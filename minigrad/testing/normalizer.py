@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from .._dtypes import bfloat16
 from ..autograd import no_grad
 from ..backends import backend_class, device_types
 from ..device import device as _device
@@ -369,22 +370,26 @@ class NormalizerTestCase:
             if p is not None:
                 assert p.grad.dtype == np.float32 and np.all(np.isfinite(p.grad.numpy()))
 
-    def test_half_module(self, case, mode, device):
-        """A module made float16 as a whole (``dtype="float16"``) takes a float16 input: the reference of
-        its values within float16's precision, every gradient float16 and finite."""
+    @pytest.mark.parametrize("half", ["float16", "bfloat16"])
+    def test_half_module(self, case, mode, device, half):
+        """A module made float16 (or bfloat16) as a whole takes an input of that dtype: the reference of
+        its values within the half type's precision, every output and gradient in that dtype, finite."""
+        if half == "bfloat16" and bfloat16 is None:
+            pytest.skip("bfloat16 needs the ml_dtypes package")
         i, shape = case
         rng = np.random.default_rng(13)
-        m = self.randomize(self.build(i, device), rng).to(dtype="float16")
+        m = self.randomize(self.build(i, device), rng).to(dtype=half)
         m.train(mode == "train")
-        x = tensor(rng.standard_normal(shape) * 2.0 + 0.5, dtype="float16", device=device, requires_grad=True)
-        expected = m.reference(x.detach().numpy().astype(np.float64))
+        x = tensor(rng.standard_normal(shape) * 2.0 + 0.5, device=device).to(dtype=half).requires_grad_()
+        expected = m.reference(_host(x.detach()).astype(np.float64))
         y = self.forward(m)(x)
-        assert y.dtype == np.float16 and y.shape == x.shape
-        np.testing.assert_allclose(_host(y), expected, rtol=1e-2, atol=1e-2)
+        assert y.dtype == x.dtype and y.shape == x.shape
+        tol = 1e-2 if half == "float16" else 6e-2  # 11 and 8 significant bits
+        np.testing.assert_allclose(_host(y).astype(np.float64), expected, rtol=tol, atol=tol)
         y.sum().backward()
-        assert x.grad.dtype == np.float16 and np.all(np.isfinite(_host(x.grad)))
+        assert x.grad.dtype == x.dtype and np.all(np.isfinite(_host(x.grad).astype(np.float64)))
         for p in m.parameters():
-            assert p.grad.dtype == np.float16 and np.all(np.isfinite(_host(p.grad)))
+            assert p.grad.dtype == x.dtype and np.all(np.isfinite(_host(p.grad).astype(np.float64)))
 
     def test_noncontiguous_input(self, case, device):
         """A transposed view gives exactly the output of its contiguous copy, in training and eval."""

@@ -374,3 +374,56 @@ def test_without_ml_dtypes_bfloat16_is_missing_with_the_reason():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "minigrad.bfloat16 needs the ml_dtypes package: pip install 'minigrad-bn[bfloat16]'" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_a_half_model_trains_end_to_end(dtype):
+    # model.to(half) as a whole: conv, BN, ReLU, pooling, Linear, sigmoid, cross-entropy, SGD with
+    # momentum and Adam keep every output, gradient, parameter and buffer in the half type (NumPy
+    # computes bfloat16 products, clip and Python-scalar arithmetic in float32: each is rounded back),
+    # and the losses follow the float32 model's from the same weights
+    def build():
+        mg.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(36, 16), nn.BatchNorm1d(16), nn.Sigmoid(), nn.Linear(16, 3))
+
+    rng = np.random.default_rng(14)
+    x, y = rng.standard_normal((8, 1, 8, 8)), mg.tensor(rng.integers(0, 3, 8))
+    losses = {}
+    for dt in (dtype, F32):
+        model = build().to(dtype=dt)
+        opts = [mg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)]
+        if dtype != F16:  # Adam's eps (1e-8) and g² underflow in float16 state, as in PyTorch
+            opts.append(mg.optim.Adam(model.parameters(), lr=1e-2))
+        xs = mg.tensor(x).to(dtype=dt)
+        losses[dt] = []
+        for step in range(6):
+            out = model(xs)
+            loss = F.cross_entropy(out, y)
+            assert out.dtype == dt and loss.dtype == dt
+            for o in opts:
+                o.zero_grad()
+            loss.backward()
+            opts[step % len(opts)].step()
+            losses[dt].append(float(loss.item()))
+        for t in list(model.parameters()) + [b for b in model.buffers() if b.dtype.kind != "i"]:
+            assert t.dtype == dt
+        assert all(p.grad.dtype == dt for p in model.parameters())
+    eps = _LIMITS[np.dtype(dtype).name][0]
+    np.testing.assert_allclose(losses[dtype], losses[F32], rtol=40 * eps, atol=40 * eps)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_python_scalars_and_clamp_keep_the_half_type(dtype):
+    a = mg.tensor(np.linspace(-2, 2, 9)).to(dtype=dtype).requires_grad_()
+    for name, f in [("add", lambda: a + 1e-5), ("radd", lambda: 1e-5 + a), ("mul", lambda: a * 2.0),
+                    ("rsub", lambda: 1.0 - a), ("div", lambda: a / 3.0), ("rdiv", lambda: 1.0 / (a * a + 1.0)),
+                    ("pow", lambda: a**2), ("clamp", lambda: a.clamp(-0.5, 1.5)),
+                    ("maximum", lambda: mg.maximum(a, 0.5)), ("matmul", lambda: a.reshape(3, 3) @ a.reshape(3, 3))]:
+        out = f()
+        assert out.dtype == dtype, name
+        a.grad = None
+        out.sum().backward()
+        assert a.grad.dtype == dtype, name
+    np.testing.assert_array_equal(a.clamp(-0.5, 1.5).detach().numpy().astype(np.float64),
+                                  np.clip(np.linspace(-2, 2, 9), -0.5, 1.5))

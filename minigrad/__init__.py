@@ -16,7 +16,7 @@ Example::
     opt.zero_grad(); loss.backward(); opt.step()
 """
 
-from . import _dtypes, accelerator, cuda, data, distributed, nn, norm, ops, optim, return_types, testing, utils
+from . import _dtypes, accelerator, cuda, data, distributed, linalg, nn, norm, ops, optim, return_types, testing, utils
 from ._ext._engine import Function
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from .device import Device, device, get_default_device, set_default_device

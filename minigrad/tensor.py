@@ -546,6 +546,23 @@ class Tensor(TensorBase):
         """The minimum; ``(values, indices)`` along ``dim``; or the elementwise minimum (see ``minigrad.min``)."""
         return ops.min(self, dim, keepdim, axis=axis, keepdims=keepdims)
 
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """The vector p-norm over ``dim`` (all dimensions when None), PyTorch's ``Tensor.norm``.
+
+        ``p``: ``"fro"`` or 2 (Euclidean; Frobenius over all or two dims), 1,
+        ``inf``, ``-inf``, 0 or any number (see ``minigrad.linalg.vector_norm``).
+
+        Example::
+
+            g.norm(2, dim=1)     # the per-example gradient norms of a WGAN-GP penalty
+        """
+        if p is None or (isinstance(p, str) and p == "fro"):
+            p = 2
+        elif isinstance(p, str):
+            raise ValueError(f"norm: p={p!r} is not supported (the vector norms and 'fro' are); "
+                             f"expected 'fro' or a number")
+        return ops.vector_norm(self, p, dim, keepdim)
+
     def amax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         """Maximum over one or several dimensions, values only (see ``minigrad.amax``)."""
         return ops.amax(self, dim, keepdim, axis=axis, keepdims=keepdims)

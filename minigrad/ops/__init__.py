@@ -8,7 +8,7 @@ and ``minigrad.nn.functional`` are thin wrappers over these functions.
 from .conv import conv2d
 from .elementwise import (abs, add, cast, clamp, div, dropout_mask_mul, erf, exp, log, maximum, minimum,
                           mul, neg, pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
-from .linalg import linear, matmul
+from .linalg import linear, matmul, vector_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .reduce import amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, sum_to, var
 from .shape import (broadcast_to, concatenate, flatten, getitem, permute, reshape, squeeze, stack,
@@ -20,7 +20,7 @@ __all__ = [
     "conv2d", "cross_entropy", "div", "dropout_mask_mul", "erf", "exp", "flatten", "getitem", "linear", "log",
     "log_softmax", "logsumexp", "matmul", "max", "max_pool2d", "maximum", "mean", "min", "minimum", "mul",
     "neg", "nll_loss", "permute", "pow", "relu", "reshape", "sigmoid", "softmax", "softplus", "sqrt", "squeeze",
-    "stack", "std", "sub", "sum", "sum_to", "tanh", "transpose", "unsqueeze", "var", "where", "cat",
+    "stack", "std", "sub", "sum", "sum_to", "tanh", "transpose", "unsqueeze", "var", "vector_norm", "where", "cat",
 ]
 
 cat = concatenate

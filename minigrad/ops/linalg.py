@@ -1,15 +1,21 @@
 """Matrix products: ``matmul`` (NumPy semantics, batched and broadcast) and the
 fused ``linear`` (``x @ W.T + b``, one graph node instead of three), through
-the backend's ``matmul`` (on the CPU, minigrad's own kernel in its thread team)."""
+the backend's ``matmul`` (on the CPU, minigrad's own kernel in its thread team);
+and ``vector_norm`` (PyTorch's ``torch.linalg.vector_norm``)."""
 
 from __future__ import annotations
 
 from .._dtypes import is_floating
 from .._ext._engine import Function, TensorBase, unbroadcast
-from .reduce import sum as _sum
+import math
+import numbers
+
+from .dims import normalize_dims
+from .elementwise import abs as _abs, div, mul, pow as _pow, where
+from .reduce import amax, amin, sum as _sum
 from .shape import reshape, sum_to, transpose, unsqueeze
 
-__all__ = ["matmul", "linear"]
+__all__ = ["matmul", "linear", "vector_norm"]
 
 
 class MatMul(Function):
@@ -136,3 +142,61 @@ def linear(x, weight, bias=None):
     if bias is None:
         return Linear.apply(x, weight)
     return Linear.apply(x, weight, bias)
+
+
+class VectorNorm2(Function):
+    """The Euclidean norm over ``axes`` (kept as dimensions of size 1): ``‖x‖ = sqrt(Σ x²)``, one node.
+
+    Its gradient ``x·g/‖x‖`` is 0 where ‖x‖ = 0 (PyTorch's choice: there x = 0),
+    not 0/0; the vjp is the same formula in differentiable ops, so gradient
+    penalties differentiate it again.
+    """
+
+    def forward(self, x, axes=()):
+        n = self.xp.sqrt((x * x).sum(axis=axes, keepdims=True))
+        self.save_for_backward(x, n)
+        return n
+
+    def backward(self, grad):
+        x, n = self.saved_tensors
+        safe = self.xp.where(n == 0, 1, n).astype(n.dtype, copy=False)
+        return x * (grad / safe)
+
+    def vjp(self, grad):
+        x, n = self.saved_as_tensors()
+        return mul(x, div(grad, where(n.detach() == 0, 1.0, n)))
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False):
+    """The vector ``ord``-norm of ``x`` over ``dim`` (all dimensions when None), PyTorch's
+    ``torch.linalg.vector_norm``.
+
+    ``ord``: 2 (``sqrt(Σ x²)``), 1 (``Σ|x|``), ``inf`` (``max|x|``), ``-inf``
+    (``min|x|``), 0 (the number of non-zeros, no gradient) or any other
+    number p (``(Σ|x|^p)^(1/p)``). The gradient of the 2-norm at x = 0 is 0.
+
+    Example::
+
+        g = minigrad.randn(8, 784)
+        minigrad.linalg.vector_norm(g, dim=1)      # shape (8,): one norm per row
+    """
+    if not isinstance(x, TensorBase) or not is_floating(x.dtype):
+        got = f"dtype {x.dtype}" if isinstance(x, TensorBase) else type(x).__name__
+        raise TypeError(f"vector_norm: expected a floating point Tensor, got {got}")
+    if not isinstance(ord, numbers.Real) or isinstance(ord, bool) or math.isnan(ord):
+        raise ValueError(f"vector_norm: ord must be a number (2, 1, inf, -inf, 0 or any p), got {ord!r}")
+    axes = normalize_dims(dim, x.ndim)
+    if ord == 2:
+        out = VectorNorm2.apply(x, axes=axes)
+        if keepdim:
+            return out
+        return reshape(out, tuple(s for i, s in enumerate(x.shape) if i not in axes))
+    if ord == math.inf:
+        return amax(_abs(x), dim=axes, keepdim=keepdim)
+    if ord == -math.inf:
+        return amin(_abs(x), dim=axes, keepdim=keepdim)
+    if ord == 0:
+        return _sum((x != 0).to(dtype=x.dtype), dim=axes, keepdim=keepdim)
+    if ord == 1:
+        return _sum(_abs(x), dim=axes, keepdim=keepdim)
+    return _pow(_sum(_pow(_abs(x), float(ord)), dim=axes, keepdim=keepdim), 1.0 / ord)

@@ -337,7 +337,7 @@ class Clamp(Function):
         self.bounds = (min, max)
         out = self.xp.clip(a, min, max)
         # NumPy clips bfloat16 through float32; clipping is exact, so casting back loses nothing.
-        return out if out.dtype == a.dtype else out.astype(a.dtype)
+        return out.astype(a.dtype) if out.dtype != a.dtype and is_floating(a.dtype) else out
 
     def backward(self, grad):
         return grad * self._keep()

@@ -42,23 +42,12 @@ class RMSNormFunction(Function):
 
     def backward(self, grad):
         xhat, r, weight = self.saved_tensors
-        g = grad * weight if weight is not None else grad
-        dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-        dweight = None
-        if weight is not None and self.needs_input_grad[1]:
-            dweight = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)
-        return dx, dweight
+        return _rms_norm_grads(grad, xhat, r, weight, self.needs_input_grad[1])
 
     def vjp(self, grad):
         x, weight = self.inputs[0], self.inputs[1]
         r = ((x * x).mean(axis=-1, keepdims=True) + self.eps) ** -0.5
-        xhat = x * r
-        g = grad * weight if weight is not None else grad
-        dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-        dweight = None
-        if weight is not None and self.needs_input_grad[1]:
-            dweight = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)
-        return dx, dweight
+        return _rms_norm_grads(grad, x * r, r, weight, self.needs_input_grad[1])
 
 
 @register("FusedRMSNorm")
@@ -81,3 +70,15 @@ class FusedRMSNorm(RMSNorm):
             Example(args=(5,), shapes=((2, 5), (3, 1, 5)), bad_shapes=((5, 2),)),
             Example(args=(2,), kwargs=dict(elementwise_affine=False), shapes=((4, 2),)),
         ]
+
+
+def _rms_norm_grads(grad, xhat, r, weight, need_weight):
+    """``(dx, dγ)`` of ``y = γ·x·r``, ``r = 1/sqrt(mean(x²) + ε)``, ``xhat = x·r``. Written once for
+    arrays (``backward``) and Tensors (``vjp``, which records it so it differentiates again): both
+    spell ``*``, ``mean``, ``reshape`` and ``sum`` alike."""
+    g = grad * weight if weight is not None else grad
+    dx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    dweight = None
+    if weight is not None and need_weight:
+        dweight = (grad * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)
+    return dx, dweight

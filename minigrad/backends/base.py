@@ -545,6 +545,17 @@ class Backend:
         param -= lr * g
         return buf
 
+    def sgd_update_multi(self, params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov):
+        """``sgd_update`` on each parameter of a list, with one group's hyper-parameters; returns the buffers.
+
+        ``params``, ``grads`` and ``bufs`` are lists of equal length (``bufs[i]``
+        None where there is no buffer yet). A backend overrides it to update
+        all of them in one call (PyTorch's ``foreach`` implementation); this
+        one loops.
+        """
+        return [self.sgd_update(p, g, b, lr, momentum, dampening, weight_decay, nesterov)
+                for p, g, b in zip(params, grads, bufs)]
+
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
         """One in-place Adam step (Kingma & Ba, with bias correction; L2 weight decay)."""
         xp = self.xp

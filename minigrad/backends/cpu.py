@@ -288,6 +288,17 @@ class CPUBackend(Backend):
         _kernels().sgd_update(param.reshape(-1), g, flat_buf, lr, momentum, dampening, weight_decay, nesterov, first)
         return buf
 
+    def sgd_update_multi(self, params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov):
+        # One kernel call for the whole list. The kernel checks every array before it writes any, so a
+        # list it refuses (a float16 parameter, a non-contiguous gradient) is done one at a time instead.
+        new = [np.empty_like(p) if b is None else b for p, b in zip(params, bufs)] if momentum else bufs
+        try:
+            _kernels().sgd_update_multi(params, grads, new, [b is None for b in bufs], lr, momentum, dampening,
+                                        weight_decay, nesterov)
+        except TypeError:
+            return super().sgd_update_multi(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov)
+        return new
+
     def adam_update(self, param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
         if not (_kernel_dtype(param) and param.flags.c_contiguous and grad.dtype == param.dtype):
             return super().adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,

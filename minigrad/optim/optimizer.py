@@ -23,6 +23,9 @@ from ..backends import to_host
 
 __all__ = ["Optimizer"]
 
+# Options added after state dicts were first saved: a group saved without one keeps the current value.
+_OPTIONAL_GROUP_KEYS = frozenset({"foreach"})
+
 
 class Optimizer:
     """Base class: holds ``param_groups`` (dicts with "params" and hyper-parameters) and ``state``.
@@ -113,20 +116,30 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params, grads, states = [], [], []
+            maximize = group.get("maximize")
             for p in group["params"]:
                 grad = p.grad
                 if grad is None:
                     continue
                 p._bump_version()
-                g = grad.array
-                if group.get("maximize"):
-                    g = -g
-                self._update(p, g, self._param_state(p), group)
+                params.append(p)
+                grads.append(-grad.array if maximize else grad.array)
+                states.append(self._param_state(p))
+            if params:
+                self._update_group(params, grads, states, group)
         return loss
 
     def _update(self, p, grad, state: dict, group: dict) -> None:
         """Update ``p.array`` in place from the gradient array ``grad`` (override)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")
+
+    def _update_group(self, params: list, grads: list, states: list, group: dict) -> None:
+        """Update the parameters of one group that have gradients (``grads``: their arrays, ``states``:
+        their state dicts). The default calls ``_update`` for each; an optimizer with a multi-tensor
+        (``foreach``) kernel overrides it."""
+        for p, grad, st in zip(params, grads, states):
+            self._update(p, grad, st, group)
 
     # ------------------------------------------------------------ state
     def _param_state(self, p) -> dict:
@@ -176,7 +189,7 @@ class Optimizer:
                 f"the state dict has {len(groups)} parameter groups, the optimizer {len(self.param_groups)}"
             )
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
-            missing = sorted(k for k in self.defaults if k not in saved)
+            missing = sorted(k for k in self.defaults if k not in saved and k not in _OPTIONAL_GROUP_KEYS)
             if missing:
                 raise ValueError(f"loaded state dict is not a {name} state dict: parameter group {i} lacks "
                                  f"{missing} (saved from another optimizer?)")

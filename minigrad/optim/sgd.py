@@ -13,7 +13,9 @@ class SGD(Optimizer):
     With weight decay λ, momentum μ and dampening τ: ``g ← g + λp``;
     ``b ← μb + (1-τ)g`` (``b = g`` at the first step); ``g ← g + μb`` when
     ``nesterov`` else ``g ← b``; ``p ← p - lr·g`` (``p ← p + lr·g`` when
-    ``maximize``).
+    ``maximize``). ``foreach`` (None or True: the default) updates all the
+    parameters of a group in one backend call; False updates them one at a
+    time (the same values).
 
     Example::
 
@@ -24,9 +26,10 @@ class SGD(Optimizer):
     state_keys = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False):
+                 maximize=False, foreach=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                      foreach=foreach))
 
     def _validate_group(self, g):
         super()._validate_group(g)
@@ -40,3 +43,23 @@ class SGD(Optimizer):
                                    g["dampening"], g["weight_decay"], g["nesterov"])
         if g["momentum"]:
             state["momentum_buffer"] = buf
+
+    def _update_group(self, params, grads, states, g):
+        if g.get("foreach") is False:
+            return super()._update_group(params, grads, states, g)
+        # One backend call per device for the whole group (parameters on several devices are split).
+        for backend, idx in _by_backend(params).items():
+            bufs = backend.sgd_update_multi([params[i].array for i in idx], [grads[i] for i in idx],
+                                            [states[i].get("momentum_buffer") for i in idx], g["lr"],
+                                            g["momentum"], g["dampening"], g["weight_decay"], g["nesterov"])
+            if g["momentum"]:
+                for i, buf in zip(idx, bufs):
+                    states[i]["momentum_buffer"] = buf
+
+
+def _by_backend(params) -> dict:
+    """Indices of ``params`` by backend, in order (usually one backend: every index)."""
+    groups = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p.backend, []).append(i)
+    return groups

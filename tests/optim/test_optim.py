@@ -120,3 +120,71 @@ def test_optimizer_errors():
     opt = optim.SGD([p], lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="parameter groups"):
         opt.load_state_dict({"state": {}, "param_groups": []})
+
+
+# ------------------------------------------------ multi-tensor (foreach) SGD
+def _sgd_run(kwargs, dtypes=("float32", "float64"), steps=4, strided_grad=False):
+    """Parameters of several shapes and dtypes (one group each), trained a few steps; their values."""
+    rng = np.random.default_rng(0)
+    params = [mg.tensor(rng.standard_normal(s).astype(dt), requires_grad=True)
+              for dt in dtypes for s in ((3, 4), (5,), (2, 3, 2))]
+    opt = optim.SGD([{"params": [p for p in params if p.dtype == dt]} for dt in dtypes], **kwargs)
+    for k in range(steps):
+        opt.zero_grad()
+        for i, p in enumerate(params):
+            g = np.cos(p.detach().numpy().astype(np.float64) * (i + 1) + k).astype(p.dtype)
+            if strided_grad and p.ndim == 2:
+                g = np.asfortranarray(g)  # not C-contiguous: the kernel refuses it, the loop takes it
+            p.grad = mg.tensor(g)
+        opt.step()
+    return [p.detach().numpy().copy() for p in params], opt
+
+
+@pytest.mark.parametrize("kwargs", SGD_CASES + [dict(lr=0.1, momentum=0.5, maximize=True)])
+def test_sgd_foreach_equals_one_at_a_time(kwargs):
+    many, opt = _sgd_run(dict(kwargs, foreach=True))
+    one, _ = _sgd_run(dict(kwargs, foreach=False))
+    for a, b in zip(many, one):
+        np.testing.assert_array_equal(a, b)
+    assert all(g["foreach"] is True for g in opt.param_groups)
+
+
+def test_sgd_foreach_falls_back_for_arrays_the_kernel_refuses():
+    kwargs = dict(lr=0.1, momentum=0.9)
+    for case in (dict(dtypes=("float16", "float32")), dict(strided_grad=True)):
+        many, _ = _sgd_run(dict(kwargs, foreach=None), **case)
+        one, _ = _sgd_run(dict(kwargs, foreach=False), **case)
+        for a, b in zip(many, one):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_sgd_multi_kernel_checks_everything_before_writing():
+    from minigrad.backends import cpu
+
+    k = cpu._kernels()
+    p = [np.ones(4, np.float32), np.ones(3, np.float32)]
+    before = [a.copy() for a in p]
+    g = [np.ones(4, np.float32), np.ones(3, np.float64)]  # the second gradient has the wrong dtype
+    with pytest.raises(TypeError, match="parameter 1"):
+        k.sgd_update_multi(p, g, [None, None], [False, False], 0.1, 0.0, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="differ in size"):
+        k.sgd_update_multi(p, [np.ones(4, np.float32), np.ones(2, np.float32)], [None, None], [False, False],
+                           0.1, 0.0, 0.0, 0.0, False)
+    with pytest.raises(ValueError, match="2 parameters but 1 gradients"):
+        k.sgd_update_multi(p, g[:1], [None, None], [False, False], 0.1, 0.0, 0.0, 0.0, False)
+    with pytest.raises(TypeError, match="writable"):
+        ro = np.ones(4, np.float32)
+        ro.flags.writeable = False
+        k.sgd_update_multi([ro], [ro], [None], [False], 0.1, 0.0, 0.0, 0.0, False)
+    for a, b in zip(p, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_state_dict_saved_without_foreach_still_loads():
+    p = mg.tensor([1.0, 2.0], requires_grad=True)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9, foreach=False)
+    sd = opt.state_dict()
+    del sd["param_groups"][0]["foreach"]  # a state dict from before the option existed
+    opt2 = optim.SGD([p], lr=0.5)
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["foreach"] is None

@@ -49,26 +49,37 @@ static inline mg_vf mg_sigmoid_vf(mg_vf v) {
 #endif
 static void mg_sigmoid_f32(const float* x, float* y, Py_ssize_t lo, Py_ssize_t hi) {
     Py_ssize_t i = lo;
+    int subnormal = 0; /* whether any result needs the C library (checked on the way: no second pass) */
 #if MG_VEC
-    for (; i + MG_WF <= hi; i += MG_WF) mg_st_f32(y + i, mg_sigmoid_vf(mg_ld_f32(x + i)));
+    mg_vi32 low = {0};
+    for (; i + MG_WF <= hi; i += MG_WF) {
+        const mg_vf v = mg_ld_f32(x + i);
+        low |= v < -87.3f;
+        mg_st_f32(y + i, mg_sigmoid_vf(v));
+    }
     if (i < hi) {                                                        /* the tail, padded */
         float buf[MG_WF] MG_ALIGNED(MG_VBYTES);
         memset(buf, 0, sizeof buf);
         memcpy(buf, x + i, (size_t)(hi - i) * sizeof(float));
-        mg_st_f32(buf, mg_sigmoid_vf(mg_ld_f32(buf)));
+        const mg_vf v = mg_ld_f32(buf);
+        low |= v < -87.3f;
+        mg_st_f32(buf, mg_sigmoid_vf(v));
         memcpy(y + i, buf, (size_t)(hi - i) * sizeof(float));
     }
+    for (int l = 0; l < MG_WF; l++) subnormal |= low[l];
 #else
     for (; i < hi; i++) {
         const float e = expf(-fabsf(x[i]));
         y[i] = (x[i] >= 0 ? 1.0f : e) / (1.0f + e);
+        subnormal |= x[i] < -87.3f;
     }
 #endif
-    for (i = lo; i < hi; i++)
-        if (x[i] < -87.3f) {
-            const float e = expf(x[i]);
-            y[i] = e / (1.0f + e);
-        }
+    if (subnormal)
+        for (i = lo; i < hi; i++)
+            if (x[i] < -87.3f) {
+                const float e = expf(x[i]);
+                y[i] = e / (1.0f + e);
+            }
 }
 static void mg_sigmoid_f64(const double* x, double* y, Py_ssize_t lo, Py_ssize_t hi) {
     for (Py_ssize_t i = lo; i < hi; i++) {

@@ -16,7 +16,7 @@ cdef extern from "_simd.h" nogil:
 # A product runs threaded from this many multiply-adds (a fork/join costs a few microseconds, about
 # what one thread needs for 2^16·16 of them); threads_for compares work against parallel_min_size.
 cdef enum:
-    GEMM_WORK_SHIFT = 4
+    GEMM_WORK_SHIFT = 3
 
 
 cdef inline int _gemm1(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a, Py_ssize_t ars, Py_ssize_t acs,
@@ -37,9 +37,14 @@ cdef int _gemm_team(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
     identical for every thread count. -1 when out of memory."""
     cdef Py_ssize_t nr = MG_GEMM_NR_F32_VALUE if floating is float else MG_GEMM_NR_F64_VALUE
     cdef Py_ssize_t tn = (N + nr - 1) // nr, tm = (M + MG_GEMM_MR - 1) // MG_GEMM_MR
-    cdef Py_ssize_t parts, t, lo, hi
-    cdef bint by_cols = tn >= tm
+    cdef Py_ssize_t parts, t, lo, hi, p
+    cdef bint by_cols
     cdef int bad = 0
+    # Each thread packs the panels of B its block of C needs: all of them for a block of rows, its share
+    # for a block of columns. Packing a panel costs about what one micro-tile of products costs, so the
+    # cut is the one with less work for the busiest thread, counted in tiles (ties: by columns).
+    p = threads
+    by_cols = tn + (tm + p - 1) // p * tn >= (tn + p - 1) // p * (1 + tm)
     parts = min(<Py_ssize_t>threads, tn if by_cols else tm)
     if parts <= 1:
         return _gemm1(M, N, K, a, ars, acs, b, brs, bcs, c, ldc, accumulate)

@@ -136,6 +136,79 @@ static void mg_gemm_tile_cols_##SUF(Py_ssize_t kc, const T* a, Py_ssize_t lda, c
 #  define MG_GEMM_NR_F64 2
 #endif
 
+/* Packing a transposed B (element (k, j) at b[k + j*cs]: the weight of a Linear layer read as W.T):
+   out[k*NR + j] = b[j*cs + k] for j < w, zero-padded to NR columns. Read along k, as the rows of W lie
+   in memory, and transposed in registers four by four (two by two for double), so the packed panel is
+   written a whole vector at a time instead of one strided element at a time. */
+#if MG_VEC
+typedef float mg_v4f __attribute__((vector_size(16)));
+typedef double mg_v2d __attribute__((vector_size(16)));
+#  if defined(__clang__)
+#    define MG_SHUF4(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#    define MG_SHUF2(a, b, i, j) __builtin_shufflevector(a, b, i, j)
+#  else
+typedef int mg_v4i __attribute__((vector_size(16)));
+typedef long long mg_v2l __attribute__((vector_size(16)));
+#    define MG_SHUF4(a, b, i, j, k, l) __builtin_shuffle(a, b, (mg_v4i){i, j, k, l})
+#    define MG_SHUF2(a, b, i, j) __builtin_shuffle(a, b, (mg_v2l){i, j})
+#  endif
+static inline mg_v4f mg_ld4(const float* p) { mg_v4f v; memcpy(&v, p, sizeof v); return v; }
+static inline mg_v2d mg_ld2(const double* p) { mg_v2d v; memcpy(&v, p, sizeof v); return v; }
+#endif
+
+static void mg_gemm_pack_bt_f32(Py_ssize_t kc, Py_ssize_t w, const float* b, Py_ssize_t cs, float* out,
+                                Py_ssize_t NR) {
+    Py_ssize_t j = 0;
+#if MG_VEC
+    for (; j + 4 <= w; j += 4) {
+        const float *r0 = b + j * cs, *r1 = r0 + cs, *r2 = r1 + cs, *r3 = r2 + cs;
+        Py_ssize_t k = 0;
+        for (; k + 4 <= kc; k += 4) {
+            mg_v4f a0 = mg_ld4(r0 + k), a1 = mg_ld4(r1 + k), a2 = mg_ld4(r2 + k), a3 = mg_ld4(r3 + k);
+            mg_v4f t0 = MG_SHUF4(a0, a1, 0, 4, 1, 5), t1 = MG_SHUF4(a0, a1, 2, 6, 3, 7);
+            mg_v4f t2 = MG_SHUF4(a2, a3, 0, 4, 1, 5), t3 = MG_SHUF4(a2, a3, 2, 6, 3, 7);
+            mg_v4f o0 = MG_SHUF4(t0, t2, 0, 1, 4, 5), o1 = MG_SHUF4(t0, t2, 2, 3, 6, 7);
+            mg_v4f o2 = MG_SHUF4(t1, t3, 0, 1, 4, 5), o3 = MG_SHUF4(t1, t3, 2, 3, 6, 7);
+            memcpy(out + k * NR + j, &o0, sizeof o0);
+            memcpy(out + (k + 1) * NR + j, &o1, sizeof o1);
+            memcpy(out + (k + 2) * NR + j, &o2, sizeof o2);
+            memcpy(out + (k + 3) * NR + j, &o3, sizeof o3);
+        }
+        for (; k < kc; k++) {
+            out[k * NR + j] = r0[k];
+            out[k * NR + j + 1] = r1[k];
+            out[k * NR + j + 2] = r2[k];
+            out[k * NR + j + 3] = r3[k];
+        }
+    }
+#endif
+    for (; j < NR; j++)
+        for (Py_ssize_t k = 0; k < kc; k++) out[k * NR + j] = j < w ? b[j * cs + k] : 0.0f;
+}
+
+static void mg_gemm_pack_bt_f64(Py_ssize_t kc, Py_ssize_t w, const double* b, Py_ssize_t cs, double* out,
+                                Py_ssize_t NR) {
+    Py_ssize_t j = 0;
+#if MG_VEC
+    for (; j + 2 <= w; j += 2) {
+        const double *r0 = b + j * cs, *r1 = r0 + cs;
+        Py_ssize_t k = 0;
+        for (; k + 2 <= kc; k += 2) {
+            mg_v2d a0 = mg_ld2(r0 + k), a1 = mg_ld2(r1 + k);
+            mg_v2d o0 = MG_SHUF2(a0, a1, 0, 2), o1 = MG_SHUF2(a0, a1, 1, 3);
+            memcpy(out + k * NR + j, &o0, sizeof o0);
+            memcpy(out + (k + 1) * NR + j, &o1, sizeof o1);
+        }
+        for (; k < kc; k++) {
+            out[k * NR + j] = r0[k];
+            out[k * NR + j + 1] = r1[k];
+        }
+    }
+#endif
+    for (; j < NR; j++)
+        for (Py_ssize_t k = 0; k < kc; k++) out[k * NR + j] = j < w ? b[j * cs + k] : 0.0;
+}
+
 #define MG_GEMM(T, SUF, VT, W, NR)                                                               \
 MG_GEMM_UKERNEL(T, SUF, VT, W)                                                                   \
 /* Panels of NR columns of B[0:kc, 0:nc] (element (k, j) at b[k*rs + j*cs]), zero-padded. */     \
@@ -152,6 +225,8 @@ static void mg_gemm_pack_b_##SUF(Py_ssize_t kc, Py_ssize_t nc, const T* b, Py_ss
                 for (; j < w; j++) out[k * NR + j] = bj[k * rs + j];                             \
                 for (; j < NR; j++) out[k * NR + j] = 0;                                         \
             }                                                                                    \
+        } else if (rs == 1) {                                                                    \
+            mg_gemm_pack_bt_##SUF(kc, w, bj, cs, out, NR);                                       \
         } else {                                                                                 \
             for (Py_ssize_t j = 0; j < NR; j++)                                                  \
                 for (Py_ssize_t k = 0; k < kc; k++)                                              \

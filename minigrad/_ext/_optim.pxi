@@ -103,24 +103,33 @@ cdef int _acquire(object obj, Py_buffer* views, Py_ssize_t k, bint writable, lis
     return 0
 
 
-cdef void _sgd_one(Py_buffer* v, bint mom, double lr, double momentum, double dampening, double weight_decay,
-                   bint nesterov, bint first) noexcept nogil:
-    cdef Py_ssize_t n = v[0].len // v[0].itemsize
-    if n == 0:
-        return
+cdef void _sgd_range(Py_buffer* v, Py_ssize_t lo, Py_ssize_t hi, bint mom, double lr, double momentum,
+                     double dampening, double weight_decay, bint nesterov, bint first) noexcept nogil:
+    """Elements [lo, hi) of one parameter (``v``: its parameter, gradient and buffer views)."""
     if v[0].itemsize == 4:
         if mom:
-            _sgd_momentum(<float*>v[0].buf, <const float*>v[1].buf, <float*>v[2].buf, n, <float>lr,
-                          <float>momentum, <float>(1.0 - dampening), <float>weight_decay, nesterov, first)
+            _sgd_momentum(<float*>v[0].buf + lo, <const float*>v[1].buf + lo, <float*>v[2].buf + lo, hi - lo,
+                          <float>lr, <float>momentum, <float>(1.0 - dampening), <float>weight_decay, nesterov, first)
         else:
-            _sgd_plain(<float*>v[0].buf, <const float*>v[1].buf, n, <float>lr, <float>weight_decay)
+            _sgd_plain(<float*>v[0].buf + lo, <const float*>v[1].buf + lo, hi - lo, <float>lr, <float>weight_decay)
     else:
         if mom:
-            _sgd_momentum(<double*>v[0].buf, <const double*>v[1].buf, <double*>v[2].buf, n, lr, momentum,
-                          1.0 - dampening, weight_decay, nesterov, first)
+            _sgd_momentum(<double*>v[0].buf + lo, <const double*>v[1].buf + lo, <double*>v[2].buf + lo, hi - lo,
+                          lr, momentum, 1.0 - dampening, weight_decay, nesterov, first)
         else:
-            _sgd_plain(<double*>v[0].buf, <const double*>v[1].buf, n, lr, weight_decay)
+            _sgd_plain(<double*>v[0].buf + lo, <const double*>v[1].buf + lo, hi - lo, lr, weight_decay)
 
+
+cdef void _sgd_one(Py_buffer* v, bint mom, double lr, double momentum, double dampening, double weight_decay,
+                   bint nesterov, bint first) noexcept nogil:
+    """One parameter; a large one is cut among the team (the gradient was just written by several threads)."""
+    cdef Py_ssize_t n = v[0].len // v[0].itemsize, t
+    cdef int nt = threads_for(n)
+    if nt <= 1:
+        _sgd_range(v, 0, n, mom, lr, momentum, dampening, weight_decay, nesterov, first)
+        return
+    for t in prange(nt, schedule="static", num_threads=nt):
+        _sgd_range(v, t * n // nt, (t + 1) * n // nt, mom, lr, momentum, dampening, weight_decay, nesterov, first)
 
 def sgd_update_multi(list params not None, list grads not None, list bufs not None, list firsts not None,
                      double lr, double momentum, double dampening, double weight_decay, bint nesterov):

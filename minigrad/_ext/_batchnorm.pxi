@@ -476,6 +476,31 @@ def batch_norm_forward_train(const floating[:, :, :] x not None, const floating[
                            eps, &mean[0], &var[0], stream, False, NULL)
 
 
+def batch_norm_update_stats(floating[::1] running_mean not None, floating[::1] running_var not None,
+                            const floating[::1] mean not None, const floating[::1] var not None, double factor,
+                            double unbias):
+    """``running ← (1 - factor)·running + factor·batch`` in place, the variance's batch term ``var·unbias``.
+
+    Four (C,) arrays of one dtype. Each product is rounded before the sum, as the NumPy reference
+    rounds them (no fused multiply-add), so both give the same running statistics.
+    """
+    cdef Py_ssize_t c = running_mean.shape[0], i
+    cdef str k = "batch_norm_update_stats"
+    _check_len(running_var.shape[0], c, "running_var", k)
+    _check_len(mean.shape[0], c, "mean", k)
+    _check_len(var.shape[0], c, "var", k)
+    cdef floating keep = <floating>(1.0 - factor), f = <floating>factor, fu = <floating>(factor * unbias)
+    cdef volatile floating a, b  # volatile: stored, rounded products (no contraction into an FMA)
+    with nogil:
+        for i in range(c):
+            a = running_mean[i] * keep
+            b = f * mean[i]
+            running_mean[i] = a + b
+            a = running_var[i] * keep
+            b = fu * var[i]
+            running_var[i] = a + b
+
+
 def batch_norm_backward(const floating[:, :, :] grad not None, const floating[:, :, :] x not None,
                         const floating[::1] mean not None, const floating[::1] invstd not None,
                         const floating[::1] weight, bint training, floating[:, :, :] dx not None,

@@ -200,6 +200,18 @@ class Backend:
             shift = shift + bias
         return scale, shift
 
+    def batch_norm_update_stats(self, running_mean, running_var, mean, var, factor, unbias):
+        """Fold one batch's statistics into running ones, in place: ``running ← (1 - factor)·running +
+        factor·batch``, the batch variance entering as ``var·unbias`` (m/(m - 1): the unbiased one).
+
+        All four are ``(C,)`` arrays; the batch statistics may be wider than the running ones (float32
+        statistics of a half input), the result is rounded to the running statistics' dtype.
+        """
+        running_mean *= 1.0 - factor
+        running_mean += (factor * mean).astype(running_mean.dtype, copy=False)
+        running_var *= 1.0 - factor
+        running_var += ((factor * unbias) * var).astype(running_var.dtype, copy=False)
+
     def batch_norm_backward(self, grad, x, mean, invstd, weight, training):
         """Gradients of batch norm on an ``(N, C, S)`` view.
 

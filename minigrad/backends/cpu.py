@@ -327,6 +327,12 @@ class CPUBackend(Backend):
         _kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
         return y, mean, var
 
+    def batch_norm_update_stats(self, running_mean, running_var, mean, var, factor, unbias):
+        if not (running_mean.dtype in _KERNEL_DTYPES and running_mean.dtype == running_var.dtype == mean.dtype
+                == var.dtype):
+            return super().batch_norm_update_stats(running_mean, running_var, mean, var, factor, unbias)
+        _kernels().batch_norm_update_stats(running_mean, running_var, mean, var, factor, unbias)
+
     def channel_affine(self, x, scale, shift):
         if x.dtype not in _KERNEL_DTYPES:
             return super().channel_affine(x, scale, shift)

@@ -107,10 +107,19 @@ class Module:
                 store.pop(name, None)
 
     def __getattr__(self, name):
+        # Reached for every parameter, buffer and submodule a forward reads (several per layer and step):
+        # three dict probes, no loop.
         d = self.__dict__
-        for store in ("_parameters", "_buffers", "_modules"):
-            if store in d and name in d[store]:
-                return d[store][name]
+        params = d.get("_parameters")
+        if params is not None:
+            if name in params:
+                return params[name]
+            buffers = d["_buffers"]
+            if name in buffers:
+                return buffers[name]
+            modules = d["_modules"]
+            if name in modules:
+                return modules[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):

@@ -331,8 +331,10 @@ class Normalizer(Module):
         if not self.track_running_stats or not count:
             return
         factor = self.running_stats_factor()
-        self.num_batches_tracked.array[...] += 1
-        self.num_batches_tracked._bump_version()
+        count_tensor = self.num_batches_tracked
+        tracked = count_tensor.array
+        tracked += 1  # a 0-d array, in place
+        count_tensor._bump_version()
         update_running_stats(self.running_mean, self.running_var, mean, var, factor, count)
 
     @classmethod

@@ -387,11 +387,8 @@ def update_running_stats(running_mean, running_var, mean, var, factor, count):
     mean = mean.array if isinstance(mean, TensorBase) else mean
     var = var.array if isinstance(var, TensorBase) else var
     unbias = count / (count - 1) if count > 1 else 1.0
-    rm, rv = running_mean.array, running_var.array
-    rm *= 1.0 - factor
-    rm += (factor * mean).astype(rm.dtype, copy=False)
-    rv *= 1.0 - factor
-    rv += ((factor * unbias) * var).astype(rv.dtype, copy=False)
+    running_mean.backend.batch_norm_update_stats(running_mean.array, running_var.array, mean, var, float(factor),
+                                                 unbias)
     running_mean._bump_version()
     running_var._bump_version()
 
@@ -450,6 +447,17 @@ def _check_vector(fname, name, t, x, shape):
         raise RuntimeError(f"{fname}: {name} is on {t.device} but the input is on {x.device}")
 
 
+def _vectors_match(x, shape, vectors) -> bool:
+    """The usual case, checked at once: each vector is None or a Tensor of ``shape`` with x's dtype on x's
+    device (a half input with float32 vectors, or anything wrong, takes the detailed checks)."""
+    dtype, backend = x.dtype, x.backend
+    for t in vectors:
+        if t is not None and not (isinstance(t, TensorBase) and t.shape == shape and t.dtype == dtype
+                                  and t.backend is backend):
+            return False
+    return True
+
+
 def _check_one_parameter_dtype(fname, named):
     """The parameters and statistics given (``(name, Tensor or None)`` pairs, each already checked
     by ``_check_vector``) share one dtype: a half input's may be float32 or half, not both."""
@@ -499,10 +507,12 @@ def _check_channel_arguments(fname, input, weight, bias, running_mean, running_v
     """The checks shared by the per-channel normalizers (batch and instance norm)."""
     _check_input(fname, input, min_rank)
     c = input.shape[1]
-    named = (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var))
-    for name, t in named:
-        _check_vector(fname, name, t, input, (c,))
-    _check_one_parameter_dtype(fname, named)
+    if not _vectors_match(input, (c,), (weight, bias, running_mean, running_var)):
+        # Something differs from the usual case: find what, and say it.
+        named = (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var))
+        for name, t in named:
+            _check_vector(fname, name, t, input, (c,))
+        _check_one_parameter_dtype(fname, named)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{fname}: pass both running_mean and running_var, or neither")
     if not batch_stats and running_mean is None:

@@ -103,3 +103,72 @@ def sigmoid_backward(const floating[::1] grad not None, const floating[::1] y no
                 mg_sigmoid_back_f32(gp, yp, dp, t * n // parts, (t + 1) * n // parts)
             else:
                 mg_sigmoid_back_f64(gp, yp, dp, t * n // parts, (t + 1) * n // parts)
+
+
+# ------------------------------------------------------------- cross-entropy
+from libc.math cimport exp as c_exp, log as c_log
+
+
+def cross_entropy_forward(const floating[:, ::1] x not None, const int64_t[::1] target not None,
+                          Py_ssize_t ignore_index, floating[:, ::1] probs not None):
+    """Cross-entropy of logits ``x`` (N, C) and class indices ``target`` (N,), without class weights.
+
+    Writes the softmax of each row into ``probs`` (N, C) (what the backward needs) and returns
+    ``(Σ loss over the counted rows, number of counted rows)``: a row whose target is
+    ``ignore_index`` counts for nothing. Per row, in double precision: ``m = max x``,
+    ``s = Σ exp(x - m)``, ``loss = log s + m - x[target]``. A target outside [0, C) that is not
+    ``ignore_index`` raises IndexError (before anything is written).
+    """
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i, j, count = 0
+    cdef int64_t t
+    cdef double m, s, total = 0.0
+    if target.shape[0] != n or probs.shape[0] != n or probs.shape[1] != c:
+        raise ValueError(f"cross_entropy_forward: x is ({n}, {c}), target ({target.shape[0]},), probs "
+                         f"({probs.shape[0]}, {probs.shape[1]})")
+    for i in range(n):
+        t = target[i]
+        if t != ignore_index and not 0 <= t < c:
+            raise IndexError(f"cross_entropy: target {t} is out of range for {c} classes")
+    if c == 0:
+        return 0.0, 0
+    with nogil:
+        for i in range(n):
+            m = x[i, 0]
+            for j in range(1, c):
+                if x[i, j] > m or x[i, j] != x[i, j]:  # a NaN wins, so the row's loss is NaN
+                    m = x[i, j]
+            s = 0.0
+            for j in range(c):
+                s += c_exp(x[i, j] - m)
+            for j in range(c):
+                probs[i, j] = <floating>(c_exp(x[i, j] - m) / s)
+            t = target[i]
+            if t != ignore_index:
+                total += c_log(s) + m - x[i, t]
+                count += 1
+    return total, count
+
+
+def cross_entropy_backward(const floating[:, ::1] probs not None, const int64_t[::1] target not None,
+                           Py_ssize_t ignore_index, double scale, floating[:, ::1] dx not None):
+    """``dx = scale·(probs - onehot(target))`` for the counted rows, 0 for the ignored ones (N, C)."""
+    cdef Py_ssize_t n = probs.shape[0], c = probs.shape[1], i, j
+    cdef int64_t t
+    cdef floating sc = <floating>scale
+    if target.shape[0] != n or dx.shape[0] != n or dx.shape[1] != c:
+        raise ValueError(f"cross_entropy_backward: probs is ({n}, {c}), target ({target.shape[0]},), dx "
+                         f"({dx.shape[0]}, {dx.shape[1]})")
+    for i in range(n):
+        t = target[i]
+        if t != ignore_index and not 0 <= t < c:
+            raise IndexError(f"cross_entropy: target {t} is out of range for {c} classes")
+    with nogil:
+        for i in range(n):
+            t = target[i]
+            if t == ignore_index:
+                for j in range(c):
+                    dx[i, j] = 0
+            else:
+                for j in range(c):
+                    dx[i, j] = sc * probs[i, j]
+                dx[i, t] = sc * (probs[i, t] - 1)

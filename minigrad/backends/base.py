@@ -200,6 +200,32 @@ class Backend:
             shift = shift + bias
         return scale, shift
 
+    def cross_entropy_forward(self, x, target, ignore_index):
+        """Cross-entropy of logits ``x`` (N, C) with integer ``target`` (N,), no class weights.
+
+        Returns ``(total, count, probs)``: the summed loss ``Σ log Σ_j e^{x_ij} - x_i,target_i`` over
+        the ``count`` rows whose target is not ``ignore_index`` (numbers or 0-d arrays: the device
+        need not wait), and the softmax of every row (N, C), which ``cross_entropy_backward`` takes.
+        """
+        xp = self.xp
+        shifted = x - x.max(axis=1, keepdims=True)
+        e = xp.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        valid = target != ignore_index
+        rows = xp.arange(x.shape[0])
+        picked = shifted[rows, xp.where(valid, target, 0)]
+        total = ((xp.log(s[:, 0]) - picked) * valid).sum()
+        return total, valid.sum(), e / s
+
+    def cross_entropy_backward(self, probs, target, ignore_index, scale):
+        """``scale·(probs - onehot(target))`` per row, zero for the rows whose target is ``ignore_index``."""
+        xp = self.xp
+        valid = target != ignore_index
+        dx = probs * (scale * valid[:, None]).astype(probs.dtype)
+        rows = xp.arange(probs.shape[0])[valid]
+        dx[rows, target[valid]] -= scale
+        return dx
+
     def batch_norm_update_stats(self, running_mean, running_var, mean, var, factor, unbias):
         """Fold one batch's statistics into running ones, in place: ``running ← (1 - factor)·running +
         factor·batch``, the batch variance entering as ``var·unbias`` (m/(m - 1): the unbiased one).

@@ -327,6 +327,22 @@ class CPUBackend(Backend):
         _kernels().batch_norm_forward_train(x, _vector(weight, x), _vector(bias, x), float(eps), y, mean, var)
         return y, mean, var
 
+    def cross_entropy_forward(self, x, target, ignore_index):
+        if not (_kernel_dtype(x) and target.dtype == np.int64 and x.ndim == 2):
+            return super().cross_entropy_forward(x, target, ignore_index)
+        x = _c_order(x)
+        probs = np.empty(x.shape, dtype=x.dtype)
+        total, count = _kernels().cross_entropy_forward(x, _c_order(target), int(ignore_index), probs)
+        return total, count, probs
+
+    def cross_entropy_backward(self, probs, target, ignore_index, scale):
+        if not (_kernel_dtype(probs) and target.dtype == np.int64 and probs.ndim == 2):
+            return super().cross_entropy_backward(probs, target, ignore_index, scale)
+        probs = _c_order(probs)
+        dx = np.empty(probs.shape, dtype=probs.dtype)
+        _kernels().cross_entropy_backward(probs, _c_order(target), int(ignore_index), float(scale), dx)
+        return dx
+
     def batch_norm_update_stats(self, running_mean, running_var, mean, var, factor, unbias):
         if not (running_mean.dtype in _KERNEL_DTYPES and running_mean.dtype == running_var.dtype == mean.dtype
                 == var.dtype):

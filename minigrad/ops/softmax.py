@@ -3,6 +3,8 @@ the maximum is subtracted before exponentiating)."""
 
 from __future__ import annotations
 
+import math
+
 from .._dtypes import is_floating
 from .._ext._engine import Function, TensorBase, make_tensor
 from .dims import dim_arg, normalize_dim
@@ -58,6 +60,14 @@ class CrossEntropy(Function):
     def forward(self, x, target=None, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0):
         xp = self.xp
         n, c = x.shape
+        self.reduction, self.label_smoothing, self.weight = reduction, label_smoothing, weight
+        self.fused = weight is None and not label_smoothing and reduction != "none"
+        if self.fused:  # the usual case: one backend call each way, the softmax saved for backward
+            total, count, probs = self.backend.cross_entropy_forward(x, target, ignore_index)
+            self.save_for_backward(probs, target)
+            self.ignore_index = ignore_index
+            self.denom = 1.0 if reduction == "sum" else count
+            return xp.asarray(_divide(xp, total, self.denom), dtype=x.dtype)
         logp = _log_softmax(xp, x, 1)
         valid = target != ignore_index
         safe_t = xp.where(valid, target, 0)
@@ -71,7 +81,6 @@ class CrossEntropy(Function):
             smooth = -(logp * w_all).sum(axis=1) / c * valid
             loss = (1 - label_smoothing) * loss + label_smoothing * smooth
         self.save_for_backward(logp, safe_t, w_rows, valid)
-        self.reduction, self.label_smoothing, self.weight = reduction, label_smoothing, weight
         if reduction == "none":
             self.denom = None
             return loss.astype(x.dtype, copy=False)
@@ -84,6 +93,10 @@ class CrossEntropy(Function):
 
     def backward(self, grad):
         xp = self.xp
+        if self.fused:
+            probs, target = self.saved_tensors
+            return self.backend.cross_entropy_backward(probs, target, self.ignore_index,
+                                                       _divide(xp, grad, self.denom))
         logp = self.saved_tensors[0]
         n = logp.shape[0]
         if self.reduction == "none":
@@ -102,11 +115,20 @@ class CrossEntropy(Function):
             g_rows = (grad / float(self.denom)).reshape(1, 1)
         return self._dlogits(softmax(x, 1), const=lambda a: make_tensor(a, self.backend)) * g_rows
 
+    def _row_terms(self):
+        """``(target with ignored rows at 0, row weights, counted rows)`` of either forward."""
+        if self.fused:
+            probs, target = self.saved_tensors
+            valid = target != self.ignore_index
+            return self.xp.where(valid, target, 0), valid.astype(probs.dtype), valid
+        _, t, w_rows, valid = self.saved_tensors
+        return t, w_rows, valid
+
     def _dlogits(self, p, const=lambda a: a):
         """``d loss_i / d x = w_i·(softmax - onehot)`` mixed with the label-smoothing term, before the
         upstream gradient; ``p`` the softmax (an array, or a Tensor with ``const`` wrapping the constants)."""
         xp = self.xp
-        _, t, w_rows, valid = self.saved_tensors
+        t, w_rows, valid = self._row_terms()
         n, c = p.shape
         onehot = xp.zeros(p.shape, dtype=p.dtype)
         onehot[xp.arange(n), t] = 1
@@ -117,6 +139,19 @@ class CrossEntropy(Function):
             # d/dx of -(Σ_j w_j log p_j)/C = (p·Σ_j w_j - w)/C
             dx = dx + (p * float(w_all.sum()) - const(w_all)) * const((eps / c * valid[:, None]).astype(p.dtype))
         return dx
+
+
+def _divide(xp, a, b):
+    """``a / b`` in float64, NaN or ±inf for a zero ``b`` (PyTorch's mean over no rows), without a warning
+    and without waiting for a device: Python numbers on the CPU path, 0-d arrays on a device."""
+    if isinstance(b, (int, float)) and not hasattr(a, "shape"):
+        return a / b if b else (math.nan if a == 0 else math.copysign(math.inf, a))
+    a = xp.asarray(a, dtype=xp.float64)
+    b = xp.asarray(b, dtype=xp.float64)
+    if hasattr(xp, "errstate"):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return a / b
+    return a / b
 
 
 def softmax(input, dim=None, *, axis=None):

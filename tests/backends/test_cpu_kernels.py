@@ -290,3 +290,51 @@ def test_sigmoid_does_not_depend_on_the_split(dtype):
     g = np.random.default_rng(7).standard_normal(x.shape).astype(dtype)
     np.testing.assert_allclose(CPU.sigmoid_backward(g, whole), REF.sigmoid_backward(g, whole),
                                rtol=1e-6 if dtype == np.float32 else 1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_update_stats_rounds_as_the_reference(dtype):
+    rng = np.random.default_rng(7)
+    stats = [rng.standard_normal(37).astype(dtype) for _ in range(2)]
+    stats[1] = np.abs(stats[1])
+    run_cpu = [np.ones(37, dtype), np.full(37, 2.0, dtype)]
+    run_ref = [a.copy() for a in run_cpu]
+    for _ in range(5):
+        CPU.batch_norm_update_stats(*run_cpu, *stats, 0.1, 60 / 59)
+        REF.batch_norm_update_stats(*run_ref, *stats, 0.1, 60 / 59)
+    for got, want in zip(run_cpu, run_ref):
+        np.testing.assert_array_equal(got, want)  # the same bits: no fused multiply-add in the kernel
+    with pytest.raises(ValueError, match="var"):
+        CPU.batch_norm_update_stats(run_cpu[0], run_cpu[1], stats[0], stats[1][:5], 0.1, 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+def test_cross_entropy_kernels_match_the_reference(dtype, ignore_index):
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((9, 5)) * 4).astype(dtype)
+    x[3, 1] = 80  # a large logit: the shift by the row's maximum keeps exp finite
+    t = rng.integers(0, 5, 9).astype(np.int64)
+    t[0] = 2
+    total, count, probs = CPU.cross_entropy_forward(x, t, ignore_index)
+    total_ref, count_ref, probs_ref = REF.cross_entropy_forward(x, t, ignore_index)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert count == int(count_ref) == int((t != ignore_index).sum())
+    np.testing.assert_allclose(total, float(total_ref), **tol)
+    np.testing.assert_allclose(probs, probs_ref, **tol)
+    np.testing.assert_allclose(CPU.cross_entropy_backward(probs, t, ignore_index, 0.25),
+                               REF.cross_entropy_backward(probs_ref, t, ignore_index, 0.25), **tol)
+
+
+def test_cross_entropy_kernels_refuse_bad_targets():
+    from minigrad.backends import cpu
+
+    k = cpu._kernels()
+    x = np.zeros((3, 4), np.float32)
+    probs = np.empty_like(x)
+    with pytest.raises(IndexError, match="target 4 is out of range for 4 classes"):
+        k.cross_entropy_forward(x, np.array([0, 4, 1], np.int64), -100, probs)
+    with pytest.raises(IndexError, match="target -1"):
+        k.cross_entropy_backward(probs, np.array([0, -1, 1], np.int64), -100, 1.0, np.empty_like(x))
+    with pytest.raises(ValueError, match="target \\(2,\\)"):
+        k.cross_entropy_forward(x, np.array([0, 1], np.int64), -100, probs)

@@ -113,3 +113,35 @@ def test_cross_entropy_matches_torch(device):
     tl.backward()
     assert loss.item() == pytest.approx(tl.item(), rel=1e-12)
     np.testing.assert_allclose(x.grad.cpu().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_over_no_counted_rows(device):
+    # every target ignored: the mean is 0/0 = NaN as in PyTorch, quietly; the sum is 0; gradients are 0
+    x = mg.tensor(np.ones((3, 4), np.float32), device=device, requires_grad=True)
+    t = mg.tensor(np.full(3, 2, np.int64), device=device)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean = F.cross_entropy(x, t, ignore_index=2)
+    assert np.isnan(float(mean.item()))
+    total = F.cross_entropy(x, t, ignore_index=2, reduction="sum")
+    assert float(total.item()) == 0.0
+    total.backward()
+    np.testing.assert_array_equal(x.grad.cpu().numpy(), np.zeros((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("target_dtype", [np.int64, np.int32, np.uint8])
+def test_cross_entropy_fused_path_matches_the_general_one(target_dtype, device):
+    # weight=None takes the fused kernels; all-ones class weights take the general NumPy path: one answer
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((6, 5)).astype(np.float32)
+    t = mg.tensor(rng.integers(0, 5, 6).astype(target_dtype), device=device)
+    results = []
+    for w in (None, mg.ones(5, device=device)):
+        x = mg.tensor(a, device=device, requires_grad=True)
+        loss = F.cross_entropy(x, t, weight=w)
+        loss.backward()
+        results.append((loss.item(), x.grad.cpu().numpy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)

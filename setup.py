@@ -91,7 +91,9 @@ class BuildExtWithOpenMP(build_ext):
         compile_flags, link_flags = self._openmp_flags()
         extra = []
         if self.compiler.compiler_type != "msvc":
-            extra = ["-O3", "-g0", "-Wno-unused-function", "-Wno-unknown-pragmas"]
+            # -fno-math-errno: no kernel reads errno, and without it sqrt cannot be vectorized (each call
+            # must be able to set errno for a negative argument): Adam's update ran one element at a time.
+            extra = ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function", "-Wno-unknown-pragmas"]
             if _flag_true("MINIGRAD_NATIVE"):
                 extra.append("-march=native")
         for ext in self.extensions:

@@ -48,27 +48,36 @@ def sgd_update(floating[::1] p, const floating[::1] g, floating[::1] buf, double
                           <floating>weight_decay, nesterov, first)
 
 
-def adam_update(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v, double lr, double beta1,
-                double beta2, double eps, double weight_decay, double bias_correction1,
-                double bias_correction2):
-    """In place Adam step on flat contiguous arrays (with bias correction and L2 weight decay)."""
-    cdef Py_ssize_t i, n = p.shape[0]
+cdef void _adam_range(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, double lr,
+                     double beta1, double beta2, double eps, double weight_decay, double bias_correction1,
+                     double bias_correction2) noexcept nogil:
+    cdef Py_ssize_t i
     cdef floating gi, mi, vi
     cdef floating step = <floating>(lr / bias_correction1)
     cdef floating inv_sqrt_bc2 = <floating>(1.0 / sqrt(bias_correction2))
     cdef floating b1 = <floating>beta1, b2 = <floating>beta2, c1 = <floating>(1.0 - beta1), c2 = <floating>(1.0 - beta2)
     cdef floating e = <floating>eps, wd = <floating>weight_decay
+    for i in range(n):
+        gi = g[i] + wd * p[i]
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + c2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - step * mi / (sqrt(vi) * inv_sqrt_bc2 + e)
+
+
+def adam_update(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v, double lr, double beta1,
+                double beta2, double eps, double weight_decay, double bias_correction1,
+                double bias_correction2):
+    """In place Adam step on flat contiguous arrays (with bias correction and L2 weight decay)."""
+    cdef Py_ssize_t n = p.shape[0]
     if g.shape[0] != n or m.shape[0] != n or v.shape[0] != n:
         raise ValueError("adam_update: parameter, gradient and state sizes differ")
+    if n == 0:
+        return
     with nogil:
-        for i in range(n):
-            gi = g[i] + wd * p[i]
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p[i] = p[i] - step * mi / (sqrt(vi) * inv_sqrt_bc2 + e)
-
+        _adam_range(&p[0], &g[0], &m[0], &v[0], n, lr, beta1, beta2, eps, weight_decay, bias_correction1,
+                    bias_correction2)
 
 # ------------------------------------------------------- multi-tensor (foreach) SGD
 # One call updates every parameter of a group: a training step of a small model otherwise spends more
@@ -91,16 +100,61 @@ cdef char _float_code(Py_buffer* v) noexcept:
     return 0
 
 
-cdef int _acquire(object obj, Py_buffer* views, Py_ssize_t k, bint writable, list held, Py_ssize_t i,
-                  str what) except -1:
-    """The buffer of ``obj`` into ``views[k]``, recorded in ``held`` (the caller releases it)."""
-    try:
-        PyObject_GetBuffer(obj, &views[k], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (PyBUF_WRITABLE if writable else 0))
-    except (BufferError, TypeError, ValueError) as e:  # not contiguous, not an array, read-only
-        raise TypeError(f"sgd_update_multi: {what} {i} must be a {'writable ' if writable else ''}C-contiguous "
-                        f"float32/float64 array ({e})") from None
-    held.append(k)
-    return 0
+cdef class _ArrayRows:
+    """The buffers of k arrays for each of n parameters (row i: parameter i's parameter, gradient and
+    state arrays), acquired and checked together, before any kernel writes; released with the object.
+
+    Every used array of a row must be a C-contiguous float32 or float64 buffer of the parameter's item
+    type and size, and writable where ``writable`` says so; TypeError or ValueError names the first
+    that is not.
+    """
+    cdef Py_buffer* views
+    cdef Py_ssize_t n, k
+    cdef list held
+
+    def __cinit__(self, str kernel, tuple columns, tuple names, tuple writable, tuple used):
+        cdef Py_ssize_t i, j, size
+        cdef char code
+        cdef Py_buffer* row
+        self.k = len(columns)
+        self.n = len(columns[0])
+        self.held = []
+        for j in range(1, self.k):
+            if len(columns[j]) != self.n:
+                raise ValueError(f"{kernel}: {self.n} parameters but {len(columns[j])} {names[j]} entries")
+        self.views = <Py_buffer*>calloc(self.n * self.k + 1, sizeof(Py_buffer))
+        if self.views == NULL:
+            raise MemoryError()
+        for i in range(self.n):
+            row = &self.views[i * self.k]
+            for j in range(self.k):
+                if used[j]:
+                    self._acquire(kernel, columns[j][i], i * self.k + j, writable[j], names[j], i)
+            code = _float_code(&row[0])
+            size = row[0].len
+            for j in range(self.k):
+                if used[j] and (code == 0 or _float_code(&row[j]) != code):
+                    raise TypeError(f"{kernel}: parameter {i} and its {names[j]} must both be float32 or both "
+                                    f"float64")
+                if used[j] and row[j].len != size:
+                    raise ValueError(f"{kernel}: parameter {i} and its {names[j]} differ in size")
+
+    cdef int _acquire(self, str kernel, object obj, Py_ssize_t slot, bint writable, str name,
+                      Py_ssize_t i) except -1:
+        try:
+            PyObject_GetBuffer(obj, &self.views[slot],
+                               PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (PyBUF_WRITABLE if writable else 0))
+        except (BufferError, TypeError, ValueError) as e:  # not contiguous, not an array, read-only
+            raise TypeError(f"{kernel}: the {name} of parameter {i} must be a {'writable ' if writable else ''}"
+                            f"C-contiguous float32/float64 array ({e})") from None
+        self.held.append(slot)
+        return 0
+
+    def __dealloc__(self):
+        if self.views != NULL:
+            for slot in self.held:
+                PyBuffer_Release(&self.views[<Py_ssize_t>slot])
+            free(self.views)
 
 
 cdef void _sgd_range(Py_buffer* v, Py_ssize_t lo, Py_ssize_t hi, bint mom, double lr, double momentum,
@@ -140,41 +194,87 @@ def sgd_update_multi(list params not None, list grads not None, list bufs not No
     first step) instead of being decayed. Raises TypeError/ValueError, before writing anything, for
     any array that does not qualify.
     """
-    cdef Py_ssize_t n = len(params), i, size
+    cdef Py_ssize_t n = len(params), i
     cdef bint mom = momentum != 0.0
-    cdef Py_buffer* views
     cdef char* first
-    cdef list held = []
-    cdef char code
-    if len(grads) != n or len(bufs) != n or len(firsts) != n:
-        raise ValueError(f"sgd_update_multi: {n} parameters but {len(grads)} gradients, {len(bufs)} buffers "
-                         f"and {len(firsts)} first-step flags")
-    views = <Py_buffer*>calloc(3 * n + 1, sizeof(Py_buffer))
+    if len(firsts) != n:
+        raise ValueError(f"sgd_update_multi: {n} parameters but {len(firsts)} first-step flags")
+    cdef _ArrayRows rows = _ArrayRows("sgd_update_multi", (params, grads, bufs),
+                                      ("parameter", "gradient", "momentum buffer"), (True, False, True),
+                                      (True, True, mom))
     first = <char*>calloc(n + 1, 1)
-    if views == NULL or first == NULL:
-        free(views)
-        free(first)
+    if first == NULL:
         raise MemoryError()
     try:
         for i in range(n):
             first[i] = 1 if firsts[i] else 0
-            _acquire(params[i], views, 3 * i, True, held, i, "parameter")
-            _acquire(grads[i], views, 3 * i + 1, False, held, i, "gradient")
-            if mom:
-                _acquire(bufs[i], views, 3 * i + 2, True, held, i, "momentum buffer")
-            code = _float_code(&views[3 * i])
-            if code == 0 or _float_code(&views[3 * i + 1]) != code or (mom and _float_code(&views[3 * i + 2]) != code):
-                raise TypeError(f"sgd_update_multi: parameter {i}, its gradient and buffer must all be float32 or "
-                                f"all float64")
-            size = views[3 * i].len
-            if views[3 * i + 1].len != size or (mom and views[3 * i + 2].len != size):
-                raise ValueError(f"sgd_update_multi: parameter {i}, its gradient and buffer differ in size")
         with nogil:
             for i in range(n):
-                _sgd_one(&views[3 * i], mom, lr, momentum, dampening, weight_decay, nesterov, first[i])
+                _sgd_one(&rows.views[3 * i], mom, lr, momentum, dampening, weight_decay, nesterov, first[i])
     finally:
-        for i in held:
-            PyBuffer_Release(&views[i])
-        free(views)
         free(first)
 
+
+def adam_update_multi(list params not None, list grads not None, list exp_avgs not None, list exp_avg_sqs not None,
+                      list steps not None, double lr, double beta1, double beta2, double eps, double weight_decay,
+                      double decay=1.0):
+    """``adam_update`` on every parameter of a list in one call (``torch._foreach`` style).
+
+    ``steps[i]`` is parameter i's step count (>= 1, after this step), from which its bias
+    corrections come. ``decay`` (AdamW's ``1 - lr·λ``) first scales each parameter, in a pass of
+    its own (rounded as the separate NumPy multiplication is). Checks every array before writing.
+    """
+    cdef Py_ssize_t n = len(params), i, size, t
+    cdef double* bc
+    if len(steps) != n:
+        raise ValueError(f"adam_update_multi: {n} parameters but {len(steps)} step counts")
+    cdef _ArrayRows rows = _ArrayRows("adam_update_multi", (params, grads, exp_avgs, exp_avg_sqs),
+                                      ("parameter", "gradient", "exp_avg", "exp_avg_sq"), (True, False, True, True),
+                                      (True, True, True, True))
+    bc = <double*>calloc(2 * n + 1, sizeof(double))
+    if bc == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            t = steps[i]
+            if t < 1:
+                raise ValueError(f"adam_update_multi: step {t} of parameter {i}; steps count from 1")
+            bc[2 * i] = 1.0 - beta1 ** t
+            bc[2 * i + 1] = 1.0 - beta2 ** t
+        with nogil:
+            for i in range(n):
+                _adam_one(&rows.views[4 * i], lr, beta1, beta2, eps, weight_decay, decay, bc[2 * i], bc[2 * i + 1])
+    finally:
+        free(bc)
+
+
+cdef void _adam_part(Py_buffer* v, Py_ssize_t lo, Py_ssize_t hi, double lr, double beta1, double beta2, double eps,
+                     double weight_decay, double decay, double bc1, double bc2) noexcept nogil:
+    """Elements [lo, hi) of one parameter (``v``: its parameter, gradient, exp_avg and exp_avg_sq views)."""
+    cdef Py_ssize_t i
+    if v[0].itemsize == 4:
+        if decay != 1.0:
+            for i in range(lo, hi):
+                (<float*>v[0].buf)[i] *= <float>decay
+        _adam_range(<float*>v[0].buf + lo, <const float*>v[1].buf + lo, <float*>v[2].buf + lo, <float*>v[3].buf + lo,
+                    hi - lo, lr, beta1, beta2, eps, weight_decay, bc1, bc2)
+    else:
+        if decay != 1.0:
+            for i in range(lo, hi):
+                (<double*>v[0].buf)[i] *= decay
+        _adam_range(<double*>v[0].buf + lo, <const double*>v[1].buf + lo, <double*>v[2].buf + lo,
+                    <double*>v[3].buf + lo, hi - lo, lr, beta1, beta2, eps, weight_decay, bc1, bc2)
+
+
+cdef void _adam_one(Py_buffer* v, double lr, double beta1, double beta2, double eps, double weight_decay,
+                    double decay, double bc1, double bc2) noexcept nogil:
+    """One parameter; a large one is cut among the team, as in SGD."""
+    cdef Py_ssize_t n = v[0].len // v[0].itemsize, t
+    cdef int nt = threads_for(n)
+    if n == 0:
+        return
+    if nt <= 1:
+        _adam_part(v, 0, n, lr, beta1, beta2, eps, weight_decay, decay, bc1, bc2)
+        return
+    for t in prange(nt, schedule="static", num_threads=nt):
+        _adam_part(v, t * n // nt, (t + 1) * n // nt, lr, beta1, beta2, eps, weight_decay, decay, bc1, bc2)

@@ -610,6 +610,16 @@ class Backend:
         denom += eps
         param -= (lr / bc1) * (exp_avg / denom)
 
+    def adam_update_multi(self, params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                          decay=1.0):
+        """``adam_update`` on each parameter of a list (``steps[i]``: parameter i's step count); ``decay``
+        (AdamW's ``1 - lr·λ``) scales each parameter first. A backend overrides it to update all of them
+        in one call; this one loops."""
+        for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+            if decay != 1.0:
+                p *= decay
+            self.adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay)
+
     def index_add(self, target, index, values):
         """``target[index] += values`` with repeated indices accumulated."""
         self.xp.add.at(target, index, values)

@@ -307,6 +307,16 @@ class CPUBackend(Backend):
                                exp_avg_sq.reshape(-1), lr, beta1, beta2, eps, weight_decay, 1.0 - beta1**step,
                                1.0 - beta2**step)
 
+    def adam_update_multi(self, params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay,
+                          decay=1.0):
+        # As sgd_update_multi: one call, or one parameter at a time for a list the kernel refuses.
+        try:
+            _kernels().adam_update_multi(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                                         weight_decay, decay)
+        except TypeError:
+            super().adam_update_multi(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                                      weight_decay, decay)
+
     # ==================================================================
     # normalization kernels (minigrad/_ext/_batchnorm.pxi, _groupnorm.pxi, used by minigrad.norm)
     #

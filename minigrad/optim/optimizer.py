@@ -229,6 +229,15 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def _by_backend(params) -> dict:
+    """Indices of ``params`` by backend, in order (usually one backend: every index); the multi-tensor
+    (``foreach``) updates make one call per backend."""
+    groups = {}
+    for i, p in enumerate(params):
+        groups.setdefault(p.backend, []).append(i)
+    return groups
+
+
 def _state_value(key, value, p, idx):
     """A loaded state entry: "step" as a number, the others as arrays of the parameter's shape, dtype, device."""
     if key == "step":

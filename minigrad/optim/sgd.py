@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _by_backend
 
 __all__ = ["SGD"]
 
@@ -57,9 +57,3 @@ class SGD(Optimizer):
                     states[i]["momentum_buffer"] = buf
 
 
-def _by_backend(params) -> dict:
-    """Indices of ``params`` by backend, in order (usually one backend: every index)."""
-    groups = {}
-    for i, p in enumerate(params):
-        groups.setdefault(p.backend, []).append(i)
-    return groups

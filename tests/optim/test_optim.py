@@ -122,13 +122,13 @@ def test_optimizer_errors():
         opt.load_state_dict({"state": {}, "param_groups": []})
 
 
-# ------------------------------------------------ multi-tensor (foreach) SGD
-def _sgd_run(kwargs, dtypes=("float32", "float64"), steps=4, strided_grad=False):
+# ------------------------------------------------ multi-tensor (foreach) updates
+def _sgd_run(kwargs, dtypes=("float32", "float64"), steps=4, strided_grad=False, opt_cls=optim.SGD):
     """Parameters of several shapes and dtypes (one group each), trained a few steps; their values."""
     rng = np.random.default_rng(0)
     params = [mg.tensor(rng.standard_normal(s).astype(dt), requires_grad=True)
               for dt in dtypes for s in ((3, 4), (5,), (2, 3, 2))]
-    opt = optim.SGD([{"params": [p for p in params if p.dtype == dt]} for dt in dtypes], **kwargs)
+    opt = opt_cls([{"params": [p for p in params if p.dtype == dt]} for dt in dtypes], **kwargs)
     for k in range(steps):
         opt.zero_grad()
         for i, p in enumerate(params):
@@ -170,7 +170,7 @@ def test_sgd_multi_kernel_checks_everything_before_writing():
     with pytest.raises(ValueError, match="differ in size"):
         k.sgd_update_multi(p, [np.ones(4, np.float32), np.ones(2, np.float32)], [None, None], [False, False],
                            0.1, 0.0, 0.0, 0.0, False)
-    with pytest.raises(ValueError, match="2 parameters but 1 gradients"):
+    with pytest.raises(ValueError, match="2 parameters but 1 gradient entries"):
         k.sgd_update_multi(p, g[:1], [None, None], [False, False], 0.1, 0.0, 0.0, 0.0, False)
     with pytest.raises(TypeError, match="writable"):
         ro = np.ones(4, np.float32)
@@ -188,3 +188,36 @@ def test_state_dict_saved_without_foreach_still_loads():
     opt2 = optim.SGD([p], lr=0.5)
     opt2.load_state_dict(sd)
     assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["foreach"] is None
+
+
+@pytest.mark.parametrize("opt_cls,kwargs", [
+    (optim.Adam, dict(lr=0.01)),
+    (optim.Adam, dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1, maximize=True)),
+    (optim.AdamW, dict(lr=0.01)),
+    (optim.AdamW, dict(lr=0.05, weight_decay=0.3, eps=1e-6)),
+])
+def test_adam_foreach_equals_one_at_a_time(opt_cls, kwargs):
+    many, opt = _sgd_run(dict(kwargs, foreach=None), opt_cls=opt_cls)
+    one, _ = _sgd_run(dict(kwargs, foreach=False), opt_cls=opt_cls)
+    for a, b in zip(many, one):
+        np.testing.assert_array_equal(a, b)
+    assert all(st["step"] == 4 for st in opt.state.values())
+    for case in (dict(dtypes=("float16", "float32")), dict(strided_grad=True)):  # arrays the kernel refuses
+        many, _ = _sgd_run(dict(kwargs, foreach=True), opt_cls=opt_cls, **case)
+        one, _ = _sgd_run(dict(kwargs, foreach=False), opt_cls=opt_cls, **case)
+        for a, b in zip(many, one):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_adam_multi_kernel_checks_before_writing():
+    from minigrad.backends import cpu
+
+    k = cpu._kernels()
+    p = [np.ones(4, np.float32)]
+    with pytest.raises(ValueError, match="steps count from 1"):
+        k.adam_update_multi(p, [np.ones(4, np.float32)], [np.zeros(4, np.float32)], [np.zeros(4, np.float32)], [0],
+                            0.1, 0.9, 0.999, 1e-8, 0.0)
+    with pytest.raises(ValueError, match="exp_avg_sq differ in size"):
+        k.adam_update_multi(p, [np.ones(4, np.float32)], [np.zeros(4, np.float32)], [np.zeros(3, np.float32)], [1],
+                            0.1, 0.9, 0.999, 1e-8, 0.0)
+    np.testing.assert_array_equal(p[0], np.ones(4, np.float32))

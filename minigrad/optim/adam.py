@@ -34,12 +34,7 @@ class Adam(Optimizer):
             raise ValueError(f"invalid betas {g['betas']}: each must be in [0, 1)")
 
     def _update(self, p, grad, st, g):
-        if not st:
-            xp = p.backend.xp
-            st["step"] = 0
-            st["exp_avg"] = xp.zeros_like(p.array)
-            st["exp_avg_sq"] = xp.zeros_like(p.array)
-        st["step"] += 1
+        _count_step(p, st)
         b1, b2 = g["betas"]
         p.backend.adam_update(p.array, grad, st["exp_avg"], st["exp_avg_sq"], st["step"], g["lr"], b1, b2,
                               g["eps"], self._l2(g))
@@ -55,18 +50,23 @@ class Adam(Optimizer):
         if g.get("foreach") is False:
             return super()._update_group(params, grads, states, g)
         for st, p in zip(states, params):
-            if not st:
-                xp = p.backend.xp
-                st["step"] = 0
-                st["exp_avg"] = xp.zeros_like(p.array)
-                st["exp_avg_sq"] = xp.zeros_like(p.array)
-            st["step"] += 1
+            _count_step(p, st)
         b1, b2 = g["betas"]
         for backend, idx in _by_backend(params).items():
             backend.adam_update_multi([params[i].array for i in idx], [grads[i] for i in idx],
                                       [states[i]["exp_avg"] for i in idx], [states[i]["exp_avg_sq"] for i in idx],
                                       [states[i]["step"] for i in idx], g["lr"], b1, b2, g["eps"], self._l2(g),
                                       self._decay(g))
+
+
+def _count_step(p, st):
+    """Adam's state for ``p`` (zero moments at the first step), its step count advanced."""
+    if not st:
+        xp = p.backend.xp
+        st["step"] = 0
+        st["exp_avg"] = xp.zeros_like(p.array)
+        st["exp_avg_sq"] = xp.zeros_like(p.array)
+    st["step"] += 1
 
 
 class AdamW(Adam):

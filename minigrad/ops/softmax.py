@@ -64,7 +64,7 @@ class CrossEntropy(Function):
         self.fused = weight is None and not label_smoothing and reduction != "none"
         if self.fused:  # the usual case: one backend call each way, the softmax saved for backward
             total, count, probs = self.backend.cross_entropy_forward(x, target, ignore_index)
-            self.save_for_backward(probs, target)
+            self.save_for_backward(probs, target.copy())  # the caller's target may change before backward
             self.ignore_index = ignore_index
             self.denom = 1.0 if reduction == "sum" else count
             return xp.asarray(_divide(xp, total, self.denom), dtype=x.dtype)
@@ -142,10 +142,13 @@ class CrossEntropy(Function):
 
 
 def _divide(xp, a, b):
-    """``a / b`` in float64, NaN or ±inf for a zero ``b`` (PyTorch's mean over no rows), without a warning
-    and without waiting for a device: Python numbers on the CPU path, 0-d arrays on a device."""
-    if isinstance(b, (int, float)) and not hasattr(a, "shape"):
-        return a / b if b else (math.nan if a == 0 else math.copysign(math.inf, a))
+    """``a / b``, NaN or ±inf for a zero ``b`` (PyTorch's mean over no rows), without a warning and without
+    waiting for a device (a device's count is a 0-d array, divided there in float64)."""
+    if isinstance(b, (int, float)):
+        if b:
+            return a / b
+        if not hasattr(a, "shape"):
+            return math.nan if a == 0 else math.copysign(math.inf, a)
     a = xp.asarray(a, dtype=xp.float64)
     b = xp.asarray(b, dtype=xp.float64)
     if hasattr(xp, "errstate"):

@@ -116,6 +116,9 @@ class Linear(Function):
 def check_same_kind(name, *tensors):
     """Refuse to mix integer/bool and floating operands (PyTorch's "must have the same dtype"), at forward
     time: NumPy would silently compute in float64 and the backward pass would fail later."""
+    if len(tensors) == 2 and isinstance(tensors[0], TensorBase) and isinstance(tensors[1], TensorBase) \
+            and tensors[0].dtype == tensors[1].dtype:
+        return  # the usual case, at once
     kinds = {is_floating(t.dtype) for t in tensors if isinstance(t, TensorBase)}
     if len(kinds) > 1:
         dtypes = ", ".join(str(t.dtype) for t in tensors if isinstance(t, TensorBase))

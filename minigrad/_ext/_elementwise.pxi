@@ -121,7 +121,7 @@ def cross_entropy_forward(const floating[:, ::1] x not None, const int64_t[::1] 
     """
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i, j, count = 0
     cdef int64_t t
-    cdef double m, s, total = 0.0
+    cdef double m, s, e, total = 0.0
     if target.shape[0] != n or probs.shape[0] != n or probs.shape[1] != c:
         raise ValueError(f"cross_entropy_forward: x is ({n}, {c}), target ({target.shape[0]},), probs "
                          f"({probs.shape[0]}, {probs.shape[1]})")
@@ -138,10 +138,12 @@ def cross_entropy_forward(const floating[:, ::1] x not None, const int64_t[::1] 
                 if x[i, j] > m or x[i, j] != x[i, j]:  # a NaN wins, so the row's loss is NaN
                     m = x[i, j]
             s = 0.0
+            for j in range(c):  # each exponential once: kept in probs, then scaled by 1/s
+                e = c_exp(x[i, j] - m)
+                s += e
+                probs[i, j] = <floating>e
             for j in range(c):
-                s += c_exp(x[i, j] - m)
-            for j in range(c):
-                probs[i, j] = <floating>(c_exp(x[i, j] - m) / s)
+                probs[i, j] = <floating>(probs[i, j] / s)
             t = target[i]
             if t != ignore_index:
                 total += c_log(s) + m - x[i, t]
